@@ -1,0 +1,57 @@
+"""The `corolla` command: one entry point, one module per subcommand under app/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Each module exposes `register(subparsers)`, which adds its parser and sets `func=run(args) -> int`.
+# Modules are imported lazily by name so `corolla --help` stays fast and a broken optional
+# part (say, Qt libraries missing) does not break every other command.
+COMMANDS = [
+    "model",
+    "generate",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corolla",
+        description="Run large language models across volunteers' GPUs.",
+    )
+    parser.add_argument("--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING, ...)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"app.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("libp2p", "multiaddr", "transformers"):
+        logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
+    if args.command is None:
+        if "app" in COMMANDS:  # the tray app is the default when it exists
+            return main(["app", *(argv or [])])
+        parser.print_help()
+        return 0
+    from core.errors import CorollaError
+
+    try:
+        return int(args.func(args) or 0)
+    except CorollaError as exc:
+        print(f"corolla: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

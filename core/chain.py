@@ -1,0 +1,67 @@
+"""A chain of in-process spans with the same open/step/close shape as a route through the swarm."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import torch
+
+from core.errors import CorollaError
+from core.span import Span, SpanRuntime
+
+
+def parse_spans(text: str, num_blocks: int) -> list[tuple[int, int]]:
+    """'0:10,10:20,20:30' -> [(0, 10), (10, 20), (20, 30)]; they must cover 0..num_blocks in order."""
+    spans = []
+    for part in text.split(","):
+        try:
+            a, b = (int(x) for x in part.strip().split(":"))
+        except ValueError:
+            raise CorollaError(f"bad span {part!r}: write spans as START:END, e.g. 0:10,10:20") from None
+        spans.append((a, b))
+    expected = 0
+    for a, b in spans:
+        if a != expected or b <= a:
+            raise CorollaError(f"spans must be contiguous and increasing from 0; {a}:{b} does not follow {expected}")
+        expected = b
+    if expected != num_blocks:
+        raise CorollaError(f"spans end at block {expected} but the model has {num_blocks} blocks")
+    return spans
+
+
+class LocalChain:
+    """Spans in this process, run one after another, each with its own session cache."""
+
+    def __init__(self, runtimes: list[SpanRuntime]):
+        self.runtimes = runtimes
+        self.session_id: str | None = None
+
+    @classmethod
+    def load(cls, path: Path | str, spans: list[tuple[int, int]], dtype: torch.dtype = torch.float32,
+             max_cache_tokens: int = 8192) -> LocalChain:
+        return cls([SpanRuntime(Span.load(path, a, b, dtype=dtype), max_cache_tokens) for a, b in spans])
+
+    def open(self, max_length: int) -> None:
+        self.session_id = uuid.uuid4().hex
+        for rt in self.runtimes:
+            rt.open_session(self.session_id, max_length)
+
+    def step(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.session_id is None:
+            raise CorollaError("open() the chain before stepping it")
+        for rt in self.runtimes:
+            hidden = rt.step(self.session_id, hidden)
+        return hidden
+
+    def close(self) -> None:
+        if self.session_id is not None:
+            for rt in self.runtimes:
+                rt.close_session(self.session_id)
+            self.session_id = None
+
+    def __enter__(self) -> LocalChain:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,26 @@
+"""Supported model families. Adding one is a module with a `Family` subclass, listed here."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+from core.errors import UnsupportedModelError
+from core.families.base import Family, HeadKeys
+from core.families.bloom import BloomFamily
+from core.families.llama import LlamaFamily
+
+FAMILIES: tuple[Family, ...] = (LlamaFamily(), BloomFamily())
+
+
+def family_for(config: PretrainedConfig) -> Family:
+    """The family that runs models of this config's `model_type`."""
+    for family in FAMILIES:
+        if config.model_type in family.model_types:
+            return family
+    supported = ", ".join(t for f in FAMILIES for t in f.model_types)
+    raise UnsupportedModelError(
+        f"model type {config.model_type!r} is not supported; supported types: {supported}"
+    )
+
+
+__all__ = ["FAMILIES", "Family", "HeadKeys", "family_for"]

@@ -1,0 +1,69 @@
+"""Llama-like decoders (Llama, Mistral, Qwen2): rotary positions, RMSNorm, transformers' own layers."""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+from core.families.base import Family, HeadKeys
+
+_CLASS_PREFIX = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
+
+
+def _modeling(model_type: str):
+    return importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+
+
+class LlamaFamily(Family):
+    model_types = tuple(_CLASS_PREFIX)
+    head_keys = HeadKeys(embed="model.embed_tokens.weight", final_norm=("model.norm.weight",),
+                         lm_head="lm_head.weight")
+
+    def block_prefix(self, index: int) -> str:
+        return f"model.layers.{index}."
+
+    def _cls(self, config: PretrainedConfig, suffix: str):
+        return getattr(_modeling(config.model_type), _CLASS_PREFIX[config.model_type] + suffix)
+
+    def build_block(self, config: PretrainedConfig, local_index: int) -> nn.Module:
+        return self._cls(config, "DecoderLayer")(config, local_index)
+
+    def make_positional(self, config: PretrainedConfig) -> nn.Module:
+        return self._cls(config, "RotaryEmbedding")(config=config)
+
+    def _masks(self, config, hidden, cache, position_ids) -> list:
+        kwargs = dict(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
+                      position_ids=position_ids)
+        layer_types = getattr(config, "layer_types", None) or []
+        sliding_everywhere = config.model_type == "mistral" and getattr(config, "sliding_window", None)
+        full = None if sliding_everywhere else create_causal_mask(**kwargs)
+        sliding = None
+        if sliding_everywhere or "sliding_attention" in layer_types:
+            sliding = create_sliding_window_causal_mask(**kwargs)
+        masks = []
+        for i in range(config.num_hidden_layers):
+            kind = layer_types[i] if i < len(layer_types) else "full_attention"
+            masks.append(sliding if sliding_everywhere or kind == "sliding_attention" else full)
+        return masks
+
+    def run_blocks(self, blocks, positional, config, hidden, cache, past_length) -> torch.Tensor:
+        tokens = hidden.shape[1]
+        position_ids = torch.arange(past_length, past_length + tokens, device=hidden.device).unsqueeze(0)
+        masks = self._masks(config, hidden, cache, position_ids)
+        position_embeddings = positional(hidden, position_ids=position_ids)
+        for block, mask in zip(blocks, masks):
+            hidden = block(
+                hidden,
+                attention_mask=mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=cache is not None,
+                position_embeddings=position_embeddings,
+            )
+            if isinstance(hidden, tuple):
+                hidden = hidden[0]
+        return hidden

@@ -1,0 +1,193 @@
+"""A span of transformer blocks [start, end) and the per-session attention caches a server keeps."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, PretrainedConfig
+from transformers.cache_utils import DynamicCache
+
+from core.errors import (
+    CacheFullError,
+    DtypeError,
+    SessionExistsError,
+    SessionTooLongError,
+    ShapeError,
+    UnknownSessionError,
+)
+from core.families import Family, family_for
+from core.weights import load_tensors, names_with_prefix
+
+ACCEPTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class Span(nn.Module):
+    """Blocks [start, end) of a model, loaded from only the shards that hold them."""
+
+    def __init__(self, config: PretrainedConfig, family: Family, start: int, end: int,
+                 blocks: nn.ModuleList, positional: nn.Module | None):
+        super().__init__()
+        self.config = config  # span config: num_hidden_layers == end - start
+        self.family = family
+        self.start, self.end = start, end
+        self.blocks = blocks
+        self.positional = positional
+
+    @classmethod
+    def load(cls, path: Path | str, start: int, end: int, device: str | torch.device = "cpu",
+             dtype: torch.dtype = torch.float32) -> Span:
+        path = Path(path)
+        full_config = AutoConfig.from_pretrained(path)
+        family = family_for(full_config)
+        total = full_config.num_hidden_layers
+        if not 0 <= start < end <= total:
+            raise ShapeError(f"blocks {start}:{end} are not a span of this model's {total} blocks")
+        config = family.span_config(full_config, start, end)
+        with torch.device("meta"):
+            blocks = nn.ModuleList(family.build_block(config, i) for i in range(end - start))
+        for local, block in enumerate(blocks):
+            prefix = family.block_prefix(start + local)
+            tensors = load_tensors(path, names_with_prefix(path, prefix), dtype=dtype)
+            state = {name[len(prefix):]: t for name, t in tensors.items()}
+            block.load_state_dict(state, strict=True, assign=True)
+        blocks = blocks.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        positional = family.make_positional(config)
+        if positional is not None:
+            positional = positional.to(device)
+        return cls(config, family, start, end, blocks, positional)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.end - self.start
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.blocks.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.blocks.parameters()).device
+
+    def check_hidden(self, hidden: torch.Tensor) -> None:
+        """Raise ShapeError/DtypeError unless `hidden` is [batch, tokens, hidden_size] floats."""
+        if hidden.dtype not in ACCEPTED_DTYPES:
+            raise DtypeError(f"hidden states must be float32, float16 or bfloat16, got {hidden.dtype}")
+        if hidden.dim() != 3 or hidden.shape[0] < 1 or hidden.shape[1] < 1:
+            raise ShapeError(f"hidden states must be [batch, tokens, {self.hidden_size}], got {list(hidden.shape)}")
+        if hidden.shape[2] != self.hidden_size:
+            raise ShapeError(f"hidden size is {hidden.shape[2]}, this model's is {self.hidden_size}")
+
+    @torch.inference_mode()
+    def run(self, hidden: torch.Tensor, cache: DynamicCache | None = None, past_length: int = 0) -> torch.Tensor:
+        """Hidden states through every block; returned in the dtype they came in."""
+        self.check_hidden(hidden)
+        x = hidden.to(device=self.device, dtype=self.dtype)
+        x = self.family.run_blocks(self.blocks, self.positional, self.config, x, cache, past_length)
+        return x.to(device=hidden.device, dtype=hidden.dtype)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # stateless: no cache kept
+        return self.run(hidden)
+
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache(config=self.config)
+
+    def kv_bytes_per_token(self) -> int:
+        """Attention-cache bytes per token of one sequence in this span."""
+        return self.family.kv_bytes_per_token(self.config, self.num_blocks, self.dtype)
+
+
+@dataclass
+class _Session:
+    cache: DynamicCache
+    max_length: int
+    batch_size: int
+    length: int = 0
+
+
+class SpanRuntime:
+    """Runs a span for many sessions at once, each with its own KV cache and length budget.
+
+    Cache room is reserved at open time (max_length x batch tokens), so a server refuses a session
+    it could not finish instead of failing halfway through a conversation.
+    """
+
+    def __init__(self, span: Span, max_cache_tokens: int = 8192):
+        self.span = span
+        self.max_cache_tokens = max_cache_tokens
+        self._sessions: dict[str, _Session] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def reserved_tokens(self) -> int:
+        return sum(s.max_length * s.batch_size for s in self._sessions.values())
+
+    @property
+    def free_cache_tokens(self) -> int:
+        return self.max_cache_tokens - self.reserved_tokens
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes the open sessions' caches may grow to (their reservations)."""
+        return self.reserved_tokens * self.span.kv_bytes_per_token()
+
+    def open_session(self, session_id: str, max_length: int, batch_size: int = 1) -> None:
+        if max_length < 1 or batch_size < 1:
+            raise ShapeError(f"max_length and batch_size must be positive, got {max_length} and {batch_size}")
+        with self._lock:
+            if session_id in self._sessions:
+                raise SessionExistsError(f"session {session_id!r} is already open")
+            wanted = max_length * batch_size
+            if wanted > self.free_cache_tokens:
+                raise CacheFullError(
+                    f"session needs {wanted} cache tokens but only {self.free_cache_tokens} of "
+                    f"{self.max_cache_tokens} are free; try a shorter max length or another server"
+                )
+            self._sessions[session_id] = _Session(self.span.new_cache(), max_length, batch_size)
+
+    def session_length(self, session_id: str) -> int:
+        return self._get(session_id).length
+
+    def step(self, session_id: str, hidden: torch.Tensor) -> torch.Tensor:
+        """Append `hidden` [batch, tokens, hidden] to the session and return the span's output."""
+        session = self._get(session_id)
+        self.span.check_hidden(hidden)
+        if hidden.shape[0] != session.batch_size:
+            raise ShapeError(f"session {session_id!r} was opened with batch {session.batch_size}, "
+                             f"got batch {hidden.shape[0]}")
+        if session.length + hidden.shape[1] > session.max_length:
+            raise SessionTooLongError(
+                f"session {session_id!r} would reach {session.length + hidden.shape[1]} tokens, "
+                f"past its maximum length {session.max_length}"
+            )
+        out = self.span.run(hidden, session.cache, session.length)
+        session.length += hidden.shape[1]
+        return out
+
+    def replay(self, session_id: str, stored_inputs: list[torch.Tensor]) -> torch.Tensor:
+        """Rebuild a session's cache from the inputs another server saw, in one prefill."""
+        if not stored_inputs:
+            raise ShapeError("nothing to replay: no stored inputs")
+        return self.step(session_id, torch.cat(stored_inputs, dim=1))
+
+    def close_session(self, session_id: str) -> None:
+        with self._lock:
+            if self._sessions.pop(session_id, None) is None:
+                raise UnknownSessionError(f"session {session_id!r} is not open")
+
+    def _get(self, session_id: str) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise UnknownSessionError(f"session {session_id!r} is not open (never opened, closed, or expired)")
+        return session

@@ -1,0 +1,135 @@
+"""The client's view of the swarm: who serves which blocks, confirmed by asking each server."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+
+from p2p.discovery import find_block_servers
+from p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
+from p2p.host import Peer, open_peer
+from p2p.records import INFO_PROTOCOL, ServerInfo
+from p2p.wire import StreamGone, encode, read_message, write_message
+
+log = logging.getLogger(__name__)
+
+INFO_TIMEOUT = 2.0  # s for a server to answer the info protocol, connection included
+INFO_TTL = 3.0  # s an answer stays good; a dead server drops out of routing within this
+BAN_FIRST_S = 5.0
+BAN_MAX_S = 300.0
+
+
+async def open_stream(peer: Peer, peer_id: str | ID, protocol: str, timeout: float):
+    """A new stream to `peer_id`, dialing it if needed; PeerUnavailableError when that fails."""
+    pid = peer_id if isinstance(peer_id, ID) else ID.from_base58(peer_id)
+    try:
+        with trio.fail_after(timeout):
+            return await peer.host.new_stream(pid, [protocol])
+    except trio.TooSlowError:
+        raise PeerUnavailableError(str(pid), f"no answer within {timeout:.1f} s") from None
+    except Exception as exc:  # noqa: BLE001 - dial and negotiation fail in many library-specific ways
+        raise PeerUnavailableError(str(pid), f"{type(exc).__name__}: {exc}") from None
+
+
+async def request_info(peer: Peer, peer_id: str | ID, timeout: float = INFO_TIMEOUT) -> ServerInfo:
+    """Ask one server about itself; the reply time (connection included) is its rtt_ms."""
+    t0 = time.perf_counter()
+    stream = await open_stream(peer, peer_id, INFO_PROTOCOL, timeout)
+    try:
+        await write_message(stream, encode({"type": "info"}), timeout=timeout)
+        header, _ = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
+    except (StreamGone, trio.TooSlowError) as exc:
+        raise PeerUnavailableError(str(peer_id), f"info: {exc or type(exc).__name__}") from None
+    finally:
+        with trio.move_on_after(0.5):
+            try:
+                await stream.close()
+            except Exception as exc:  # noqa: BLE001 - best effort on a stream we are done with
+                log.debug("close: %s", exc)
+    if header.get("type") == "error":
+        raise RemoteError(str(header.get("code")), str(header.get("message")))
+    info = ServerInfo.from_wire(header.get("info"))
+    info.rtt_ms = 1000 * (time.perf_counter() - t0)
+    return info
+
+
+class PeerBans:
+    """Peers that failed recently, each banned for a time that doubles with every failure."""
+
+    def __init__(self, first_s: float = BAN_FIRST_S, max_s: float = BAN_MAX_S) -> None:
+        self.first_s, self.max_s = first_s, max_s
+        self._until: dict[str, float] = {}
+        self._strikes: dict[str, int] = {}
+
+    def ban(self, peer_id: str) -> float:
+        strikes = self._strikes.get(peer_id, 0) + 1
+        self._strikes[peer_id] = strikes
+        seconds = min(self.first_s * 2 ** (strikes - 1), self.max_s)
+        self._until[peer_id] = time.monotonic() + seconds
+        return seconds
+
+    def banned(self, peer_id: str) -> bool:
+        return self._until.get(peer_id, 0.0) > time.monotonic()
+
+
+class SwarmClient:
+    """Discovery and liveness for one model: servers found in the DHT and confirmed by info."""
+
+    def __init__(self, peer: Peer, model_name: str, model_hash: str, num_blocks: int,
+                 info_ttl: float = INFO_TTL) -> None:
+        self.peer = peer
+        self.model_name, self.model_hash, self.num_blocks = model_name, model_hash, num_blocks
+        self.info_ttl = info_ttl
+        self.bans = PeerBans()
+        self._cache: list[ServerInfo] = []
+        self._cached_at = -1e9
+        self._lock = trio.Lock()
+
+    async def servers(self, *, fresh: bool = False) -> list[ServerInfo]:
+        """Live servers of this model (same name and hash), not banned; cached for `info_ttl` s."""
+        async with self._lock:
+            if fresh or time.monotonic() - self._cached_at > self.info_ttl:
+                self._cache = await self._discover()
+                self._cached_at = time.monotonic()
+        return [s for s in self._cache if not self.bans.banned(s.peer_id)]
+
+    async def all_servers(self) -> tuple[list[ServerInfo], list[str]]:
+        """Every announced server: those that answered, and the peer ids that did not."""
+        found = await find_block_servers(self.peer, self.model_name, self.model_hash, self.num_blocks)
+        ids = {pid for peers in found.values() for pid in peers}
+        answers: dict[ID, ServerInfo | None] = {}
+
+        async def ask(pid: ID) -> None:
+            try:
+                answers[pid] = await request_info(self.peer, pid)
+            except (PeerUnavailableError, RemoteError, ProtocolError) as exc:
+                log.debug("server %s did not answer: %s", pid, exc)
+                answers[pid] = None
+
+        async with trio.open_nursery() as nursery:
+            for pid in ids:
+                nursery.start_soon(ask, pid)
+        live = [s for s in answers.values() if s is not None and self._same_model(s)]
+        dead = [pid.to_string() for pid, s in answers.items() if s is None]
+        return sorted(live, key=lambda s: (s.start, s.end, s.peer_id)), dead
+
+    async def _discover(self) -> list[ServerInfo]:
+        live, _ = await self.all_servers()
+        return live
+
+    def _same_model(self, s: ServerInfo) -> bool:
+        return s.model_name == self.model_name and s.model_hash == self.model_hash
+
+
+@asynccontextmanager
+async def open_client_peer(initial_peers: Sequence[str], host: str = "0.0.0.0") -> AsyncIterator[Peer]:
+    """A throwaway client identity in DHT client mode (it asks; it is never asked)."""
+    async with open_peer(create_new_key_pair(), host=host, port=0, dht_server=False,
+                         initial_peers=initial_peers) as peer:
+        yield peer

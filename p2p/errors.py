@@ -1,0 +1,56 @@
+"""Typed errors of the swarm layer; each message says what went wrong and, where possible, what to do."""
+
+from __future__ import annotations
+
+from core.errors import CorollaError
+
+
+class SwarmError(CorollaError):
+    """Base of every networking error Corolla raises on purpose."""
+
+
+class BadAddressError(SwarmError):
+    """A multiaddr given by the user cannot be parsed or lacks the /p2p/<peer id> part."""
+
+
+class ProtocolError(SwarmError):
+    """A message broke the wire format (bad header, unknown dtype, size over a limit)."""
+
+
+class MessageTooLargeError(ProtocolError):
+    """A message announced more bytes than the receiver accepts."""
+
+
+class RemoteError(SwarmError):
+    """The other side answered with an error reply; `code` names the kind of problem."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class PeerUnavailableError(SwarmError):
+    """A peer could not be reached, hung past a timeout, or dropped the connection."""
+
+    def __init__(self, peer_id: str, reason: str) -> None:
+        super().__init__(f"peer {peer_id[-8:]} unavailable: {reason}")
+        self.peer_id = peer_id
+        self.reason = reason
+
+
+class NoRouteError(SwarmError):
+    """No live server covers some blocks of the model."""
+
+    def __init__(self, missing: list[int], model: str) -> None:
+        from p2p.records import format_blocks
+
+        super().__init__(
+            f"no live server serves blocks {format_blocks(missing)} of {model}; "
+            "start a server for them (corolla serve --blocks A:B) or wait for one to join"
+        )
+        self.missing = missing
+
+
+class BlockRangeError(SwarmError):
+    """A request names blocks the server does not hold."""

@@ -1,0 +1,113 @@
+"""A libp2p peer: TCP + Noise + Yamux host with a persistent identity, plus its Kademlia DHT."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.tools.anyio_service.context import background_trio_service
+
+from p2p.errors import BadAddressError, SwarmError
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 5.0
+
+
+def quiet_libp2p_logs() -> None:
+    """The DHT warns on nearly every request; keep its loggers to errors."""
+    for name in ("libp2p", "multiaddr", "async_service", "libp2p.kad_dht"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def parse_peer_addr(text: str) -> PeerInfo:
+    """Parse `/ip4/…/tcp/…/p2p/<peer id>` into a PeerInfo; raise BadAddressError naming the problem."""
+    try:
+        return info_from_p2p_addr(multiaddr.Multiaddr(text.strip()))
+    except Exception as exc:  # multiaddr raises several unrelated types
+        raise BadAddressError(f"cannot use peer address {text!r}: {exc}; expected /ip4/HOST/tcp/PORT/p2p/PEER_ID"
+                              ) from exc
+
+
+@dataclass
+class Peer:
+    """A running host and its DHT. `addrs` are full multiaddrs ending in /p2p/<peer id>."""
+
+    host: IHost
+    dht: KadDHT
+
+    @property
+    def peer_id(self) -> str:
+        return self.host.get_id().to_string()
+
+    @property
+    def addrs(self) -> list[str]:
+        pid = self.peer_id
+        out = []
+        for a in self.host.get_addrs():
+            s = str(a)
+            out.append(s if "/p2p/" in s else f"{s}/p2p/{pid}")
+        return out
+
+    def public_addrs(self, host_hint: str = "127.0.0.1") -> list[str]:
+        """Addresses worth printing for others: 0.0.0.0 replaced by `host_hint`."""
+        return [a.replace("/ip4/0.0.0.0/", f"/ip4/{host_hint}/") for a in self.addrs]
+
+    async def connect(self, info: PeerInfo, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Connect to a peer and add it to the DHT routing table."""
+        with trio.fail_after(timeout):
+            await self.host.connect(info)
+        await self.dht.add_peer(info.peer_id)
+
+    async def join(self, initial_peers: Sequence[str]) -> int:
+        """Connect to each initial peer (failures logged, not fatal); return how many answered."""
+        joined = 0
+        for text in initial_peers:
+            info = parse_peer_addr(text)
+            try:
+                await self.connect(info)
+                joined += 1
+            except Exception as exc:  # noqa: BLE001 - one bad bootstrap must not stop the others
+                log.warning("cannot reach initial peer %s: %s", text, exc)
+        if initial_peers and joined == 0:
+            raise SwarmError(f"none of the initial peers answered: {', '.join(initial_peers)}")
+        if joined:
+            with trio.move_on_after(CONNECT_TIMEOUT):
+                await self.dht.refresh_routing_table()
+        return joined
+
+
+@asynccontextmanager
+async def open_peer(
+    key_pair: KeyPair,
+    *,
+    host: str = "0.0.0.0",
+    port: int = 0,
+    dht_server: bool = True,
+    initial_peers: Sequence[str] = (),
+) -> AsyncIterator[Peer]:
+    """Start a host listening on host:port and its DHT (server mode answers queries; client mode
+    only asks, so its lookups always go to the network), join `initial_peers`, yield the Peer."""
+    quiet_libp2p_logs()
+    listen = [multiaddr.Multiaddr(f"/ip4/{host}/tcp/{port}")]
+    # One connection per peer: otherwise every connect() waits an extra 250 ms (measured).
+    h = new_host(key_pair=key_pair, listen_addrs=listen,
+                 connection_config=ConnectionConfig(max_connections_per_peer=1))
+    try:
+        async with h.run(listen_addrs=listen):
+            dht = KadDHT(h, DHTMode.SERVER if dht_server else DHTMode.CLIENT, enable_random_walk=False)
+            async with background_trio_service(dht):
+                peer = Peer(h, dht)
+                await peer.join(initial_peers)
+                yield peer
+    except OSError as exc:
+        raise SwarmError(f"cannot listen on {host}:{port}: {exc}") from exc

@@ -1,0 +1,233 @@
+"""An inference session across the swarm: one stream per hop, KV caches on the servers, and
+failover that replays the stored inputs of the failed blocks to their replacements."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Self
+
+import torch
+import trio
+
+from p2p.client import SwarmClient, open_stream
+from p2p.errors import NoRouteError, PeerUnavailableError, ProtocolError, RemoteError, SwarmError
+from p2p.records import INFERENCE_PROTOCOL
+from p2p.routing import RouteHop, plan_route
+from p2p.wire import DTYPES, StreamGone, encode, read_message, write_message
+
+log = logging.getLogger(__name__)
+
+STEP_TIMEOUT = 5.0  # s for a server to answer one decoding step (a hung peer says nothing by itself)
+TIMEOUT_PER_TOKEN = 0.02  # s added per token sent at once (prefill, replay)
+ROUTE_WAIT = 30.0  # s to wait for a server to cover missing blocks before giving up
+CONNECT_TIMEOUT = 5.0
+# Errors that another server would answer the same way: rerouting cannot help.
+CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolError", "MessageTooLargeError"}
+
+
+@dataclass
+class FailoverEvent:
+    """Blocks [start, end) moved from `from_peer` to `to_peers` after `reason`; `tokens` replayed."""
+
+    start: int
+    end: int
+    from_peer: str
+    to_peers: list[str]
+    tokens: int
+    seconds: float
+    reason: str
+
+
+@dataclass
+class WaitingEvent:
+    """No live server covers `missing` blocks; the session waits for one (`waited` s so far)."""
+
+    missing: list[int]
+    waited: float
+
+
+@dataclass
+class HopFailure(Exception):
+    """A hop's server failed in a way another server may not (dead, hung, error reply, bad output)."""
+
+    peer_id: str
+    reason: str
+    fatal: bool = False
+    cause: Exception | None = field(default=None, repr=False)
+
+
+def step_timeout(base: float, tokens: int) -> float:
+    return base + TIMEOUT_PER_TOKEN * tokens
+
+
+class HopSession:
+    """Blocks [start, end) of one session on one server, over one inference stream."""
+
+    def __init__(self, hop: RouteHop, stream, session_id: str, timeout: float) -> None:
+        self.hop, self.stream, self.session_id, self.timeout = hop, stream, session_id, timeout
+        self.dtype = DTYPES.get(hop.server.dtype, torch.float32)
+
+    @classmethod
+    async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
+        try:
+            stream = await open_stream(client.peer, hop.peer_id, INFERENCE_PROTOCOL, CONNECT_TIMEOUT)
+            await write_message(stream, encode({"type": "open", "max_length": max_length, "batch_size": 1,
+                                                "start": hop.start, "end": hop.end}), timeout=timeout)
+            header, _ = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
+        except (PeerUnavailableError, StreamGone, trio.TooSlowError, ProtocolError) as exc:
+            raise HopFailure(hop.peer_id, f"open: {_why(exc)}", cause=exc) from None
+        if header.get("type") != "opened":
+            raise HopFailure(hop.peer_id, f"open refused: {header.get('code')}: {header.get('message')}")
+        return cls(hop, stream, str(header["session"]), timeout)
+
+    async def step(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype."""
+        timeout = step_timeout(self.timeout, hidden.shape[1])
+        try:
+            await write_message(self.stream, encode({"type": "step", "session": self.session_id},
+                                                    [hidden.to(self.dtype)]), timeout=timeout)
+            header, tensors = await read_message(self.stream, idle_timeout=timeout, body_timeout=timeout)
+        except (StreamGone, trio.TooSlowError, ProtocolError) as exc:
+            raise HopFailure(self.hop.peer_id, _why(exc), cause=exc) from None
+        if header.get("type") == "error":
+            code = str(header.get("code"))
+            raise HopFailure(self.hop.peer_id, f"{code}: {header.get('message')}", fatal=code in CLIENT_FAULTS,
+                             cause=RemoteError(code, str(header.get("message"))))
+        if header.get("type") != "result" or len(tensors) != 1:
+            raise HopFailure(self.hop.peer_id, f"unexpected reply {header.get('type')!r}")
+        out = tensors[0]
+        if out.shape != hidden.shape:
+            raise HopFailure(self.hop.peer_id, f"result has shape {list(out.shape)}, sent {list(hidden.shape)}")
+        if not torch.isfinite(out).all():
+            raise HopFailure(self.hop.peer_id, "result has NaN or inf values")
+        return out.to(hidden.dtype)
+
+    async def close(self, polite: bool = True) -> None:
+        with trio.move_on_after(1.0 if polite else 0.2):
+            try:
+                if polite:
+                    await write_message(self.stream, encode({"type": "close"}), timeout=1.0)
+                await self.stream.close()
+            except (StreamGone, trio.TooSlowError, Exception) as exc:  # noqa: BLE001 - it may be dead
+                log.debug("closing hop %s: %s", self.hop, exc)
+
+
+class InferenceSession:
+    """Hidden states through every block of the model, in order, with server-side caches.
+
+    The inputs sent to each hop are kept (`max_length` tokens at most) so that when a server fails,
+    its blocks can be rerouted (other servers, any boundaries) and their caches rebuilt by replay.
+    """
+
+    def __init__(self, client: SwarmClient, max_length: int, *, timeout: float = STEP_TIMEOUT,
+                 route_wait: float = ROUTE_WAIT,
+                 on_event: Callable[[FailoverEvent | WaitingEvent], None] | None = None) -> None:
+        self.client, self.max_length, self.timeout = client, max_length, timeout
+        self.route_wait = route_wait
+        self.on_event = on_event or (lambda event: None)
+        self.hops: list[HopSession] = []
+        self.history: dict[int, list[torch.Tensor]] = {}
+        self.position = 0
+
+    @property
+    def route(self) -> list[RouteHop]:
+        return [h.hop for h in self.hops]
+
+    async def __aenter__(self) -> Self:
+        self.hops, _ = await self._open_range(0, self.client.num_blocks, None, reason="")
+        for h in self.hops:
+            self.history[h.hop.start] = []
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for h in self.hops:
+                nursery.start_soon(h.close)
+        self.hops = []
+
+    async def step(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Run `hidden` [1, tokens, hidden_size] through all blocks; return the last block's output."""
+        if self.position + hidden.shape[1] > self.max_length:
+            raise SwarmError(f"session would reach {self.position + hidden.shape[1]} tokens, "
+                             f"past its maximum length {self.max_length}")
+        x, k = hidden, 0
+        while k < len(self.hops):
+            hop = self.hops[k]
+            self.history[hop.hop.start].append(x)
+            try:
+                x = await hop.step(x)
+                k += 1
+            except HopFailure as failure:
+                if failure.fatal:
+                    raise SwarmError(f"server {failure.peer_id[-8:]} refused the step: {failure.reason}"
+                                     ) from failure.cause
+                replaced, x = await self._fail_over(k, failure, x.shape[1])
+                k += replaced
+        self.position += hidden.shape[1]
+        return x
+
+    async def _fail_over(self, k: int, failure: HopFailure, new_tokens: int) -> tuple[int, torch.Tensor]:
+        """Replace hop k by a new route over its blocks, replaying its stored inputs (the current step
+        included); return how many hops replaced it and the current step's output."""
+        t0 = time.perf_counter()
+        old = self.hops[k]
+        seconds = self.client.bans.ban(old.hop.peer_id)
+        log.warning("server %s failed (%s); banned for %.0f s, rerouting blocks %d:%d",
+                    old.hop.peer_id[-8:], failure.reason, seconds, old.hop.start, old.hop.end)
+        await old.close(polite=False)
+        inputs = torch.cat(self.history.pop(old.hop.start), dim=1)
+        new_hops, out = await self._open_range(old.hop.start, old.hop.end, inputs, reason=failure.reason)
+        self.hops[k:k + 1] = new_hops
+        self.on_event(FailoverEvent(old.hop.start, old.hop.end, old.hop.peer_id,
+                                    [h.hop.peer_id for h in new_hops], inputs.shape[1],
+                                    time.perf_counter() - t0, failure.reason))
+        return len(new_hops), out[:, inputs.shape[1] - new_tokens:]
+
+    async def _open_range(self, start: int, end: int, inputs: torch.Tensor | None,
+                          reason: str) -> tuple[list[HopSession], torch.Tensor | None]:
+        """Open sessions covering blocks [start, end) and, when `inputs` is given, replay it through
+        them, storing each new hop's inputs. Retries other servers until `route_wait` runs out."""
+        waited_since: float | None = None
+        while True:
+            servers = await self.client.servers(fresh=bool(reason) or waited_since is not None)
+            try:
+                route = plan_route(servers, start, end, cache_tokens=self.max_length,
+                                   model=self.client.model_name)
+            except NoRouteError as exc:
+                now = time.monotonic()
+                waited_since = waited_since or now
+                if now - waited_since >= self.route_wait:
+                    raise
+                self.on_event(WaitingEvent(exc.missing, now - waited_since))
+                await trio.sleep(1.0)
+                continue
+            opened: list[HopSession] = []
+            try:
+                x = inputs
+                for hop in route:
+                    session = await HopSession.open(self.client, hop, self.max_length, self.timeout)
+                    opened.append(session)
+                    if x is not None:
+                        self.history[hop.start] = [x]
+                        x = await session.step(x)
+                return opened, x
+            except HopFailure as failure:
+                for session in opened:
+                    await session.close(polite=False)
+                if failure.fatal:
+                    raise SwarmError(f"server {failure.peer_id[-8:]} refused: {failure.reason}") from None
+                self.client.bans.ban(failure.peer_id)
+                log.warning("server %s failed while opening (%s); trying another", failure.peer_id[-8:],
+                            failure.reason)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,154 @@
+"""The wire format: one message = a typed msgpack header plus raw tensor bytes. No pickle, ever.
+
+Frame: 4-byte big-endian header length | msgpack header | tensor payloads, back to back.
+The header's "tensors" list declares each payload's dtype and shape; the receiver computes the byte
+length from them and checks every number against `WireLimits` before reading a byte of payload.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import torch
+import trio
+from libp2p.network.stream.exceptions import StreamClosed, StreamEOF, StreamError, StreamReset
+
+from p2p.errors import MessageTooLargeError, ProtocolError
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    """What a receiver accepts from one message; anything larger is refused before it is read."""
+
+    max_header_bytes: int = 64 * 1024
+    max_tensors: int = 4
+    max_rank: int = 4
+    max_tensor_bytes: int = 256 * 1024 * 1024
+
+
+DEFAULT_LIMITS = WireLimits()
+
+
+class StreamGone(Exception):
+    """The stream ended (EOF, reset, closed) before a whole message was read or written."""
+
+
+def tensor_nbytes(dtype: torch.dtype, shape: list[int]) -> int:
+    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+
+
+def encode(header: dict[str, Any], tensors: list[torch.Tensor] = ()) -> bytes:
+    """One frame holding `header` and `tensors` (sent in their dtype, as contiguous CPU bytes)."""
+    specs, payloads = [], []
+    for t in tensors:
+        if t.dtype not in DTYPE_NAMES:
+            raise ProtocolError(f"cannot send dtype {t.dtype}; supported: {', '.join(DTYPES)}")
+        t = t.detach().to("cpu").contiguous()
+        specs.append({"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape)})
+        # bfloat16 has no numpy twin: view the bytes as int16 to get at them.
+        raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+        payloads.append(raw.numpy().tobytes())
+    head = msgpack.packb({**header, "tensors": specs}, use_bin_type=True)
+    return b"".join([_LEN.pack(len(head)), head, *payloads])
+
+
+def _check_specs(header: Any, limits: WireLimits) -> list[tuple[torch.dtype, list[int], int]]:
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        raise ProtocolError("header must be a map with a string 'type'")
+    specs = header.get("tensors", [])
+    if not isinstance(specs, list) or len(specs) > limits.max_tensors:
+        raise ProtocolError(f"'tensors' must be a list of at most {limits.max_tensors} entries")
+    checked = []
+    for spec in specs:
+        if not isinstance(spec, dict):
+            raise ProtocolError("each tensor spec must be a map with 'dtype' and 'shape'")
+        dtype = DTYPES.get(spec.get("dtype"))  # type: ignore[arg-type]
+        if dtype is None:
+            raise ProtocolError(f"unsupported dtype {spec.get('dtype')!r}; supported: {', '.join(DTYPES)}")
+        shape = spec.get("shape")
+        if (not isinstance(shape, list) or len(shape) > limits.max_rank
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape)):
+            raise ProtocolError(f"bad shape {shape!r}: a list of at most {limits.max_rank} non-negative ints")
+        nbytes = tensor_nbytes(dtype, shape)
+        if nbytes > limits.max_tensor_bytes:
+            raise MessageTooLargeError(
+                f"tensor of shape {shape} ({nbytes} bytes) is over the limit of {limits.max_tensor_bytes} bytes")
+        checked.append((dtype, shape, nbytes))
+    return checked
+
+
+def decode_tensor(dtype: torch.dtype, shape: list[int], data: bytes | bytearray) -> torch.Tensor:
+    if dtype == torch.bfloat16:
+        flat = torch.frombuffer(bytearray(data), dtype=torch.int16).view(torch.bfloat16)
+    else:
+        flat = torch.frombuffer(bytearray(data), dtype=dtype) if data else torch.empty(0, dtype=dtype)
+    return flat.reshape(shape)
+
+
+async def _read_exactly(stream: Any, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        try:
+            chunk = await stream.read(n - got)
+        except (StreamEOF, StreamReset, StreamClosed, StreamError) as exc:
+            raise StreamGone(f"stream ended: {type(exc).__name__}") from exc
+        if not chunk:
+            raise StreamGone("stream ended")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+async def read_message(
+    stream: Any,
+    *,
+    limits: WireLimits = DEFAULT_LIMITS,
+    idle_timeout: float,
+    body_timeout: float,
+) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    """Read one frame: wait up to `idle_timeout` s for it to start, then `body_timeout` s for the rest.
+
+    Raises trio.TooSlowError on a timeout, StreamGone when the stream ends, ProtocolError on a bad frame
+    (after which the stream is out of sync and must be closed).
+    """
+    with trio.fail_after(idle_timeout):
+        first = await _read_exactly(stream, _LEN.size)
+    with trio.fail_after(body_timeout):
+        (head_len,) = _LEN.unpack(first)
+        if head_len > limits.max_header_bytes:
+            raise MessageTooLargeError(f"header of {head_len} bytes is over the limit of "
+                                       f"{limits.max_header_bytes} bytes")
+        try:
+            header = msgpack.unpackb(await _read_exactly(stream, head_len), raw=False,
+                                     strict_map_key=True, max_bin_len=0, max_ext_len=0)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            raise ProtocolError(f"header is not valid msgpack: {exc}") from exc
+        specs = _check_specs(header, limits)
+        tensors = [decode_tensor(dtype, shape, await _read_exactly(stream, nbytes))
+                   for dtype, shape, nbytes in specs]
+    return header, tensors
+
+
+async def write_message(stream: Any, frame: bytes, *, timeout: float) -> None:
+    """Write one encoded frame within `timeout` s (raises trio.TooSlowError, StreamGone)."""
+    with trio.fail_after(timeout):
+        try:
+            await stream.write(frame)
+        except (StreamEOF, StreamReset, StreamClosed, StreamError) as exc:
+            raise StreamGone(f"stream ended: {type(exc).__name__}") from exc
+
+
+def error_frame(code: str, message: str) -> bytes:
+    return encode({"type": "error", "code": code, "message": message})

@@ -1,0 +1,23 @@
+"""Shared fixtures: the default model and tiny random models of every family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.models import FAMILIES, make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The embedded default model, prepared once (about 30 s the first time on a new machine)."""
+    from core.model import resolve_model
+
+    return resolve_model("default", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, default_model_path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {f: make_tiny_model(root / f, f, tokenizer_dir=default_model_path) for f in FAMILIES}

@@ -1,0 +1,67 @@
+"""`corolla app` (also plain `corolla`): the tray app with its chat window. The GUI's composition root."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="start the tray app (the default command)")
+    add_gui_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_gui_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--initial-peers", nargs="*", default=None,
+                   help="join this swarm for this run (multiaddrs; the saved settings are not changed)")
+    p.add_argument("--local", default=None, metavar="SPANS",
+                   help="chat without a swarm: run these spans in this process, e.g. 0:30")
+    p.add_argument("--window", action="store_true", help="show the menu in a window even if a tray exists")
+    p.add_argument("--open-chat", action="store_true", help="open the chat window at start")
+
+
+def run(args: argparse.Namespace) -> int:
+    return start_gui(args)
+
+
+def start_gui(args: argparse.Namespace, initial_peers: list[str] | None = None,
+              on_quit: Callable[[], None] | None = None) -> int:
+    """Build the app's services, then the widgets on top, and run Qt's event loop."""
+    import sys
+
+    from PySide6.QtWidgets import QApplication
+
+    from app import settings as settings_file
+    from app.services import Services
+
+    qt = QApplication.instance() or QApplication(sys.argv[:1])
+    qt.setApplicationName("Corolla")
+    qt.setQuitOnLastWindowClosed(False)  # the tray keeps running with no window open
+    peers = initial_peers if initial_peers is not None else args.initial_peers
+    settings, persist = None, True
+    if peers:
+        settings = settings_file.load().replace(initial_peers=tuple(peers))
+        persist = False  # a one-off swarm must not overwrite the user's saved choice
+    spans = None
+    if args.local:
+        from core.chain import parse_spans
+        from core.model import ModelInfo, resolve_model
+
+        spans = parse_spans(args.local, ModelInfo.load(resolve_model(settings.model if settings else "default")
+                                                      ).num_blocks)
+    services = Services(settings, persist=persist, local_spans=spans)
+
+    from ui.tray_app import TrayApp  # the composition root is the one place app/ may know ui/
+
+    gui = TrayApp(services, force_window=args.window)
+    gui.show()
+    services.start()
+    if args.open_chat:
+        gui.open_chat()
+    if on_quit is not None:
+        gui.quit_requested.connect(on_quit)
+    try:
+        return int(qt.exec())
+    finally:
+        gui.quit()

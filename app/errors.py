@@ -1,0 +1,25 @@
+"""Typed errors of the app layer; each message tells the user what to change."""
+
+from __future__ import annotations
+
+from core.errors import CorollaError
+
+
+class SettingsError(CorollaError):
+    """A setting has a value Corolla refuses (the message names the setting and why)."""
+
+
+class HistoryError(CorollaError):
+    """The conversation store cannot be opened or does not hold the asked-for item."""
+
+
+class ContributionError(CorollaError):
+    """The contributing server process could not be started or failed."""
+
+
+class ChatBackendError(CorollaError):
+    """A generation could not start or failed (no swarm, missing blocks, network down)."""
+
+
+class DemoError(CorollaError):
+    """The local demo swarm could not be brought up."""

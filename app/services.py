@@ -1,0 +1,136 @@
+"""The app's parts, built and wired once: settings, history, network thread, chat, contribution.
+
+Widgets get these objects and talk to them through signals; nothing here knows about widgets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from app import settings as settings_file
+from app.chat_backend import ChatBackend
+from app.contribution import ContributionController, ContributionState, Phase
+from app.conversation import ConversationController
+from app.errors import SettingsError
+from app.history import ConversationStore
+from app.local_route import LocalRouteFactory
+from app.route import InferenceRoute, RouteFactory, RouteListener
+from app.settings import Settings
+from app.swarm_connection import SwarmConnection
+from app.swarm_monitor import SwarmMonitor
+from app.swarm_route import SwarmRouteFactory
+from app.trio_thread import TrioThread
+
+log = logging.getLogger(__name__)
+
+
+class _RouteSwitch:
+    """The route factory the backend uses; swapped when the swarm settings change."""
+
+    def __init__(self, target: RouteFactory) -> None:
+        self.target = target
+
+    def open(self, max_length: int, listener: RouteListener) -> AbstractAsyncContextManager[InferenceRoute]:
+        return self.target.open(max_length, listener)
+
+    async def aclose(self) -> None:
+        await self.target.aclose()
+
+
+class Services(QObject):
+    settings_changed = Signal(object)  # Settings
+    settings_refused = Signal(str)  # why the settings were refused
+
+    def __init__(self, settings: Settings | None = None, *, persist: bool = True,
+                 local_spans: list[tuple[int, int]] | None = None, history_path: Path | None = None) -> None:
+        super().__init__()
+        self.persist = persist
+        self.settings_error = ""
+        if settings is None:
+            try:
+                settings = settings_file.load()
+            except SettingsError as exc:  # shown to the user; the file is left as it is
+                self.settings_error = f"{exc}. Using defaults until the settings are saved again."
+                settings = Settings()
+        self.settings = settings
+        self.local_spans = local_spans
+        self.trio = TrioThread().start()
+        self.store = ConversationStore(history_path)
+        self.connection: SwarmConnection | None = None
+        self._routes = _RouteSwitch(self._route_factory(settings))
+        self.backend = ChatBackend(self.trio, self._model_path(), self._routes)
+        self.conversations = ConversationController(self.store, self.backend, settings.sampling,
+                                                    settings.system_prompt)
+        self.contribution = ContributionController()
+        self.contribution.state_changed.connect(self._contribution_changed)
+        self.monitor = SwarmMonitor(self.trio, self.connection)
+
+    def _model_path(self) -> Callable[[], Path]:
+        def resolve() -> Path:
+            from core.model import resolve_model
+
+            return resolve_model(self.settings.model, progress=False)
+
+        return resolve
+
+    def _route_factory(self, settings: Settings) -> RouteFactory:
+        if self.local_spans is not None:
+            return LocalRouteFactory(Path(self._model_path()()), self.local_spans)
+        self.connection = SwarmConnection(list(settings.initial_peers), self._model_path(),
+                                         lambda: self.trio.nursery)
+        return SwarmRouteFactory(self.connection)
+
+    def start(self) -> None:
+        """Load the model's head in the background; resume contributing if it was on."""
+        self.backend.load()
+        if self.settings.contribute:
+            self.contribution.start(self.settings)
+
+    def set_contributing(self, on: bool) -> None:
+        if on:
+            self.contribution.start(self.settings)
+        else:
+            self.contribution.stop()
+        self._save(self.settings.replace(contribute=on))
+
+    def apply_settings(self, new: Settings) -> None:
+        """Use and remember `new` (already validated); a changed swarm reconnects on next use."""
+        old = self.settings
+        self._save(new)
+        if new.initial_peers != old.initial_peers and self.local_spans is None:
+            previous = self._routes.target
+            self._routes.target = self._route_factory(new)
+            self.monitor._connection = self.connection
+            self.trio.spawn(previous.aclose)
+        if self.contribution.state.active and (new.model, new.device, new.blocks, new.num_blocks, new.port,
+                                               new.initial_peers) != (old.model, old.device, old.blocks,
+                                                                      old.num_blocks, old.port, old.initial_peers):
+            self.contribution.shutdown()
+            self.contribution.start(new)
+
+    def _save(self, new: Settings) -> None:
+        self.settings = new
+        if self.persist:
+            try:
+                settings_file.save(new)
+            except (SettingsError, OSError) as exc:
+                self.settings_refused.emit(str(exc))
+                return
+        self.settings_changed.emit(new)
+
+    def _contribution_changed(self, state: ContributionState) -> None:
+        if state.phase is Phase.ERROR:
+            log.warning("contribution failed: %s", state.error)
+
+    def shutdown(self) -> None:
+        """Stop everything this app started: the reply, the server process, the network thread."""
+        self.conversations.close()
+        self.monitor.stop()
+        self.contribution.shutdown()
+        self.trio.stop(timeout=5)  # cancels every task, the swarm connection's included
+        self.store.close()

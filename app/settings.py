@@ -1,0 +1,175 @@
+"""User settings: what the "Contribute GPU" toggle serves, which swarm to join, chat defaults.
+
+Stored as JSON in the user config dir. Every value is checked; an invalid value is refused with a
+`SettingsError` naming the setting, never silently replaced by a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.errors import SettingsError
+from app.paths import config_dir
+
+SETTINGS_FILE = "settings.json"
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_BLOCKS = re.compile(r"^(\d+):(\d+)$")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the chat samples tokens; the same knobs as core.generation.SamplingParams."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.1
+
+    def validated(self) -> Sampling:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            _check(_is_number(value), name.replace("_", " "), value, "must be a number")
+        _check(0.0 <= self.temperature <= 5.0, "temperature", self.temperature, "must be between 0 and 5")
+        _check(0.0 < self.top_p <= 1.0, "top-p", self.top_p, "must be above 0 and at most 1")
+        _check(_is_int(self.top_k) and self.top_k >= 0, "top-k", self.top_k, "must be a whole number >= 0")
+        _check(
+            _is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 8192,
+            "max new tokens", self.max_new_tokens, "must be a whole number from 1 to 8192",
+        )
+        _check(
+            1.0 <= self.repetition_penalty <= 3.0,
+            "repetition penalty", self.repetition_penalty, "must be between 1 and 3",
+        )
+        return self
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app remembers across restarts."""
+
+    initial_peers: tuple[str, ...] = ()
+    model: str = "default"
+    device: str = "auto"
+    blocks: str = ""  # "A:B" to serve exactly those blocks; "" lets num_blocks decide
+    num_blocks: int = 8
+    port: int = 0  # 0: any free port
+    contribute: bool = False
+    system_prompt: str = "You are a helpful assistant."
+    sampling: Sampling = field(default_factory=Sampling)
+
+    def validated(self) -> Settings:
+        """Return self if every value is acceptable, else raise SettingsError."""
+        for peer in self.initial_peers:
+            check_multiaddr(peer)
+        _check(isinstance(self.model, str) and self.model.strip() != "", "model", self.model,
+               "must name a model (\"default\", a folder or a hub id)")
+        _check(isinstance(self.device, str) and bool(_DEVICE.match(self.device)), "device", self.device,
+               "must be auto, cpu, mps, cuda or cuda:N")
+        if self.blocks:
+            block_range(self.blocks)
+        _check(_is_int(self.num_blocks) and 1 <= self.num_blocks <= 1000, "number of blocks",
+               self.num_blocks, "must be a whole number from 1 to 1000")
+        _check(_is_int(self.port) and 0 <= self.port <= 65535, "port", self.port,
+               "must be from 0 (any) to 65535")
+        _check(isinstance(self.contribute, bool), "contribute", self.contribute, "must be true or false")
+        _check(isinstance(self.system_prompt, str), "system prompt", self.system_prompt, "must be text")
+        self.sampling.validated()
+        return self
+
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with `changes` applied."""
+        return dataclasses.replace(self, **changes).validated()
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["initial_peers"] = list(self.initial_peers)
+        return d
+
+    @classmethod
+    def from_json(cls, data: Any) -> Settings:
+        if not isinstance(data, dict):
+            raise SettingsError("settings must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+        data = dict(data)
+        sampling = data.pop("sampling", {})
+        if not isinstance(sampling, dict):
+            raise SettingsError("sampling must be a JSON object")
+        s_known = {f.name for f in dataclasses.fields(Sampling)}
+        if set(sampling) - s_known:
+            raise SettingsError(f"unknown sampling setting(s): {', '.join(sorted(set(sampling) - s_known))}")
+        peers = data.pop("initial_peers", [])
+        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            raise SettingsError("initial peers must be a list of multiaddresses")
+        return cls(initial_peers=tuple(peers), sampling=Sampling(**sampling), **data).validated()
+
+
+def block_range(text: str) -> tuple[int, int]:
+    """Parse "A:B" (blocks A up to but not including B) or raise SettingsError."""
+    m = _BLOCKS.match(text.strip())
+    if not m or int(m.group(1)) >= int(m.group(2)):
+        raise SettingsError(f"blocks {text!r}: write START:END with START < END, for example 0:10")
+    return int(m.group(1)), int(m.group(2))
+
+
+def check_multiaddr(text: str) -> str:
+    """Return `text` if it is a multiaddress that names a peer (…/p2p/<id>), else raise SettingsError."""
+    import multiaddr  # ships with libp2p; imported here to keep `import app.settings` light
+
+    try:
+        addr = multiaddr.Multiaddr(text)
+    except Exception as exc:  # noqa: BLE001 - the library raises several unrelated types for bad input
+        raise SettingsError(f"initial peer {text!r} is not a multiaddress ({exc})") from None
+    if "p2p" not in [p.name for p in addr.protocols()]:
+        raise SettingsError(f"initial peer {text!r} must end with /p2p/<peer id>")
+    return text
+
+
+def load(path: Path | None = None) -> Settings:
+    """Read the settings file; defaults if there is none; SettingsError if it is invalid."""
+    path = path or config_dir() / SETTINGS_FILE
+    if not path.exists():
+        return Settings()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot read {path}: {exc}") from None
+    try:
+        return Settings.from_json(data)
+    except TypeError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+
+
+def save(settings: Settings, path: Path | None = None) -> Path:
+    """Validate and write atomically (a crash leaves the old file or the new one, never half)."""
+    settings.validated()
+    path = path or config_dir() / SETTINGS_FILE
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(settings.to_json(), f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(ok: bool, name: str, value: Any, why: str) -> None:
+    if not ok:
+        raise SettingsError(f"{name} {value!r} {why}")

@@ -1,0 +1,73 @@
+"""Polls the swarm for the swarm view: every server announced for the model, live or not."""
+
+from __future__ import annotations
+
+import trio
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
+
+from app.swarm_connection import SwarmConnection
+from app.swarm_snapshot import ServerRow, SwarmSnapshot
+from app.trio_thread import Job, TrioThread
+from core.errors import CorollaError
+
+REFRESH_MS = 2000
+QUERY_TIMEOUT = 15.0  # s for one look at the swarm
+
+
+class SwarmMonitor(QObject):
+    snapshot = Signal(object)  # SwarmSnapshot
+
+    def __init__(self, trio_thread: TrioThread, connection: SwarmConnection | None,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._trio = trio_thread
+        self._connection = connection
+        self._timer = QTimer(self)
+        self._timer.setInterval(REFRESH_MS)
+        self._timer.timeout.connect(self.refresh)
+        self._job: Job | None = None
+        self.last: SwarmSnapshot | None = None
+
+    @Slot()
+    def start(self) -> None:
+        """Refresh now and then every REFRESH_MS until `stop()`."""
+        self.refresh()
+        self._timer.start()
+
+    @Slot()
+    def stop(self) -> None:
+        self._timer.stop()
+
+    @Slot()
+    def refresh(self) -> None:
+        if self._job is not None:
+            return  # the previous look has not finished
+        if self._connection is None:
+            self._emit(SwarmSnapshot("", 0, error="not connected to a swarm: add initial peers in Settings"))
+            return
+        self._job = self._trio.spawn(self._look, on_done=self._emit, on_error=self._failed)
+
+    async def _look(self) -> SwarmSnapshot:
+        connection = self._connection
+        if connection is None:
+            raise CorollaError("not connected to a swarm")
+        with trio.fail_after(QUERY_TIMEOUT):
+            client = await connection.client()
+            live, dead = await client.all_servers()
+        rows = [ServerRow(s.peer_id, s.start, s.end, s.state, s.throughput, s.active_sessions, s.rtt_ms)
+                for s in live]
+        rows += [ServerRow(pid, 0, 0, "not answering") for pid in dead]
+        return SwarmSnapshot(connection.model_name, connection.num_blocks, rows)
+
+    def _emit(self, snapshot: SwarmSnapshot) -> None:
+        self._job = None
+        self.last = snapshot
+        self.snapshot.emit(snapshot)
+
+    def _failed(self, exc: BaseException) -> None:
+        why = str(exc) if isinstance(exc, CorollaError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, trio.TooSlowError):
+            why = f"the swarm did not answer within {QUERY_TIMEOUT:.0f} s"
+        previous = self.last
+        model, blocks = (previous.model, previous.num_blocks) if previous else ("", 0)
+        self._emit(SwarmSnapshot(model, blocks, [], error=why))

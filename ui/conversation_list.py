@@ -1,0 +1,95 @@
+"""The list of conversations with New, Rename (edit in place) and Delete."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.history import Conversation
+
+_ID = Qt.ItemDataRole.UserRole
+
+
+class ConversationList(QWidget):
+    selected = Signal(int)  # conversation id
+    new_requested = Signal()
+    rename_requested = Signal(int, str)
+    delete_requested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.list = QListWidget(self)
+        self.list.currentItemChanged.connect(self._current_changed)
+        self.list.itemChanged.connect(self._item_edited)
+        self.new_button = QPushButton("New", self)
+        self.new_button.clicked.connect(self.new_requested)
+        self.rename_button = QPushButton("Rename", self)
+        self.rename_button.clicked.connect(self._start_rename)
+        self.delete_button = QPushButton("Delete", self)
+        self.delete_button.clicked.connect(self._delete)
+        buttons = QHBoxLayout()
+        for b in (self.new_button, self.rename_button, self.delete_button):
+            buttons.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.list)
+        layout.addLayout(buttons)
+        self._filling = False
+
+    def current_id(self) -> int | None:
+        item = self.list.currentItem()
+        return int(item.data(_ID)) if item is not None else None
+
+    def titles(self) -> list[str]:
+        return [self.list.item(i).text() for i in range(self.list.count())]
+
+    @Slot(list, object)
+    def show_conversations(self, conversations: list[Conversation], current: int | None = None) -> None:
+        """Replace the list (most recent first) and select `current` without emitting `selected`."""
+        self._filling = True
+        try:
+            self.list.clear()
+            for c in conversations:
+                item = QListWidgetItem(c.title)
+                item.setData(_ID, c.id)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+                self.list.addItem(item)
+                if c.id == current:
+                    self.list.setCurrentItem(item)
+        finally:
+            self._filling = False
+
+    def rename_current(self, title: str) -> None:
+        """Rename the selected conversation as if the user had typed `title` in place."""
+        item = self.list.currentItem()
+        if item is not None:
+            item.setText(title)
+
+    @Slot()
+    def _start_rename(self) -> None:
+        item = self.list.currentItem()
+        if item is not None:
+            self.list.editItem(item)
+
+    @Slot()
+    def _delete(self) -> None:
+        cid = self.current_id()
+        if cid is not None:
+            self.delete_requested.emit(cid)
+
+    @Slot(QListWidgetItem, QListWidgetItem)
+    def _current_changed(self, current: QListWidgetItem | None, _previous: QListWidgetItem | None) -> None:
+        if current is not None and not self._filling:
+            self.selected.emit(int(current.data(_ID)))
+
+    @Slot(QListWidgetItem)
+    def _item_edited(self, item: QListWidgetItem) -> None:
+        if not self._filling:
+            self.rename_requested.emit(int(item.data(_ID)), item.text())

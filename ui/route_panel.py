@@ -1,0 +1,61 @@
+"""Which peer carries which blocks of the current conversation, with latency; reroute and error notices."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Slot
+from PySide6.QtWidgets import QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+from app.route import Hop
+
+
+class RoutePanel(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.table = QTableWidget(0, 3, self)
+        self.table.setHorizontalHeaderLabels(["Peer", "Blocks", "Latency"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.notice = QLabel(self)
+        self.notice.setWordWrap(True)
+        self.notice.hide()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QLabel("<b>Route</b>", self))
+        layout.addWidget(self.table)
+        layout.addWidget(self.notice)
+        self.hops: list[Hop] = []
+
+    @Slot(list)
+    def show_route(self, hops: list[Hop]) -> None:
+        self.hops = list(hops)
+        self.table.setRowCount(len(hops))
+        for row, hop in enumerate(hops):
+            peer = QTableWidgetItem(_short(hop.peer))
+            peer.setToolTip(hop.peer)
+            self.table.setItem(row, 0, peer)
+            self.table.setItem(row, 1, QTableWidgetItem(hop.blocks))
+            latency = "–" if hop.latency_ms is None else f"{hop.latency_ms:.1f} ms"
+            self.table.setItem(row, 2, QTableWidgetItem(latency))
+
+    @Slot(str)
+    def show_reroute(self, text: str) -> None:
+        self._notice(f"⟳ Rerouted: {text}", "#fff4d6", "#8a5a00")
+
+    @Slot(str)
+    def show_error(self, text: str) -> None:
+        self._notice(text, "#fde2e2", "#9b1c1c")
+
+    @Slot()
+    def clear_notice(self) -> None:
+        self.notice.hide()
+        self.notice.clear()
+
+    def _notice(self, text: str, background: str, color: str) -> None:
+        self.notice.setText(text)
+        self.notice.setStyleSheet(f"background:{background}; color:{color}; padding:4px; border-radius:3px")
+        self.notice.show()
+
+
+def _short(peer: str) -> str:
+    return peer if len(peer) <= 16 else f"{peer[:6]}…{peer[-6:]}"

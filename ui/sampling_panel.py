@@ -1,0 +1,69 @@
+"""The sampling knobs: temperature, top-p, top-k, max new tokens, repetition penalty."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
+
+from app.settings import Sampling
+
+
+class SamplingPanel(QWidget):
+    changed = Signal(object)  # Sampling
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.temperature = _double(0.0, 5.0, 0.05, 2, self)
+        self.top_p = _double(0.01, 1.0, 0.05, 2, self)
+        self.top_k = QSpinBox(self)
+        self.top_k.setRange(0, 1000)
+        self.top_k.setSpecialValueText("off")
+        self.max_new_tokens = QSpinBox(self)
+        self.max_new_tokens.setRange(1, 8192)
+        self.repetition_penalty = _double(1.0, 3.0, 0.05, 2, self)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Top-k", self.top_k)
+        form.addRow("Max new tokens", self.max_new_tokens)
+        form.addRow("Repetition penalty", self.repetition_penalty)
+        self.show_sampling(Sampling())
+        for box in (self.temperature, self.top_p, self.repetition_penalty):
+            box.valueChanged.connect(self._emit)
+        for ibox in (self.top_k, self.max_new_tokens):
+            ibox.valueChanged.connect(self._emit)
+
+    def sampling(self) -> Sampling:
+        return Sampling(
+            temperature=round(self.temperature.value(), 4),
+            top_p=round(self.top_p.value(), 4),
+            top_k=self.top_k.value(),
+            max_new_tokens=self.max_new_tokens.value(),
+            repetition_penalty=round(self.repetition_penalty.value(), 4),
+        ).validated()
+
+    @Slot(object)
+    def show_sampling(self, s: Sampling) -> None:
+        boxes = (self.temperature, self.top_p, self.top_k, self.max_new_tokens, self.repetition_penalty)
+        for b in boxes:
+            b.blockSignals(True)
+        self.temperature.setValue(s.temperature)
+        self.top_p.setValue(s.top_p)
+        self.top_k.setValue(s.top_k)
+        self.max_new_tokens.setValue(s.max_new_tokens)
+        self.repetition_penalty.setValue(s.repetition_penalty)
+        for b in boxes:
+            b.blockSignals(False)
+
+    @Slot()
+    def _emit(self) -> None:
+        self.changed.emit(self.sampling())
+
+
+def _double(low: float, high: float, step: float, decimals: int, parent: QWidget) -> QDoubleSpinBox:
+    box = QDoubleSpinBox(parent)
+    box.setRange(low, high)
+    box.setSingleStep(step)
+    box.setDecimals(decimals)
+    return box

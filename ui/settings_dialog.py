@@ -1,0 +1,103 @@
+"""Settings: the swarm to join, what to serve when contributing, and the port.
+
+An invalid value keeps the dialog open with the reason shown; nothing is replaced silently.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.errors import SettingsError
+from app.settings import Settings
+
+
+class SettingsDialog(QDialog):
+    accepted_settings = Signal(object)  # Settings, already validated
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Corolla settings")
+        self._base = settings
+        self.peers = QPlainTextEdit(self)
+        self.peers.setPlaceholderText("one multiaddress per line, e.g. /ip4/203.0.113.5/tcp/31337/p2p/12D3Koo…")
+        self.peers.setFixedHeight(70)
+        self.model = QLineEdit(self)
+        self.device = QComboBox(self)
+        self.device.setEditable(True)
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.blocks = QLineEdit(self)
+        self.blocks.setPlaceholderText("e.g. 0:10 (empty: use the number of blocks)")
+        self.num_blocks = QSpinBox(self)
+        self.num_blocks.setRange(1, 1000)
+        self.port = QLineEdit(self)
+        self.port.setPlaceholderText("0 = any free port")
+        self.error = QLabel(self)
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color:#9b1c1c")
+        self.error.hide()
+        form = QFormLayout()
+        form.addRow("Initial peers", self.peers)
+        form.addRow("Model", self.model)
+        form.addRow("Device", self.device)
+        form.addRow("Blocks", self.blocks)
+        form.addRow("Number of blocks", self.num_blocks)
+        form.addRow("Port", self.port)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
+        buttons.accepted.connect(self.try_accept)
+        buttons.rejected.connect(self.reject)
+        self.buttons = buttons
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.error)
+        layout.addWidget(buttons)
+        self.show_settings(settings)
+
+    def show_settings(self, s: Settings) -> None:
+        self._base = s
+        self.peers.setPlainText("\n".join(s.initial_peers))
+        self.model.setText(s.model)
+        self.device.setCurrentText(s.device)
+        self.blocks.setText(s.blocks)
+        self.num_blocks.setValue(s.num_blocks)
+        self.port.setText(str(s.port))
+
+    def settings(self) -> Settings:
+        """The settings as entered; raises SettingsError naming the first invalid value."""
+        port_text = self.port.text().strip()
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise SettingsError(f"port {port_text!r} must be a number from 0 (any) to 65535") from None
+        peers = tuple(line.strip() for line in self.peers.toPlainText().splitlines() if line.strip())
+        return self._base.replace(
+            initial_peers=peers,
+            model=self.model.text().strip(),
+            device=self.device.currentText().strip(),
+            blocks=self.blocks.text().strip(),
+            num_blocks=self.num_blocks.value(),
+            port=port,
+        )
+
+    @Slot()
+    def try_accept(self) -> None:
+        try:
+            s = self.settings()
+        except SettingsError as exc:
+            self.error.setText(str(exc))
+            self.error.show()
+            return
+        self.error.hide()
+        self.accepted_settings.emit(s)
+        self.accept()

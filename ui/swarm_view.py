@@ -1,0 +1,64 @@
+"""The swarm at a glance: block coverage above, the table of servers below, refreshed live."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from app.swarm_snapshot import SwarmSnapshot
+from ui.block_coverage import BlockCoverage
+from ui.server_table import ServerTable
+
+
+class SwarmView(QWidget):
+    closed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Corolla swarm")
+        self.summary = QLabel("Looking for the swarm…", self)
+        self.summary.setWordWrap(True)
+        self.coverage = BlockCoverage(self)
+        self.servers = ServerTable(self)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.summary)
+        layout.addWidget(QLabel("<b>Block coverage</b> (servers per block)", self))
+        layout.addWidget(self.coverage)
+        layout.addWidget(QLabel("<b>Servers</b>", self))
+        layout.addWidget(self.servers, 1)
+        self.resize(720, 460)
+        self.snapshot: SwarmSnapshot | None = None
+
+    @Slot(object)
+    def show_snapshot(self, snapshot: SwarmSnapshot) -> None:
+        self.snapshot = snapshot
+        self.coverage.show_coverage(snapshot.coverage())
+        self.servers.show_servers(snapshot.servers)
+        online = sum(1 for s in snapshot.servers if s.state == "online")
+        missing = snapshot.missing_blocks()
+        text = f"{snapshot.model}: {online} server{'s' if online != 1 else ''} online, {snapshot.num_blocks} blocks"
+        if snapshot.error:
+            text += f" — {snapshot.error}"
+        elif missing:
+            text += f" — no server holds blocks {_ranges(missing)}: the chat cannot run until one does"
+        else:
+            text += " — every block is served"
+        self.summary.setText(f"{text}  (updated {time.strftime('%H:%M:%S')})")
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.closed.emit()
+        super().closeEvent(event)
+
+
+def _ranges(blocks: list[int]) -> str:
+    parts: list[str] = []
+    start = prev = blocks[0]
+    for b in blocks[1:] + [-2]:
+        if b != prev + 1:
+            parts.append(str(start) if start == prev else f"{start}–{prev}")
+            start = b
+        prev = b
+    return ", ".join(parts)

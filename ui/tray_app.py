@@ -1,0 +1,112 @@
+"""The whole GUI: the tray (or its window), and the chat, swarm and settings windows it opens."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app.services import Services
+from app.settings import Settings
+from ui.chat_window import ChatWindow
+from ui.settings_dialog import SettingsDialog
+from ui.swarm_view import SwarmView
+from ui.tray import Tray
+from ui.tray_menu import TrayMenu
+
+
+class TrayApp(QObject):
+    quit_requested = Signal()
+
+    def __init__(self, services: Services, force_window: bool = False) -> None:
+        super().__init__()
+        self.services = services
+        self.menu = TrayMenu()
+        self.tray = Tray(self.menu, force_window=force_window)
+        self.chat: ChatWindow | None = None
+        self.swarm: SwarmView | None = None
+        self.settings_dialog: SettingsDialog | None = None
+        self._quitting = False
+        s = services
+        self.menu.contribute_toggled.connect(s.set_contributing)
+        self.menu.open_chat_requested.connect(self.open_chat)
+        self.menu.swarm_requested.connect(self.open_swarm)
+        self.menu.settings_requested.connect(self.open_settings)
+        self.menu.quit_requested.connect(self.quit)
+        s.contribution.state_changed.connect(self.tray.show_contribution)
+        s.settings_refused.connect(self._warn)
+        self.tray.show_contribution(s.contribution.state)
+        if self.tray.window is not None:
+            self.tray.window.closed.connect(self.quit)
+
+    def show(self) -> None:
+        self.tray.show()
+        if self.services.settings_error:
+            self._warn(self.services.settings_error)
+
+    @Slot()
+    def open_chat(self) -> ChatWindow:
+        if self.chat is None:
+            self.chat = ChatWindow(self.services.conversations, self.services.backend)
+            self.services.backend.notice.connect(self.chat.route.show_error)
+            self.chat.closed.connect(self._chat_closed)
+            self.services.conversations.start()
+        self.chat.show()
+        self.chat.raise_()
+        self.chat.activateWindow()
+        return self.chat
+
+    @Slot()
+    def open_swarm(self) -> SwarmView:
+        if self.swarm is None:
+            self.swarm = SwarmView()
+            self.services.monitor.snapshot.connect(self.swarm.show_snapshot)
+            self.swarm.closed.connect(self.services.monitor.stop)
+            if self.services.monitor.last is not None:
+                self.swarm.show_snapshot(self.services.monitor.last)
+        self.services.monitor.start()
+        self.swarm.show()
+        self.swarm.raise_()
+        return self.swarm
+
+    @Slot()
+    def open_settings(self) -> SettingsDialog:
+        if self.settings_dialog is None:
+            self.settings_dialog = SettingsDialog(self.services.settings)
+            self.settings_dialog.accepted_settings.connect(self._settings_accepted)
+        else:
+            self.settings_dialog.show_settings(self.services.settings)
+        self.settings_dialog.show()
+        self.settings_dialog.raise_()
+        return self.settings_dialog
+
+    @Slot(object)
+    def _settings_accepted(self, settings: Settings) -> None:
+        self.services.apply_settings(settings)
+
+    @Slot()
+    def _chat_closed(self) -> None:
+        chat, self.chat = self.chat, None
+        if chat is not None:
+            self.services.backend.notice.disconnect(chat.route.show_error)
+            chat.deleteLater()
+
+    @Slot(str)
+    def _warn(self, text: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Corolla", text)
+        box.setModal(False)
+        box.show()
+        self._warning = box
+
+    @Slot()
+    def quit(self) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        for w in (self.chat, self.swarm, self.settings_dialog):
+            if w is not None:
+                w.close()
+        self.services.shutdown()
+        self.quit_requested.emit()
+        app = QApplication.instance()
+        if app is not None:
+            app.quit()

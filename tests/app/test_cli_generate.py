@@ -1,0 +1,36 @@
+"""`corolla generate` as a user runs it: a real process on the default model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+ARGS = ["--model", "default", "--prompt", "The capital of France is", "--max-new-tokens", "12", "--greedy"]
+
+
+def corolla(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_chain_of_spans_prints_exactly_what_local_prints(default_model_path):
+    local = corolla("generate", *ARGS, "--local")
+    spans = corolla("generate", *ARGS, "--local", "--spans", "0:10,10:20,20:30")
+    assert local.returncode == 0, local.stderr
+    assert spans.returncode == 0, spans.stderr
+    assert local.stdout.startswith(" Paris")
+    assert spans.stdout == local.stdout
+
+
+def test_bad_spans_are_refused_with_a_message(default_model_path):
+    result = corolla("generate", *ARGS, "--local", "--spans", "0:10,12:30")
+    assert result.returncode == 2
+    assert "does not follow 10" in result.stderr
+
+
+def test_model_info(default_model_path):
+    result = corolla("model", "info", "default")
+    assert result.returncode == 0, result.stderr
+    assert "blocks:      30" in result.stdout and "hidden size: 576" in result.stdout

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 import trio
-from libp2p.kad_dht.kad_dht import _encode_key
+from libp2p.kad_dht.kad_dht import DHTMode, _encode_key
 from libp2p.peer.id import ID
 
 from p2p.host import Peer
@@ -16,21 +16,19 @@ from p2p.records import BlockRange, block_key
 log = logging.getLogger(__name__)
 LOOKUP_TIMEOUT = 5.0
 ANNOUNCE_TIMEOUT = 10.0
+LOOKUPS_AT_ONCE = 4
 
 
 async def announce(peer: Peer, model_name: str, model_hash: str, blocks: BlockRange) -> int:
-    """Provide one record per block; return how many were accepted by at least one other peer."""
-    ok = 0
+    """Provide one record per block; return how many were accepted by at least one other peer.
 
-    async def one(block: int) -> None:
-        nonlocal ok
+    One block at a time: many provides at once open so many streams that py-libp2p peers start
+    failing stream negotiation (measured: 10 at once across 3 peers)."""
+    ok = 0
+    for block in range(blocks.start, blocks.end):
         with trio.move_on_after(ANNOUNCE_TIMEOUT):
             if await peer.dht.provide(block_key(model_name, model_hash, block)):
                 ok += 1
-
-    async with trio.open_nursery() as nursery:
-        for b in range(blocks.start, blocks.end):
-            nursery.start_soon(one, b)
     return ok
 
 
@@ -38,18 +36,22 @@ async def find_block_servers(peer: Peer, model_name: str, model_hash: str,
                              num_blocks: int) -> dict[int, set[ID]]:
     """Peer ids that announced each block, deduplicated, looked up on the network in parallel."""
     found: dict[int, set[ID]] = {b: set() for b in range(num_blocks)}
+    limiter = trio.CapacityLimiter(LOOKUPS_AT_ONCE)
 
     async def one(block: int) -> None:
-        key = block_key(model_name, model_hash, block)
-        # find_providers answers from the local store when it has anything, which would freeze
-        # the first answer forever: forget it so the lookup goes to the network.
-        peer.dht.provider_store.providers.pop(_encode_key(key), None)
-        with trio.move_on_after(LOOKUP_TIMEOUT):
-            for info in await peer.dht.find_providers(key, count=50):
-                if info.peer_id != peer.host.get_id():
-                    if info.addrs:
-                        peer.host.get_peerstore().add_addrs(info.peer_id, info.addrs, 600)
-                    found[block].add(info.peer_id)
+        async with limiter:
+            key = block_key(model_name, model_hash, block)
+            if peer.dht.mode == DHTMode.CLIENT:
+                # find_providers answers from the local store when it has anything, which would freeze
+                # a client's first answer forever: forget it so the lookup goes to the network. (A DHT
+                # server's store holds what others announced to it, so it must keep it.)
+                peer.dht.provider_store.providers.pop(_encode_key(key), None)
+            with trio.move_on_after(LOOKUP_TIMEOUT):
+                for info in await peer.dht.find_providers(key, count=50):
+                    if info.peer_id != peer.host.get_id():
+                        if info.addrs:
+                            peer.host.get_peerstore().add_addrs(info.peer_id, info.addrs, 600)
+                        found[block].add(info.peer_id)
 
     async with trio.open_nursery() as nursery:
         for b in range(num_blocks):

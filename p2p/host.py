@@ -24,9 +24,9 @@ CONNECT_TIMEOUT = 5.0
 
 
 def quiet_libp2p_logs() -> None:
-    """The DHT warns on nearly every request; keep its loggers to errors."""
+    """The DHT warns on nearly every request and logs routine stream failures as errors: silence it."""
     for name in ("libp2p", "multiaddr", "async_service", "libp2p.kad_dht"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def parse_peer_addr(text: str) -> PeerInfo:

@@ -104,7 +104,7 @@ class ServerNode:
             max_sessions=self.max_sessions,
         )
 
-    def measure_throughput(self, steps: int = 4) -> float:
+    def measure_throughput(self, steps: int = 8) -> float:
         """Time a decoding step (1 token after a short prefix); set and return ms per block."""
         rt = SpanRuntime(self.span, max_cache_tokens=64)
         x = torch.zeros(1, 1, self.span.hidden_size, dtype=self.span.dtype, device=self.span.device)
@@ -118,6 +118,12 @@ class ServerNode:
         rt.close_session("warmup")
         self.block_ms = 1000 * sorted(times)[len(times) // 2] / len(self.blocks)
         return self.block_ms
+
+    def _observe(self, tokens: int, seconds: float, num_blocks: int) -> None:
+        """Keep block_ms current from real decoding steps (the start-up measurement may have run
+        while the machine was busy)."""
+        if tokens == 1:
+            self.block_ms = 0.9 * self.block_ms + 0.1 * 1000 * seconds / num_blocks
 
     def _runtime(self, start: int, end: int) -> SpanRuntime:
         key = (start, end)
@@ -202,7 +208,9 @@ class ServerNode:
                     if header.get("session") != sid:
                         raise UnknownSessionError(f"session {header.get('session')!r} is not open on this stream")
                     async with self._compute:
+                        t0 = time.perf_counter()
                         out = await trio.to_thread.run_sync(rt.step, sid, tensors[0])
+                        self._observe(tensors[0].shape[1], time.perf_counter() - t0, len(rt.span.blocks))
                     await self._reply(stream, encode({"type": "result"}, [out]))
                 except CorollaError as exc:  # the frame was read whole: answer and keep the session
                     await self._reply_error(stream, exc)

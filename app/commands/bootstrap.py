@@ -1,0 +1,21 @@
+"""`corolla bootstrap`: run a DHT-only peer that others use to find the swarm."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bootstrap", help="run a DHT-only peer and print its address for others to join")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all interfaces)")
+    p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
+    p.add_argument("--identity", type=Path, default=None,
+                   help="file holding this peer's key (created if missing; keeps the peer id across restarts)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.node import main_bootstrap
+
+    return main_bootstrap(args.host, args.port, args.identity)

@@ -1,0 +1,50 @@
+"""`corolla swarm`: the health of a swarm for one model (who serves which blocks, how well)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("swarm", help="show which servers cover which blocks of a model")
+    p.add_argument("--model", default="default", help="'default', a model folder or a hub id")
+    p.add_argument("--initial-peers", nargs="+", required=True, help="multiaddrs of swarm peers to join")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import trio
+
+    from core.model import ModelInfo, resolve_model
+
+    model = ModelInfo.load(resolve_model(args.model))
+    print(trio.run(swarm_report, model.name, model.hash, model.num_blocks, args.initial_peers), flush=True)
+    return 0
+
+
+async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initial_peers: list[str]) -> str:
+    from p2p.client import SwarmClient, open_client_peer
+    from p2p.records import format_blocks
+
+    async with open_client_peer(initial_peers) as peer:
+        live, dead = await SwarmClient(peer, model_name, model_hash, num_blocks).all_servers()
+    lines = [f"model {model_name} (hash {model_hash}), {num_blocks} blocks, "
+             f"{len(live)} live server(s)" + (f", {len(dead)} announced but not answering" if dead else "")]
+    lines.append("")
+    lines.append("block  servers")
+    coverage = [sum(1 for s in live if s.start <= b < s.end and s.state == "online") for b in range(num_blocks)]
+    for b, n in enumerate(coverage):
+        lines.append(f"{b:>5}  {n}")
+    lines.append("")
+    lines.append(f"{'peer id':<54} {'span':>7} {'state':<8} {'tok/s':>8} {'ms/blk':>7} {'free cache':>10} "
+                 f"{'sessions':>8} {'rtt ms':>7}")
+    for s in live:
+        lines.append(f"{s.peer_id:<54} {s.start:>3}:{s.end:<3} {s.state:<8} {s.throughput:>8.1f} "
+                     f"{s.block_ms:>7.2f} {s.free_cache_tokens:>10} {s.active_sessions:>3}/{s.max_sessions:<4} "
+                     f"{s.rtt_ms:>7.1f}")
+    for pid in dead:
+        lines.append(f"{pid:<54} {'?':>7} {'no reply':<8}")
+    missing = [b for b, n in enumerate(coverage) if n == 0]
+    lines.append("")
+    lines.append(f"uncovered blocks: {format_blocks(missing) if missing else 'none'}")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""A swarm of real processes on this machine (a bootstrap peer and servers), for demos, tests and
+benchmarks. Every child is `sys.executable -m app ...`, so it works wherever Python does."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Self
+
+from core.errors import CorollaError
+
+ADDR_RE = re.compile(r"(/ip4/127\.0\.0\.1/tcp/\d+/p2p/[1-9A-HJ-NP-Za-km-z]+)")
+READY_TIMEOUT = 180.0  # s: a server on a busy 2-core machine may take a while to import and load
+
+
+class LocalSwarmError(CorollaError):
+    """A child process of a local swarm exited or did not become ready in time."""
+
+
+class ChildProcess:
+    """One `corolla` child whose output is collected line by line (stdout and stderr together)."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self._new_line = threading.Condition()
+        self.log_path = log_dir / f"{name}.log"
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, encoding="utf-8", errors="replace", env=full_env, bufsize=1,
+            creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
+        )
+        self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        stdout = self.proc.stdout
+        if stdout is None:
+            return
+        with open(self.log_path, "w", encoding="utf-8") as log:
+            for line in stdout:
+                log.write(line)
+                log.flush()
+                with self._new_line:
+                    self.lines.append(line.rstrip("\n"))
+                    self._new_line.notify_all()
+        with self._new_line:
+            self._new_line.notify_all()
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = READY_TIMEOUT, start: int = 0) -> re.Match[str]:
+        """The first output line (from line `start` on) matching `pattern`; raise if the child exits."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = start
+        with self._new_line:
+            while True:
+                for line in self.lines[seen:]:
+                    m = regex.search(line)
+                    if m:
+                        return m
+                seen = len(self.lines)
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    raise LocalSwarmError(f"{self.name} exited ({self.proc.returncode}) before printing "
+                                          f"{pattern!r}:\n{self.output()[-3000:]}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LocalSwarmError(f"{self.name} did not print {pattern!r} within {timeout:.0f} s:\n"
+                                          f"{self.output()[-3000:]}")
+                self._new_line.wait(min(left, 0.5))
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Ask the child to leave (SIGTERM / CTRL_BREAK on Windows), kill it after `timeout` s."""
+        if self.proc.poll() is None:
+            if sys.platform == "win32":
+                self.proc.send_signal(signal.CTRL_BREAK_EVENT)
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(5)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class LocalSwarm:
+    """A bootstrap peer plus servers on 127.0.0.1; `with LocalSwarm(dir) as swarm: swarm.add_server(...)`."""
+
+    def __init__(self, work_dir: Path, model: str = "default", announce_period: float = 5.0) -> None:
+        self.dir = Path(work_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.model = model
+        self.announce_period = announce_period
+        self.bootstrap: ChildProcess | None = None
+        self.bootstrap_addr = ""
+        self.servers: list[ChildProcess] = []
+
+    def __enter__(self) -> Self:
+        self.start_bootstrap()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start_bootstrap(self) -> str:
+        self.bootstrap = ChildProcess("bootstrap", ["bootstrap", "--host", "127.0.0.1",
+                                                    "--identity", str(self.dir / "bootstrap.key")], self.dir)
+        self.bootstrap_addr = self.bootstrap.wait_for(ADDR_RE.pattern).group(1)
+        return self.bootstrap_addr
+
+    def start_server(self, *extra: str, name: str | None = None) -> ChildProcess:
+        """Start `corolla serve` with `extra` arguments (e.g. "--blocks", "0:10"); not waited for."""
+        name = name or f"server{len(self.servers)}"
+        args = ["serve", "--model", self.model, "--host", "127.0.0.1", "--identity", str(self.dir / f"{name}.key"),
+                "--initial-peers", self.bootstrap_addr, "--announce-period", str(self.announce_period), *extra]
+        server = ChildProcess(name, args, self.dir)
+        self.servers.append(server)
+        return server
+
+    def add_server(self, *extra: str, name: str | None = None) -> ChildProcess:
+        """Start a server and wait until it serves."""
+        server = self.start_server(*extra, name=name)
+        server.wait_for(r"serving blocks")
+        return server
+
+    def stop(self) -> None:
+        for child in [*self.servers, self.bootstrap]:
+            if child is not None:
+                child.stop()

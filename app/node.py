@@ -1,0 +1,174 @@
+"""Running a server node: load a span, join the swarm, announce it, serve until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import trio
+
+from core.errors import CorollaError
+from p2p.discovery import announce
+from p2p.host import Peer, open_peer
+from p2p.identity import default_identity_path, load_or_create_identity
+from p2p.records import BlockRange
+
+log = logging.getLogger("corolla.node")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class NodeConfig:
+    """Everything `corolla serve` is told. Times in seconds."""
+
+    model: str = "default"
+    blocks: BlockRange | None = None
+    num_blocks: int | None = None
+    initial_peers: list[str] = field(default_factory=list)
+    host: str = "0.0.0.0"
+    port: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_sessions: int = 16
+    cache_tokens: int = 8192
+    identity: Path | None = None
+    announce_period: float = 30.0
+    drain_timeout: float = 10.0
+
+
+def say(text: str) -> None:
+    """A line for the person running the node (stdout, flushed: tests and launchers read it)."""
+    print(text, flush=True)
+
+
+def lan_address() -> str:
+    """This machine's address on its default route (no packet is sent), or 127.0.0.1."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def printable_addrs(peer: Peer, host: str) -> list[str]:
+    if host != "0.0.0.0":
+        return peer.addrs
+    return sorted(set(peer.public_addrs(lan_address()) + peer.public_addrs("127.0.0.1")))
+
+
+def check_device(device: str, dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise CorollaError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CorollaError("--device cuda was asked for, but this machine has no usable CUDA GPU; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CorollaError(f"unknown device {device!r}; use cpu or cuda")
+    return DTYPES[dtype]
+
+
+async def stop_signals(cancel: Callable[[], None], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Call `cancel` on Ctrl-C, SIGTERM, or Ctrl-Break (how a Windows parent asks a child to stop)."""
+    wanted = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name)]
+    with trio.open_signal_receiver(*wanted) as signals:
+        task_status.started()
+        async for _ in signals:
+            cancel()
+            return
+
+
+async def run_bootstrap(host: str, port: int, identity: Path | None) -> None:
+    """A DHT-only peer that helps others find each other; prints its address and waits."""
+    key = load_or_create_identity(identity or default_identity_path("bootstrap", port))
+    async with open_peer(key, host=host, port=port, dht_server=True) as peer:
+        for addr in printable_addrs(peer, host):
+            say(f"bootstrap peer listening on {addr}")
+        say("join with: --initial-peers " + printable_addrs(peer, host)[0])
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stop_signals, stop.set)
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+        say("bootstrap peer stopped")
+
+
+async def run_server(cfg: NodeConfig) -> None:
+    """Serve a span until Ctrl-C/SIGTERM; then stop taking sessions, let open ones finish, exit."""
+    from core.model import ModelInfo, resolve_model
+    from core.span import Span
+    from p2p.server import ServerNode
+
+    dtype = check_device(cfg.device, cfg.dtype)
+    path = await trio.to_thread.run_sync(resolve_model, cfg.model)
+    model = ModelInfo.load(path)
+    key = load_or_create_identity(cfg.identity or default_identity_path("server", cfg.port))
+    async with open_peer(key, host=cfg.host, port=cfg.port, initial_peers=cfg.initial_peers) as peer:
+        blocks = await choose_blocks(cfg, peer, model)
+        say(f"loading blocks {blocks} of {model.name} ({model.num_blocks} blocks) on {cfg.device}")
+        span = await trio.to_thread.run_sync(lambda: Span.load(path, blocks.start, blocks.end,
+                                                               device=cfg.device, dtype=dtype))
+        node = ServerNode(span, model.name, model.hash, cache_tokens=cfg.cache_tokens,
+                          max_sessions=cfg.max_sessions)
+        await trio.to_thread.run_sync(node.measure_throughput)
+        node.attach(peer.host)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stop_signals, stop.set)
+            await nursery.start(_announce_forever, peer, node, cfg.announce_period)
+            say(f"serving blocks {blocks} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
+                f"{node.block_ms:.2f} ms per block per token")
+            for addr in printable_addrs(peer, cfg.host):
+                say(f"server listening on {addr}")
+            if not cfg.initial_peers:
+                say("started a new swarm; others join with: --initial-peers " + printable_addrs(peer, cfg.host)[0])
+            await stop.wait()
+            say(f"leaving the swarm: no new sessions; waiting up to {cfg.drain_timeout:.0f} s "
+                f"for {node.active_sessions} open session(s)")
+            await node.leave(cfg.drain_timeout)
+            nursery.cancel_scope.cancel()
+    say("server stopped")
+
+
+async def _announce_forever(peer: Peer, node, period: float, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Announce the span now and every `period` s (DHT records cannot be withdrawn or expire
+    soon, so clients confirm liveness themselves; re-announcing keeps records on new DHT peers)."""
+    first = True
+    while True:
+        if node.state == "online":
+            accepted = await announce(peer, node.model_name, node.model_hash, node.blocks)
+            log.debug("announced %d blocks (%d accepted)", len(node.blocks), accepted)
+        if first:
+            task_status.started()
+            first = False
+        await trio.sleep(period)
+
+
+async def choose_blocks(cfg: NodeConfig, peer: Peer, model) -> BlockRange:
+    if cfg.blocks is not None:
+        if cfg.blocks.end > model.num_blocks:
+            raise CorollaError(f"blocks {cfg.blocks} are outside {model.name}, which has {model.num_blocks} blocks")
+        return cfg.blocks
+    from p2p.client import SwarmClient
+    from p2p.placement import choose_span
+
+    n = min(cfg.num_blocks or model.num_blocks, model.num_blocks)
+    servers, _ = await SwarmClient(peer, model.name, model.hash, model.num_blocks).all_servers()
+    return choose_span(servers, model.num_blocks, n)
+
+
+def main_bootstrap(host: str, port: int, identity: Path | None) -> int:
+    trio.run(run_bootstrap, host, port, identity)
+    return 0
+
+
+def main_server(cfg: NodeConfig) -> int:
+    trio.run(run_server, cfg)
+    sys.stdout.flush()
+    return 0

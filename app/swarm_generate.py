@@ -1,0 +1,51 @@
+"""`corolla generate --initial-peers`: the decoding loop of core, with the blocks run by the swarm."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import trio
+
+from core.model import ModelInfo
+from p2p.client import SwarmClient, open_client_peer
+from p2p.session import FailoverEvent, InferenceSession, WaitingEvent
+
+
+def describe_event(event: FailoverEvent | WaitingEvent) -> str:
+    if isinstance(event, WaitingEvent):
+        return f"[swarm] waiting for a server of blocks {event.missing[0]}..{event.missing[-1]} ({event.waited:.0f} s)"
+    to = ", ".join(p[-8:] for p in event.to_peers)
+    return (f"[swarm] blocks {event.start}:{event.end} moved from {event.from_peer[-8:]} to {to} "
+            f"({event.reason}); replayed {event.tokens} tokens in {event.seconds * 1000:.0f} ms")
+
+
+async def generate_through_swarm(path: Path, decoder, initial_peers: list[str], verbose: bool = False,
+                                 step_timeout: float | None = None) -> str:
+    """Run `decoder` to the end through a route of servers; return the generated text."""
+    model = ModelInfo.load(path)
+
+    def log(text: str) -> None:
+        if verbose:
+            print(text, file=sys.stderr, flush=True)
+
+    def on_event(event: FailoverEvent | WaitingEvent) -> None:
+        print(describe_event(event), file=sys.stderr, flush=True)
+
+    kwargs = {} if step_timeout is None else {"timeout": step_timeout}
+    async with open_client_peer(initial_peers) as peer:
+        client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
+        async with InferenceSession(client, decoder.max_length, on_event=on_event, **kwargs) as session:
+            log("[swarm] route: " + " -> ".join(
+                f"blocks {h.start}:{h.end} on {h.peer_id} ({h.server.rtt_ms:.1f} ms rtt, "
+                f"{h.server.block_ms:.2f} ms/block)" for h in session.route))
+            hidden = decoder.start()
+            while hidden is not None:
+                hidden = decoder.advance(await session.step(hidden))
+            if verbose:
+                log("[swarm] final route: " + " -> ".join(str(h) for h in session.route))
+    return decoder.text
+
+
+def run_swarm_generation(path: Path, decoder, initial_peers: list[str], verbose: bool = False) -> str:
+    return trio.run(generate_through_swarm, path, decoder, initial_peers, verbose)

@@ -13,6 +13,9 @@ import sys
 COMMANDS = [
     "model",
     "generate",
+    "serve",
+    "bootstrap",
+    "swarm",
 ]
 
 

@@ -75,6 +75,9 @@ def _convert(source: Path, out: Path, progress: bool) -> None:
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar of ours instead of three nested ones
 
     steps = tqdm(total=4, desc=f"Preparing {DEFAULT_MODEL_NAME}", unit="step", disable=not progress)
     steps.set_postfix_str("reading GGUF")

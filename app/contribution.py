@@ -11,9 +11,11 @@ import re
 import sys
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal, Slot
 
+from app.paths import data_dir
 from app.settings import Settings, block_range
 
 STOP_GRACE_MS = 5000  # after this the server is killed rather than asked to stop
@@ -45,6 +47,8 @@ class ContributionState:
         if self.phase is Phase.SERVING and self.start is not None and self.end is not None:
             n = self.sessions
             return f"serving blocks {self.start}–{self.end - 1}, {n} session{'s' if n != 1 else ''}"
+        if self.phase is Phase.STARTING and self.start is not None and self.end is not None:
+            return f"starting (loading blocks {self.start}–{self.end - 1})…"
         if self.phase is Phase.ERROR:
             return f"error: {self.error}" if self.error else "error"
         return {Phase.OFF: "off", Phase.STARTING: "starting…", Phase.STOPPING: "stopping…"}.get(
@@ -54,13 +58,18 @@ class ContributionState:
 
 # What the server prints, as recognised here. Each pattern is tried against every output line.
 _SERVING = re.compile(r"serving\s+blocks?\s*\[?\s*(\d+)\s*(?::|-|–|,|\.\.)\s*(\d+)\s*([\])]?)", re.IGNORECASE)
-_SESSIONS = re.compile(r"(\d+)\s+(?:open\s+|active\s+)?sessions?\b|sessions?\s*[=:]\s*(\d+)", re.IGNORECASE)
-_PEER = re.compile(r"peer(?:\s+id)?\s*[=:]?\s*((?:Qm|12D3)[1-9A-HJ-NP-Za-km-z]{20,})", re.IGNORECASE)
+_LOADING = re.compile(r"\bloading blocks (\d+):(\d+)", re.IGNORECASE)
+# "session opened 1a2b3c4d blocks 0:10 max_length 300 (2 active)", "session closed 1a2b3c4d (1 active)"
+_SESSIONS = re.compile(r"\bsession (?:opened|closed)\b.*\((\d+) active\)", re.IGNORECASE)
+_PEER = re.compile(r"(?:\bas|peer(?: id)?:?)\s+((?:Qm|12D3)[1-9A-HJ-NP-Za-km-z]{20,})", re.IGNORECASE)
 _ERROR = re.compile(r"(?:^corolla: error: |^\w*(?:Error|Exception): )(.+)$")
 
 
 def parse_line(line: str, state: ContributionState) -> ContributionState:
     """The state after the server printed `line` (unchanged if the line says nothing about state)."""
+    m = _LOADING.search(line)
+    if m and state.phase is Phase.STARTING:
+        state = ContributionState(Phase.STARTING, int(m.group(1)), int(m.group(2)), peer_id=state.peer_id)
     m = _SERVING.search(line)
     if m:
         start, end = int(m.group(1)), int(m.group(2))
@@ -69,7 +78,7 @@ def parse_line(line: str, state: ContributionState) -> ContributionState:
         state = ContributionState(Phase.SERVING, start, end, state.sessions, "", state.peer_id)
     m = _SESSIONS.search(line)
     if m and state.phase is Phase.SERVING:
-        n = int(m.group(1) or m.group(2))
+        n = int(m.group(1))
         state = ContributionState(Phase.SERVING, state.start, state.end, n, "", state.peer_id)
     m = _PEER.search(line)
     if m and not state.peer_id:
@@ -77,14 +86,20 @@ def parse_line(line: str, state: ContributionState) -> ContributionState:
     return state
 
 
-def server_arguments(settings: Settings) -> list[str]:
+def identity_file() -> Path:
+    """The contributed server's key: its peer id stays the same across restarts."""
+    return data_dir() / "identity" / "server.key"
+
+
+def server_arguments(settings: Settings, identity: Path | None = None) -> list[str]:
     """The `corolla serve` arguments for these settings."""
-    args = ["serve", "--model", settings.model, "--port", str(settings.port)]
+    args = ["serve", "--model", settings.model, "--port", str(settings.port),
+            "--identity", str(identity or identity_file())]
     if settings.blocks:
         start, end = block_range(settings.blocks)
+        args += ["--blocks", f"{start}:{end}"]
     else:
-        start, end = 0, settings.num_blocks
-    args += ["--blocks", f"{start}:{end}"]
+        args += ["--num-blocks", str(settings.num_blocks)]
     if settings.device != "auto":
         args += ["--device", settings.device]
     if settings.initial_peers:

@@ -56,7 +56,7 @@ class ChatWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([200, 520, 280])
         self.setCentralWidget(splitter)
-        self.resize(1040, 640)
+        self.resize(1080, 720)
 
         c = controller
         self.conversations.selected.connect(c.open)

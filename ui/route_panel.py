@@ -14,7 +14,9 @@ class RoutePanel(QWidget):
         self.table = QTableWidget(0, 3, self)
         self.table.setHorizontalHeaderLabels(["Peer", "Blocks", "Latency"])
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.notice = QLabel(self)
         self.notice.setWordWrap(True)
@@ -58,4 +60,4 @@ class RoutePanel(QWidget):
 
 
 def _short(peer: str) -> str:
-    return peer if len(peer) <= 16 else f"{peer[:6]}…{peer[-6:]}"
+    return peer if len(peer) <= 16 else f"…{peer[-8:]}"

@@ -7,7 +7,7 @@ from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem, QWidg
 
 from app.swarm_snapshot import ServerRow
 
-COLUMNS = ["Peer", "Blocks", "State", "Throughput", "Sessions", "Latency"]
+COLUMNS = ["Peer", "Blocks", "State", "Tokens/s", "Sessions", "Latency"]
 
 
 class ServerTable(QTableWidget):

@@ -31,7 +31,7 @@ class ModelCard:
     context_length: int
 
 
-class _Model:
+class ClientModel:
     """The client's share of the model: tokenizer and head (embeddings, final norm, LM head)."""
 
     def __init__(self, path: Path) -> None:
@@ -79,7 +79,7 @@ class ChatBackend(QObject):
         self._trio = trio_thread
         self._model_path = model_path
         self._routes = routes
-        self._model: _Model | None = None
+        self._model: ClientModel | None = None
         self._model_lock: trio.Lock | None = None
         self._job: Job | None = None
         self._request = 0
@@ -123,13 +123,13 @@ class ChatBackend(QObject):
         self._job = None
         self.failed.emit(rid, _describe(exc))
 
-    async def _ensure_model(self) -> _Model:
+    async def _ensure_model(self) -> ClientModel:
         if self._model_lock is None:
             self._model_lock = trio.Lock()
         async with self._model_lock:
             if self._model is None:
                 path = await trio.to_thread.run_sync(self._model_path)
-                self._model = await trio.to_thread.run_sync(_Model, path)
+                self._model = await trio.to_thread.run_sync(ClientModel, path)
                 card = self._model.card
                 self._trio.post(lambda: self._set_card(card))
         return self._model

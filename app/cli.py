@@ -16,6 +16,8 @@ COMMANDS = [
     "serve",
     "bootstrap",
     "swarm",
+    "app",
+    "demo",
 ]
 
 

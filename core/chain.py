@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Self
 
 import torch
 
@@ -60,7 +61,7 @@ class LocalChain:
                 rt.close_session(self.session_id)
             self.session_id = None
 
-    def __enter__(self) -> LocalChain:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

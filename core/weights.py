@@ -23,7 +23,7 @@ def weight_map(folder: Path) -> dict[str, str]:
     single = folder / SINGLE_NAME
     if single.is_file():
         with safe_open(str(single), framework="pt") as f:
-            return {name: SINGLE_NAME for name in f.keys()}
+            return {name: SINGLE_NAME for name in f.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
     raise ModelNotFoundError(
         f"{folder} has no {INDEX_NAME} or {SINGLE_NAME}; a model folder needs safetensors weights"
     )

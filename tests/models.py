@@ -13,8 +13,8 @@ FAMILIES = ("llama", "mistral", "qwen2", "bloom")
 def _config(family: str, vocab: int):
     from transformers import BloomConfig, LlamaConfig, MistralConfig, Qwen2Config
 
-    common = dict(vocab_size=vocab, hidden_size=64, num_hidden_layers=6, num_attention_heads=4,
-                  initializer_range=0.3, eos_token_id=2, bos_token_id=1, pad_token_id=2)
+    common = {"vocab_size": vocab, "hidden_size": 64, "num_hidden_layers": 6, "num_attention_heads": 4,
+              "initializer_range": 0.3, "eos_token_id": 2, "bos_token_id": 1, "pad_token_id": 2}
     if family == "bloom":
         return BloomConfig(**common)
     llama_like = dict(common, intermediate_size=128, num_key_value_heads=2, max_position_embeddings=512,

@@ -36,8 +36,8 @@ class LlamaFamily(Family):
         return self._cls(config, "RotaryEmbedding")(config=config)
 
     def _masks(self, config, hidden, cache, position_ids) -> list:
-        kwargs = dict(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
-                      position_ids=position_ids)
+        kwargs = {"config": config, "inputs_embeds": hidden, "attention_mask": None, "cache": cache,
+                  "position_ids": position_ids}
         layer_types = getattr(config, "layer_types", None) or []
         sliding_everywhere = config.model_type == "mistral" and getattr(config, "sliding_window", None)
         full = None if sliding_everywhere else create_causal_mask(**kwargs)

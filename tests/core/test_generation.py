@@ -76,8 +76,8 @@ def test_streamed_text_adds_up_to_the_final_text(llama):
 
 
 def test_bad_sampling_settings_are_refused():
-    for bad in (dict(max_new_tokens=0), dict(temperature=0.0), dict(top_p=0.0), dict(top_k=-1),
-                dict(repetition_penalty=0.0)):
+    for bad in ({"max_new_tokens": 0}, {"temperature": 0.0}, {"top_p": 0.0}, {"top_k": -1},
+                {"repetition_penalty": 0.0}):
         with pytest.raises(CorollaError):
             Sampler(SamplingParams(**bad))
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.models import FAMILIES
 from core.chain import LocalChain
 from core.generation import Decoder, SamplingParams, generate
 from core.head import ClientHead
+from tests.models import FAMILIES
 
 PROMPT = "The capital of France is"
 

@@ -1,0 +1,86 @@
+"""The chat window on real widgets, a real SQLite file and (for replies) the real default model
+run in-process as a chain of spans; tests/ui/test_app_swarm.py does the same through a swarm."""
+
+import pytest
+
+from app.services import Services
+from app.settings import Sampling, Settings
+from ui.tray_app import TrayApp
+
+
+def make_app(qtbot, max_new_tokens=4):
+    settings = Settings(sampling=Sampling(temperature=0.0, max_new_tokens=max_new_tokens))
+    services = Services(settings, persist=False, local_spans=[(0, 15), (15, 30)])
+    app = TrayApp(services)
+    qtbot.addWidget(app.tray.window)
+    return services, app
+
+
+@pytest.fixture
+def chat_app(qtbot):
+    services, app = make_app(qtbot)
+    yield services, app
+    app.quit()
+
+
+def test_conversations_new_rename_delete_and_survive_reopening(qtbot, chat_app):
+    _, app = chat_app
+    chat = app.open_chat()
+    assert chat.conversations.titles() == ["New conversation"]
+    chat.conversations.new_button.click()
+    chat.conversations.rename_current("Travel plans")
+    chat.composer.editor.setPlainText("half-typed question")
+    chat.system_prompt.editor.setPlainText("Answer in French.")
+    assert chat.conversations.titles() == ["Travel plans", "New conversation"]
+    chat.conversations.new_button.click()
+    chat.conversations.delete_button.click()  # deletes the one just made
+    assert chat.conversations.titles() == ["Travel plans", "New conversation"]
+    chat.close()  # the draft is saved on close, not only after the typing pause
+
+    chat = app.open_chat()
+    assert chat.conversations.titles() == ["Travel plans", "New conversation"]
+    chat.conversations.list.setCurrentRow(0)
+    assert chat.composer.editor.toPlainText() == "half-typed question"
+    assert chat.system_prompt.text() == "Answer in French."
+    app.quit()
+
+    _, app = make_app(qtbot)  # the app restarted on the same data dir
+    chat = app.open_chat()
+    assert chat.conversations.titles() == ["Travel plans", "New conversation"]
+    assert chat.composer.editor.toPlainText() == "half-typed question"
+    app.quit()
+
+
+@pytest.mark.slow
+def test_reply_streams_token_by_token_and_stop_stops_it(qtbot, chat_app):
+    services, app = chat_app
+    services.conversations.set_sampling(Sampling(temperature=0.0, max_new_tokens=300))
+    chat = app.open_chat()
+    pieces = []
+    services.backend.token.connect(lambda rid, text: pieces.append(text))
+    chat.composer.editor.setPlainText("Tell me a long story about a dragon.")
+    with qtbot.waitSignal(services.backend.route_changed, timeout=60000) as route:
+        chat.composer.send_button.click()
+    assert [(h.start, h.end) for h in route.args[0]] == [(0, 15), (15, 30)]
+    assert chat.composer.stop_button.isEnabled() and not chat.composer.send_button.isEnabled()
+    qtbot.waitUntil(lambda: len(pieces) >= 3, timeout=60000)
+    assert "".join(pieces) in chat.messages.toPlainText()
+    with qtbot.waitSignal(services.conversations.reply_finished, timeout=30000) as finished:
+        chat.composer.stop_button.click()
+    assert finished.args == ["stopped"]
+    assert chat.composer.send_button.isEnabled()
+    assert "[stopped]" in chat.messages.toPlainText()
+    (reply,) = [m for m in services.store.messages(services.conversations.current) if m.role == "assistant"]
+    assert reply.state == "stopped" and reply.content == "".join(pieces)  # all that was shown is stored
+    assert 0 < len(pieces) < 300
+    assert chat.context.used > 0 and chat.context.limit == 8192
+    assert chat.conversations.titles() == ["Tell me a long story about a dragon."]
+
+    with qtbot.waitSignal(services.conversations.reply_finished, timeout=60000) as finished:
+        services.conversations.set_sampling(Sampling(temperature=0.0, max_new_tokens=3))
+        chat.composer.regenerate_button.click()
+    assert finished.args == ["complete"]
+    replies = [m for m in services.store.messages(services.conversations.current) if m.role == "assistant"]
+    assert len(replies) == 1 and replies[0].state == "complete" and replies[0].content
+    assert replies[0].content in chat.messages.toPlainText()
+    assert "[stopped]" not in chat.messages.toPlainText()

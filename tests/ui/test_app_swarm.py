@@ -1,0 +1,116 @@
+"""The app against real processes: a local swarm (bootstrap + servers), the tray's toggle starting a
+real server, the chat streaming through the swarm, Stop, and a reroute when a server is killed."""
+
+import pytest
+
+from app import settings as settings_file
+from app.contribution import Phase
+from app.demo import DemoSwarm
+from app.services import Services
+from app.settings import Sampling, Settings
+from ui.tray_app import TrayApp
+
+pytestmark = pytest.mark.slow
+
+# Blocks 15–29 are served twice, so killing the server in use leaves a replacement.
+SPANS = ((0, 15), (15, 30), (15, 30))
+
+
+@pytest.fixture(scope="module")
+def swarm():
+    with DemoSwarm(spans=SPANS) as s:
+        yield s
+
+
+def open_app(qtbot, swarm, persist=False, **changes):
+    settings = Settings(initial_peers=tuple(swarm.initial_peers),
+                        sampling=Sampling(temperature=0.0, max_new_tokens=200), **changes)
+    services = Services(settings, persist=persist)
+    app = TrayApp(services)
+    qtbot.addWidget(app.tray.window)
+    return services, app
+
+
+def test_toggle_starts_a_server_that_joins_the_swarm_and_stops_it(qtbot, swarm):
+    services, app = open_app(qtbot, swarm, persist=True, blocks="0:15")
+    try:
+        app.menu.contribute_action.trigger()
+        assert services.contribution.state.phase is Phase.STARTING
+        assert app.menu.contribute_action.isChecked()
+        qtbot.waitUntil(lambda: services.contribution.state.phase is Phase.SERVING, timeout=180_000)
+        assert app.menu.contribute_action.text() == "Contribute GPU: serving blocks 0–14, 0 sessions"
+        peer = services.contribution.state.peer_id
+        assert peer and peer not in [s.peer_id for s in swarm.servers]
+        assert settings_file.load().contribute  # remembered across restarts
+
+        view = app.open_swarm()
+        qtbot.waitUntil(lambda: peer in view.servers.peers(), timeout=60_000)
+        qtbot.waitUntil(lambda: view.coverage.counts == [2] * 30, timeout=30_000)
+
+        app.menu.contribute_action.trigger()
+        qtbot.waitUntil(lambda: services.contribution.state.phase is Phase.OFF, timeout=30_000)
+        assert services.contribution.pid is None
+        assert app.menu.contribute_action.text() == "Contribute GPU: off"
+        assert not settings_file.load().contribute
+
+        def gone():  # the DHT may still list it, but it no longer answers
+            rows = {view.servers.item(r, 0).text(): view.servers.item(r, 2).text()
+                    for r in range(view.servers.rowCount())}
+            return rows.get(peer, "gone") != "online"
+        qtbot.waitUntil(gone, timeout=30_000)
+    finally:
+        app.quit()
+
+
+def test_chat_streams_from_the_swarm_stop_stops_and_reopening_keeps_it(qtbot, swarm):
+    services, app = open_app(qtbot, swarm)
+    try:
+        chat = app.open_chat()
+        pieces = []
+        services.backend.token.connect(lambda rid, text: pieces.append(text))
+        chat.composer.editor.setPlainText("Write a long poem about the sea.")
+        with qtbot.waitSignal(services.backend.route_changed, timeout=90_000) as route:
+            chat.composer.send_button.click()
+        hops = route.args[0]
+        assert [h.start for h in hops] == [0, 15] and hops[-1].end == 30
+        assert {h.peer for h in hops} <= {s.peer_id for s in swarm.servers}
+        assert chat.route.table.rowCount() == 2
+        qtbot.waitUntil(lambda: len(pieces) >= 2, timeout=90_000)
+        with qtbot.waitSignal(services.conversations.reply_finished, timeout=30_000) as finished:
+            chat.composer.stop_button.click()
+        assert finished.args == ["stopped"]
+        shown = "".join(pieces)
+        assert shown and shown in chat.messages.toPlainText()
+
+        chat.close()
+        chat = app.open_chat()
+        text = chat.messages.toPlainText()
+        assert "Write a long poem about the sea." in text and shown in text and "[stopped]" in text
+    finally:
+        app.quit()
+
+
+def test_killing_the_server_in_use_shows_a_reroute_notice(qtbot, swarm):
+    services, app = open_app(qtbot, swarm)
+    try:
+        chat = app.open_chat()
+        pieces = []
+        services.backend.token.connect(lambda rid, text: pieces.append(text))
+        chat.composer.editor.setPlainText("Explain how bridges are built, step by step.")
+        with qtbot.waitSignal(services.backend.route_changed, timeout=90_000) as route:
+            chat.composer.send_button.click()
+        in_use = next(h.peer for h in route.args[0] if h.start == 15)
+        qtbot.waitUntil(lambda: len(pieces) >= 1, timeout=90_000)
+        victim = next(s for s in swarm.servers if s.peer_id == in_use)
+        victim.kill()
+        with qtbot.waitSignal(services.backend.rerouted, timeout=90_000) as rerouted:
+            pass
+        assert in_use[-8:] in rerouted.args[0]
+        assert chat.route.notice.isVisible() and "Rerouted" in chat.route.notice.text()
+        assert in_use not in [h.peer for h in chat.route.hops]
+        before = len(pieces)
+        qtbot.waitUntil(lambda: len(pieces) > before, timeout=90_000)  # the reply goes on
+        with qtbot.waitSignal(services.conversations.reply_finished, timeout=30_000):
+            chat.composer.stop_button.click()
+    finally:
+        app.quit()

@@ -38,6 +38,21 @@ def make_tiny_model(folder: Path, family: str, tokenizer_dir: Path | None = None
         for item in tokenizer_dir.iterdir():
             if item.name.startswith(("tokenizer", "special_tokens", "chat_template")):
                 shutil.copy(item, folder / item.name)
+    else:
+        word_level_tokenizer(vocab).save_pretrained(folder)
     return folder
+
+
+def word_level_tokenizer(vocab: int):
+    """A real (if simple) fast tokenizer: <unk> <s> </s>, then words w3..w{vocab-1}, split on spaces."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"w{i}": i for i in range(3, vocab)}
+    tokenizer = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>")
 
 

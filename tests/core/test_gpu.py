@@ -1,0 +1,70 @@
+"""CUDA spans: the same results as the CPU, bf16 and nf4 close to fp32. Skipped without a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from core.chain import LocalChain
+from core.generation import Decoder, SamplingParams, generate
+from core.head import ClientHead
+from core.span import Span, SpanRuntime
+from tests.models import make_tiny_model
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("gpu") / "llama", "llama")
+
+
+def test_cuda_chain_generates_what_generate_does_on_cpu(tiny_llama):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    prompt = tokenizer("w5 w17 w200 w9").input_ids
+    decoder = Decoder(ClientHead.load(tiny_llama), tokenizer, SamplingParams(max_new_tokens=12, greedy=True),
+                      prompt, eos_ids=set())
+    runtimes = [SpanRuntime(Span.load(tiny_llama, a, b, device="cuda")) for a, b in [(0, 3), (3, 6)]]
+    with LocalChain(runtimes) as chain:
+        chain.open(decoder.max_length)
+        generate(decoder, chain.step)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_llama).generate(
+        torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert decoder.token_ids == reference[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize(("dtype", "max_error"), [(torch.bfloat16, 0.05), (torch.float16, 0.01)])
+def test_half_precision_cuda_span_close_to_cpu_fp32(tiny_llama, dtype, max_error):
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 9, 64)
+    want = Span.load(tiny_llama, 1, 5)(hidden)
+    got = Span.load(tiny_llama, 1, 5, device="cuda", dtype=dtype)(hidden.to("cuda", dtype)).float().cpu()
+    error = ((got - want).norm() / want.norm()).item()
+    print(f"{dtype}: relative error over 4 blocks {error:.4f}")
+    assert error < max_error
+
+
+@pytest.mark.parametrize(("quant", "max_weight_ratio"), [("int8", 0.55), ("nf4", 0.3)])
+def test_quantized_cuda_block_as_accurate_as_on_cpu(tiny_llama, quant, max_weight_ratio):
+    """One block, quantized vs not: the GPU's error is the CPU's (random weights make both large)."""
+    pytest.importorskip("bitsandbytes")
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 9, 64)
+
+    def error(device: str, dtype: torch.dtype) -> tuple[float, float]:
+        plain = Span.load(tiny_llama, 2, 3, device=device, dtype=dtype)
+        quantized = Span.load(tiny_llama, 2, 3, device=device, dtype=dtype, quant=quant)
+        x = hidden.to(device, dtype)
+        want, got = plain(x).float(), quantized(x).float()
+        return ((got - want).norm() / want.norm()).item(), quantized.weight_bytes() / plain.weight_bytes()
+
+    cpu_error, _ = error("cpu", torch.float32)
+    gpu_error, ratio = error("cuda", torch.bfloat16)
+    print(f"{quant}: relative error of one block, GPU bf16 {gpu_error:.4f}, CPU fp32 {cpu_error:.4f}; "
+          f"weights {ratio:.3f} of bf16")
+    assert gpu_error < 1.5 * cpu_error + 0.01
+    assert ratio < max_weight_ratio

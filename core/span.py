@@ -68,6 +68,21 @@ class Span(nn.Module):
         span.quant = quant
         return span
 
+    def sub(self, start: int, end: int) -> Span:
+        """Blocks [start, end) of this span, sharing its weights (no copy).
+
+        The blocks keep their cache slots within this span, so a sub-span's session cache has a slot
+        for every block of the span and fills only its own.
+        """
+        if not self.start <= start < end <= self.end:
+            raise ShapeError(f"blocks {start}:{end} are not inside the span {self.start}:{self.end}")
+        if (start, end) == (self.start, self.end):
+            return self
+        blocks = self.blocks[start - self.start:end - self.start]
+        part = Span(self.config, self.family, start, end, blocks, self.positional)
+        part.quant = self.quant
+        return part
+
     @property
     def num_blocks(self) -> int:
         return self.end - self.start

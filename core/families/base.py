@@ -20,6 +20,15 @@ class HeadKeys:
     embed_norm: tuple[str, ...] = ()  # BLOOM normalizes embeddings before the first block
 
 
+def layer_index(block: nn.Module) -> int:
+    """The cache slot a block writes to (its `layer_idx`, local to the span it was built for)."""
+    for module in block.modules():
+        index = getattr(module, "layer_idx", None)
+        if isinstance(index, int):
+            return index
+    return 0
+
+
 class Family:
     """One family of decoder-only models (Llama-like, BLOOM, ...): how blocks are built and run."""
 

@@ -8,7 +8,7 @@ from transformers import PretrainedConfig
 from transformers.masking_utils import create_causal_mask
 from transformers.models.bloom.modeling_bloom import BloomBlock, _get_alibi_slopes
 
-from core.families.base import Family, HeadKeys
+from core.families.base import Family, HeadKeys, layer_index
 
 
 class BloomFamily(Family):
@@ -35,7 +35,7 @@ class BloomFamily(Family):
         alibi = alibi.to(hidden.dtype)
         position_ids = torch.arange(past_length, kv_length, device=hidden.device).unsqueeze(0)
         mask = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
-                                  position_ids=position_ids)
+                                  position_ids=position_ids, layer_idx=layer_index(blocks[0]))
         for block in blocks:
             hidden = block(hidden, alibi=alibi, attention_mask=mask, layer_past=cache,
                            use_cache=cache is not None)[0]

@@ -9,7 +9,7 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-from core.families.base import Family, HeadKeys
+from core.families.base import Family, HeadKeys, layer_index
 
 _CLASS_PREFIX = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
 
@@ -35,25 +35,32 @@ class LlamaFamily(Family):
     def make_positional(self, config: PretrainedConfig) -> nn.Module:
         return self._cls(config, "RotaryEmbedding")(config=config)
 
-    def _masks(self, config, hidden, cache, position_ids) -> list:
-        kwargs = {"config": config, "inputs_embeds": hidden, "attention_mask": None, "cache": cache,
-                  "position_ids": position_ids}
+    @staticmethod
+    def _attention_kind(config: PretrainedConfig, index: int) -> str:
+        if config.model_type == "mistral" and getattr(config, "sliding_window", None):
+            return "sliding_attention"
         layer_types = getattr(config, "layer_types", None) or []
-        sliding_everywhere = config.model_type == "mistral" and getattr(config, "sliding_window", None)
-        full = None if sliding_everywhere else create_causal_mask(**kwargs)
-        sliding = None
-        if sliding_everywhere or "sliding_attention" in layer_types:
-            sliding = create_sliding_window_causal_mask(**kwargs)
-        masks = []
-        for i in range(config.num_hidden_layers):
-            kind = layer_types[i] if i < len(layer_types) else "full_attention"
-            masks.append(sliding if sliding_everywhere or kind == "sliding_attention" else full)
-        return masks
+        return layer_types[index] if index < len(layer_types) else "full_attention"
+
+    def _masks(self, blocks, config, hidden, cache, position_ids) -> list:
+        """One mask per block. Sizes come from the cache slot of a block of the same kind: a span
+        may run only some of its blocks (a sub-span), so slot 0 may be empty."""
+        masks: dict[str, object] = {}
+        kinds = []
+        for block in blocks:
+            index = layer_index(block)
+            kind = self._attention_kind(config, index)
+            if kind not in masks:
+                make = create_sliding_window_causal_mask if kind == "sliding_attention" else create_causal_mask
+                masks[kind] = make(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
+                                   position_ids=position_ids, layer_idx=index)
+            kinds.append(kind)
+        return [masks[kind] for kind in kinds]
 
     def run_blocks(self, blocks, positional, config, hidden, cache, past_length) -> torch.Tensor:
         tokens = hidden.shape[1]
         position_ids = torch.arange(past_length, past_length + tokens, device=hidden.device).unsqueeze(0)
-        masks = self._masks(config, hidden, cache, position_ids)
+        masks = self._masks(blocks, config, hidden, cache, position_ids)
         position_embeddings = positional(hidden, position_ids=position_ids)
         for block, mask in zip(blocks, masks):
             hidden = block(

@@ -134,3 +134,30 @@ def test_cache_accounting_refuses_what_it_cannot_hold(runtime):
 def test_span_bounds_are_checked(tiny_models):
     with pytest.raises(ShapeError, match="not a span of this model's 6 blocks"):
         Span.load(tiny_models["llama"], 4, 9)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "bloom"])
+def test_sub_span_continues_a_conversation_like_its_own_span(tiny_models, family):
+    """A server that runs part of its span (a route with other boundaries) must add several tokens
+    at once after a prefix (a chat's next message) exactly as a span loaded for those blocks."""
+    path = tiny_models[family]
+    part = Span.load(path, 0, 6).sub(3, 5)
+    own = Span.load(path, 3, 5)
+    torch.manual_seed(3)
+    first, second, third = torch.randn(1, 5, 64), torch.randn(1, 3, 64), torch.randn(1, 1, 64)
+    outs = []
+    for span in (part, own):
+        rt = SpanRuntime(span, max_cache_tokens=64)
+        rt.open_session("chat", 16)
+        outs.append([rt.step("chat", x) for x in (first, second, third)])
+    for got, want in zip(*outs):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # and the same as one prefill over the whole conversation, up to float rounding
+    whole = own(torch.cat([first, second, third], dim=1))
+    stepped = torch.cat(outs[1], dim=1)
+    torch.testing.assert_close(stepped, whole, rtol=1e-4, atol=1e-5 * whole.abs().max().item())
+
+
+def test_sub_span_outside_the_span_is_refused(runtime):
+    with pytest.raises(ShapeError, match="not inside the span 1:4"):
+        runtime.span.sub(0, 3)

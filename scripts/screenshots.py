@@ -1,0 +1,100 @@
+"""Screenshots for the README, taken from the real app (offscreen) on a real local swarm.
+
+Starts the demo swarm, ticks "Contribute GPU" (a real fourth server), opens the swarm view, and
+grabs the chat window while a reply is streaming. Writes docs/screenshots/*.png.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "docs" / "screenshots"
+
+
+def main() -> int:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    data = tempfile.TemporaryDirectory(prefix="corolla-shots-")
+    os.environ["COROLLA_DATA_DIR"] = os.environ["COROLLA_CONFIG_DIR"] = data.name
+
+    from PySide6.QtCore import QEventLoop, QPoint, QTimer
+    from PySide6.QtWidgets import QApplication, QWidget
+
+    from app.contribution import Phase
+    from app.demo import DemoSwarm
+    from app.services import Services
+    from app.settings import Sampling, Settings
+    from ui.tray_app import TrayApp
+
+    qt = QApplication.instance() or QApplication([])
+    qt.setQuitOnLastWindowClosed(False)
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.timeout.connect(lambda: check() and loop.quit())
+        timer.start(100)
+        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+        loop.exec()
+        timer.stop()
+        if not check():
+            raise SystemExit(f"gave up waiting for {what}")
+
+    def save(widget: QWidget, name: str) -> None:
+        path = OUT / name
+        widget.grab().save(str(path))
+        print(f"wrote {path.relative_to(ROOT)}")
+
+    with DemoSwarm() as swarm:
+        settings = Settings(initial_peers=tuple(swarm.initial_peers), blocks="0:10",
+                            sampling=Sampling(temperature=0.3, max_new_tokens=120))
+        services = Services(settings, persist=False)
+        gui = TrayApp(services)
+        gui.show()
+        services.start()
+        gui.menu.contribute_action.trigger()
+        wait_until(lambda: services.contribution.state.phase is Phase.SERVING, 240, "the contributed server")
+
+        swarm_view = gui.open_swarm()
+        peer = services.contribution.state.peer_id
+        wait_until(lambda: peer in swarm_view.servers.peers(), 60, "the swarm view to list it")
+
+        chat = gui.open_chat()
+        finished = QEventLoop()
+        services.conversations.reply_finished.connect(lambda state: finished.quit())
+        chat.composer.editor.setPlainText("What is the capital of France?")
+        chat.composer.send_button.click()
+        finished.exec()
+        services.conversations.set_sampling(Sampling(temperature=0.3, max_new_tokens=120))
+        chat.composer.editor.setPlainText("Give me three ideas for a weekend in Paris.")
+        tokens: list[str] = []
+        services.backend.token.connect(lambda rid, text: tokens.append(text))
+        chat.composer.send_button.click()
+        wait_until(lambda: len(tokens) >= 25, 240, "the reply to stream")
+        save(chat, "chat.png")
+
+        gui.menu.popup(QPoint(0, 0))
+        wait_until(lambda: gui.menu.isVisible(), 5, "the menu")
+        save(gui.menu, "tray-menu.png")
+        gui.menu.hide()
+        if gui.tray.window is not None:
+            save(gui.tray.window, "menu-window.png")
+        services.monitor.refresh()
+        wait_until(lambda: not services.monitor._job, 30, "a fresh swarm snapshot")
+        save(swarm_view, "swarm.png")
+        services.conversations.stop()
+        gui.quit()
+    data.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,11 +14,10 @@ from pathlib import Path
 import trio
 from PySide6.QtCore import QObject, Signal, Slot
 
-from app.errors import ChatBackendError
+from app.errors import ChatBackendError, corolla_error_in
 from app.route import Hop, RouteFactory, RouteListener
 from app.settings import Sampling
 from app.trio_thread import Job, TrioThread
-from core.errors import CorollaError
 from core.generation import Decoder, SamplingParams, chat_prompt_ids
 
 log = logging.getLogger(__name__)
@@ -179,7 +178,8 @@ class ChatBackend(QObject):
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, CorollaError):
-        return str(exc)
+    known = corolla_error_in(exc)
+    if known is not None:
+        return str(known)
     log.warning("generation failed", exc_info=exc)
     return f"{type(exc).__name__}: {exc}"

@@ -23,3 +23,15 @@ class ChatBackendError(CorollaError):
 
 class DemoError(CorollaError):
     """The local demo swarm could not be brought up."""
+
+
+def corolla_error_in(exc: BaseException) -> CorollaError | None:
+    """The CorollaError inside `exc`, looking through exception groups (trio nurseries wrap errors)."""
+    if isinstance(exc, CorollaError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = corolla_error_in(inner)
+            if found is not None:
+                return found
+    return None

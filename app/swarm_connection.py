@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from app.errors import ChatBackendError
+from app.errors import ChatBackendError, corolla_error_in
 from p2p.client import SwarmClient, open_client_peer
 
 if TYPE_CHECKING:
@@ -58,6 +58,15 @@ class SwarmConnection:
                     raise ChatBackendError(
                         f"the swarm did not answer within {JOIN_TIMEOUT:.0f} s: is the network down, "
                         "or are the initial peers offline?"
+                    ) from None
+                except BaseException as exc:
+                    self._closed.set()
+                    known = corolla_error_in(exc)
+                    if known is None:
+                        raise
+                    raise ChatBackendError(
+                        f"cannot reach the swarm ({known}): is the network down, or are the initial "
+                        "peers offline? Check them in Settings."
                     ) from None
             if self._client is None:
                 raise ChatBackendError("the connection to the swarm closed")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import trio
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
+from app.errors import corolla_error_in
 from app.swarm_connection import SwarmConnection
 from app.swarm_snapshot import ServerRow, SwarmSnapshot
 from app.trio_thread import Job, TrioThread
 from core.errors import CorollaError
 
 REFRESH_MS = 2000
-QUERY_TIMEOUT = 15.0  # s for one look at the swarm
+QUERY_TIMEOUT = 30.0  # s for one look at the swarm (a busy machine answers DHT lookups slowly)
 
 
 class SwarmMonitor(QObject):
@@ -65,9 +66,12 @@ class SwarmMonitor(QObject):
         self.snapshot.emit(snapshot)
 
     def _failed(self, exc: BaseException) -> None:
-        why = str(exc) if isinstance(exc, CorollaError) else f"{type(exc).__name__}: {exc}"
+        known = corolla_error_in(exc)
+        why = str(known) if known is not None else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, trio.TooSlowError):
             why = f"the swarm did not answer within {QUERY_TIMEOUT:.0f} s"
         previous = self.last
-        model, blocks = (previous.model, previous.num_blocks) if previous else ("", 0)
-        self._emit(SwarmSnapshot(model, blocks, [], error=why))
+        if previous is None:
+            self._emit(SwarmSnapshot("", 0, [], error=why))
+        else:  # keep showing the last answer, marked as stale
+            self._emit(SwarmSnapshot(previous.model, previous.num_blocks, previous.servers, error=why))

@@ -65,7 +65,9 @@ def main() -> int:
 
         swarm_view = gui.open_swarm()
         peer = services.contribution.state.peer_id
-        wait_until(lambda: peer in swarm_view.servers.peers(), 60, "the swarm view to list it")
+        wait_until(lambda: peer in swarm_view.servers.peers() and swarm_view.snapshot is not None
+                   and not swarm_view.snapshot.error, 90, "the swarm view to list it")
+        save(swarm_view, "swarm.png")
 
         chat = gui.open_chat()
         finished = QEventLoop()
@@ -87,9 +89,6 @@ def main() -> int:
         gui.menu.hide()
         if gui.tray.window is not None:
             save(gui.tray.window, "menu-window.png")
-        services.monitor.refresh()
-        wait_until(lambda: not services.monitor._job, 30, "a fresh swarm snapshot")
-        save(swarm_view, "swarm.png")
         services.conversations.stop()
         gui.quit()
     data.cleanup()

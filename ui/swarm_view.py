@@ -40,7 +40,9 @@ class SwarmView(QWidget):
         online = sum(1 for s in snapshot.servers if s.state == "online")
         missing = snapshot.missing_blocks()
         text = f"{snapshot.model}: {online} server{'s' if online != 1 else ''} online, {snapshot.num_blocks} blocks"
-        if snapshot.error:
+        if snapshot.error and snapshot.servers:
+            text += f" — the last refresh failed ({snapshot.error}); showing the answer before it"
+        elif snapshot.error:
             text += f" — {snapshot.error}"
         elif missing:
             text += f" — no server holds blocks {_ranges(missing)}: the chat cannot run until one does"

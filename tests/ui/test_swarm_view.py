@@ -20,3 +20,13 @@ def test_coverage_table_and_missing_blocks(qtbot):
     assert view.grab().width() > 0  # paints without error
     view.show_snapshot(SwarmSnapshot("SmolLM2", 4, [ServerRow("p", 0, 4)]))
     assert "every block is served" in view.summary.text()
+
+
+def test_a_failed_refresh_keeps_the_last_answer_and_says_so(qtbot):
+    view = SwarmView()
+    qtbot.addWidget(view)
+    view.show_snapshot(SwarmSnapshot("SmolLM2", 4, [ServerRow("p", 0, 4)], error="no answer within 30 s"))
+    assert view.servers.rowCount() == 1
+    assert "last refresh failed (no answer within 30 s)" in view.summary.text()
+    view.show_snapshot(SwarmSnapshot("", 0, [], error="not connected to a swarm"))
+    assert "not connected to a swarm" in view.summary.text() and view.servers.rowCount() == 0

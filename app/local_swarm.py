@@ -31,7 +31,9 @@ class ChildProcess:
         self.lines: list[str] = []
         self._new_line = threading.Condition()
         self.log_path = log_dir / f"{name}.log"
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Servers on one machine take turns computing; busy-waiting OpenMP workers of an idle one
+        # would steal the cores of the busy one.
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, encoding="utf-8", errors="replace", env=full_env, bufsize=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from p2p.errors import BadAddressError, SwarmError
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
+
+# py-libp2p's yamux sends a window update after every read by default: one extra encrypted frame per
+# message, both ways. go-yamux batches them (update once half the window is consumed); do the same.
+os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 
 
 def quiet_libp2p_logs() -> None:

@@ -39,6 +39,7 @@ log = logging.getLogger("corolla.server")
 REQUEST_TIMEOUT = 10.0  # s for one whole message once it has started
 SESSION_IDLE_TIMEOUT = 300.0  # s between steps before a session is dropped
 WRITE_TIMEOUT = 10.0
+INLINE_MAX_ELEMENTS = 16 * 1024  # hidden-state elements computed without a thread hand-off
 
 
 class ServerLeavingError(CorollaError):
@@ -119,6 +120,14 @@ class ServerNode:
         self.block_ms = 1000 * sorted(times)[len(times) // 2] / len(self.blocks)
         return self.block_ms
 
+    async def _run(self, fn, *args: Any) -> torch.Tensor:
+        """Run compute: small steps inline (a thread hand-off costs more than they do on a busy
+        machine), large ones in a worker thread so that the server keeps answering meanwhile."""
+        hidden = args[-1]
+        if hidden.numel() <= INLINE_MAX_ELEMENTS:
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
+
     def _observe(self, tokens: int, seconds: float, num_blocks: int) -> None:
         """Keep block_ms current from real decoding steps (the start-up measurement may have run
         while the machine was busy)."""
@@ -172,7 +181,7 @@ class ServerNode:
                     raise ProtocolError("expected a 'forward' message with one tensor")
                 span = sub_span(self.span, *_range(header, self.blocks))
                 async with self._compute:
-                    out = await trio.to_thread.run_sync(span.forward, tensors[0])
+                    out = await self._run(span.forward, tensors[0])
                 await self._reply(stream, encode({"type": "result"}, [out]))
             except CorollaError as exc:
                 await self._reply_error(stream, exc)
@@ -209,9 +218,10 @@ class ServerNode:
                         raise UnknownSessionError(f"session {header.get('session')!r} is not open on this stream")
                     async with self._compute:
                         t0 = time.perf_counter()
-                        out = await trio.to_thread.run_sync(rt.step, sid, tensors[0])
-                        self._observe(tensors[0].shape[1], time.perf_counter() - t0, len(rt.span.blocks))
-                    await self._reply(stream, encode({"type": "result"}, [out]))
+                        out = await self._run(rt.step, sid, tensors[0])
+                        seconds = time.perf_counter() - t0
+                        self._observe(tensors[0].shape[1], seconds, len(rt.span.blocks))
+                    await self._reply(stream, encode({"type": "result", "compute_ms": 1000 * seconds}, [out]))
                 except CorollaError as exc:  # the frame was read whole: answer and keep the session
                     await self._reply_error(stream, exc)
         except ProtocolError as exc:  # the stream is out of step with the frames: answer and end it

@@ -69,6 +69,7 @@ class HopSession:
     def __init__(self, hop: RouteHop, stream, session_id: str, timeout: float) -> None:
         self.hop, self.stream, self.session_id, self.timeout = hop, stream, session_id, timeout
         self.dtype = DTYPES.get(hop.server.dtype, torch.float32)
+        self.last_compute_ms = 0.0  # what the server says its last step took
 
     @classmethod
     async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
@@ -99,6 +100,8 @@ class HopSession:
         if header.get("type") != "result" or len(tensors) != 1:
             raise HopFailure(self.hop.peer_id, f"unexpected reply {header.get('type')!r}")
         out = tensors[0]
+        compute_ms = header.get("compute_ms")
+        self.last_compute_ms = float(compute_ms) if isinstance(compute_ms, int | float) else 0.0
         if out.shape != hidden.shape:
             raise HopFailure(self.hop.peer_id, f"result has shape {list(out.shape)}, sent {list(hidden.shape)}")
         if not torch.isfinite(out).all():

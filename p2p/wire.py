@@ -1,8 +1,10 @@
 """The wire format: one message = a typed msgpack header plus raw tensor bytes. No pickle, ever.
 
-Frame: 4-byte big-endian header length | msgpack header | tensor payloads, back to back.
-The header's "tensors" list declares each payload's dtype and shape; the receiver computes the byte
-length from them and checks every number against `WireLimits` before reading a byte of payload.
+Frame: 4-byte big-endian header length | 4-byte total payload length | msgpack header | tensor
+payloads, back to back. The header's "tensors" list declares each payload's dtype and shape; the
+receiver checks both lengths against `WireLimits` before reading anything else, then checks that the
+declared tensors add up to the payload length. The whole frame after the lengths is read at once:
+every read of a py-libp2p stream costs a lock round and often a window update.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-_LEN = struct.Struct(">I")
+_LENGTHS = struct.Struct(">II")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class WireLimits:
     max_tensors: int = 4
     max_rank: int = 4
     max_tensor_bytes: int = 256 * 1024 * 1024
+    max_payload_bytes: int = 512 * 1024 * 1024
 
 
 DEFAULT_LIMITS = WireLimits()
@@ -61,7 +64,7 @@ def encode(header: dict[str, Any], tensors: list[torch.Tensor] = ()) -> bytes:
         raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
         payloads.append(raw.numpy().tobytes())
     head = msgpack.packb({**header, "tensors": specs}, use_bin_type=True)
-    return b"".join([_LEN.pack(len(head)), head, *payloads])
+    return b"".join([_LENGTHS.pack(len(head), sum(len(p) for p in payloads)), head, *payloads])
 
 
 def _check_specs(header: Any, limits: WireLimits) -> list[tuple[torch.dtype, list[int], int]]:
@@ -124,20 +127,29 @@ async def read_message(
     (after which the stream is out of sync and must be closed).
     """
     with trio.fail_after(idle_timeout):
-        first = await _read_exactly(stream, _LEN.size)
+        first = await _read_exactly(stream, _LENGTHS.size)
     with trio.fail_after(body_timeout):
-        (head_len,) = _LEN.unpack(first)
+        head_len, payload_len = _LENGTHS.unpack(first)
         if head_len > limits.max_header_bytes:
             raise MessageTooLargeError(f"header of {head_len} bytes is over the limit of "
                                        f"{limits.max_header_bytes} bytes")
+        if payload_len > limits.max_payload_bytes:
+            raise MessageTooLargeError(f"payload of {payload_len} bytes is over the limit of "
+                                       f"{limits.max_payload_bytes} bytes")
+        body = await _read_exactly(stream, head_len + payload_len)
+        head, payload = body[:head_len], memoryview(body)[head_len:]
         try:
-            header = msgpack.unpackb(await _read_exactly(stream, head_len), raw=False,
-                                     strict_map_key=True, max_bin_len=0, max_ext_len=0)
+            header = msgpack.unpackb(head, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             raise ProtocolError(f"header is not valid msgpack: {exc}") from exc
         specs = _check_specs(header, limits)
-        tensors = [decode_tensor(dtype, shape, await _read_exactly(stream, nbytes))
-                   for dtype, shape, nbytes in specs]
+        declared = sum(nbytes for _, _, nbytes in specs)
+        if declared != payload_len:
+            raise ProtocolError(f"the tensors declared take {declared} bytes but the frame says {payload_len}")
+        tensors, at = [], 0
+        for dtype, shape, nbytes in specs:
+            tensors.append(decode_tensor(dtype, shape, payload[at:at + nbytes]))
+            at += nbytes
     return header, tensors
 
 

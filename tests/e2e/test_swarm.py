@@ -82,12 +82,12 @@ def test_a_new_server_appears_in_swarm_health(swarm):
 
 
 def huge_step_header() -> bytes:
-    """A step header announcing a 16 GiB tensor (no payload follows: the server must refuse it first)."""
+    """A step announcing a 16 GiB tensor with a 16-byte payload: refused by the tensor limit."""
     import msgpack
 
     head = msgpack.packb({"type": "step", "session": "?",
                           "tensors": [{"dtype": "float32", "shape": [1, 1 << 20, 4096]}]})
-    return len(head).to_bytes(4, "big") + head
+    return len(head).to_bytes(4, "big") + (16).to_bytes(4, "big") + head + bytes(16)
 
 
 def test_bad_messages_get_error_replies_while_a_session_goes_on(swarm, default_model_path):
@@ -104,8 +104,8 @@ def test_bad_messages_get_error_replies_while_a_session_goes_on(swarm, default_m
     open_frame = encode({"type": "open", "max_length": 16, "start": 0, "end": 10})
     # Each case: frames sent on a fresh stream after an 'open'; a None frame is the step payload slot.
     cases = {
-        "malformed": (False, [b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1"]),
-        "oversized header": (False, [b"\xff\xff\xff\xff"]),
+        "malformed": (False, [b"\x00\x00\x00\x05\x00\x00\x00\x00\xc1\xc1\xc1\xc1\xc1"]),
+        "oversized header": (False, [b"\xff\xff\xff\xff\x00\x00\x00\x00"]),
         "oversized tensor": (True, [huge_step_header()]),
         "wrong hidden size": (True, [torch.randn(1, 2, h + 1)]),
         "wrong rank": (True, [torch.randn(2, h)]),

@@ -56,12 +56,15 @@ def test_any_shape_and_header_round_trip(shape, extra):
 
 def frame(header: dict, payload: bytes = b"") -> bytes:
     head = msgpack.packb(header)
-    return len(head).to_bytes(4, "big") + head + payload
+    return len(head).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + head + payload
 
 
 @pytest.mark.parametrize("bad, error, words", [
-    (b"\xff\xff\xff\xff", MessageTooLargeError, "header of"),
-    (b"\x00\x00\x00\x03\xc1\xc1\xc1", ProtocolError, "not valid msgpack"),
+    (b"\xff\xff\xff\xff\x00\x00\x00\x00", MessageTooLargeError, "header of"),
+    (b"\x00\x00\x00\x01\xff\xff\xff\xff", MessageTooLargeError, "payload of"),
+    (b"\x00\x00\x00\x03\x00\x00\x00\x00\xc1\xc1\xc1", ProtocolError, "not valid msgpack"),
+    (frame({"type": "step", "tensors": [{"dtype": "float32", "shape": [2]}]}, b"\x00" * 4), ProtocolError,
+     "declared take 8 bytes"),
     (frame([1, 2]), ProtocolError, "must be a map"),
     (frame({"tensors": []}), ProtocolError, "string 'type'"),
     (frame({"type": "step", "tensors": [{"dtype": "int64", "shape": [1]}]}), ProtocolError, "unsupported dtype"),

@@ -20,7 +20,7 @@ from app.errors import SettingsError
 from app.history import ConversationStore
 from app.local_route import LocalRouteFactory
 from app.route import InferenceRoute, RouteFactory, RouteListener
-from app.settings import Settings
+from app.settings import Sampling, Settings
 from app.swarm_connection import SwarmConnection
 from app.swarm_monitor import SwarmMonitor
 from app.swarm_route import SwarmRouteFactory
@@ -105,13 +105,17 @@ class Services(QObject):
         if new.initial_peers != old.initial_peers and self.local_spans is None:
             previous = self._routes.target
             self._routes.target = self._route_factory(new)
-            self.monitor._connection = self.connection
+            self.monitor.set_connection(self.connection)
             self.trio.spawn(previous.aclose)
         if self.contribution.state.active and (new.model, new.device, new.blocks, new.num_blocks, new.port,
                                                new.initial_peers) != (old.model, old.device, old.blocks,
                                                                       old.num_blocks, old.port, old.initial_peers):
             self.contribution.shutdown()
             self.contribution.start(new)
+
+    def remember_sampling(self, sampling: Sampling) -> None:
+        """The chat's sampling knobs, kept as the default for next time."""
+        self._save(self.settings.replace(sampling=sampling))
 
     def _save(self, new: Settings) -> None:
         self.settings = new

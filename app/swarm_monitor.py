@@ -29,6 +29,11 @@ class SwarmMonitor(QObject):
         self._job: Job | None = None
         self.last: SwarmSnapshot | None = None
 
+    def set_connection(self, connection: SwarmConnection | None) -> None:
+        """Look at another swarm from now on (the settings changed)."""
+        self._connection = connection
+        self.last = None
+
     @Slot()
     def start(self) -> None:
         """Refresh now and then every REFRESH_MS until `stop()`."""

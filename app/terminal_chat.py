@@ -21,8 +21,10 @@ def _route_text(hops: list[Hop]) -> str:
 
 
 async def terminal_chat(initial_peers: list[str], model_path: Path, sampling: Sampling,
-                        system_prompt: str = "", out: TextIO = sys.stdout) -> int:
-    """Read a message per line from stdin, stream each reply; ends at EOF or /quit."""
+                        system_prompt: str = "", out: TextIO | None = None, inp: TextIO | None = None) -> int:
+    """Read a message per line from `inp` (stdin), stream each reply to `out` (stdout); ends at EOF or /quit."""
+    out = out or sys.stdout
+    inp = inp or sys.stdin
     model = await trio.to_thread.run_sync(ClientModel, model_path)
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
 
@@ -41,7 +43,7 @@ async def terminal_chat(initial_peers: list[str], model_path: Path, sampling: Sa
         while True:
             say("you> ", end="")
             try:
-                line = await trio.to_thread.run_sync(sys.stdin.readline)
+                line = await trio.to_thread.run_sync(inp.readline)
             except KeyboardInterrupt:
                 break
             if not line or line.strip() == "/quit":

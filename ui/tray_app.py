@@ -48,6 +48,7 @@ class TrayApp(QObject):
         if self.chat is None:
             self.chat = ChatWindow(self.services.conversations, self.services.backend)
             self.services.backend.notice.connect(self.chat.route.show_error)
+            self.chat.sampling.changed.connect(self.services.remember_sampling)
             self.chat.closed.connect(self._chat_closed)
             self.services.conversations.start()
         self.chat.show()

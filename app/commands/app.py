@@ -61,7 +61,27 @@ def start_gui(args: argparse.Namespace, initial_peers: list[str] | None = None,
         gui.open_chat()
     if on_quit is not None:
         gui.quit_requested.connect(on_quit)
+    _quit_on_signals(gui.quit)
     try:
         return int(qt.exec())
     finally:
         gui.quit()
+
+
+def _quit_on_signals(quit_app: Callable[[], None]) -> None:
+    """Ctrl-C (and SIGTERM where it exists) quit cleanly: servers started by the app are stopped.
+
+    Qt's event loop runs no Python code by itself, so a timer wakes the interpreter to let the
+    signal handler run.
+    """
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda *_: quit_app())
+    waker = QTimer()
+    waker.timeout.connect(lambda: None)
+    waker.start(250)
+    _quit_on_signals.waker = waker  # type: ignore[attr-defined]  # kept alive with the app

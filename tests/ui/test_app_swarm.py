@@ -90,6 +90,25 @@ def test_chat_streams_from_the_swarm_stop_stops_and_reopening_keeps_it(qtbot, sw
         app.quit()
 
 
+def test_headless_terminal_chat_streams_from_the_swarm(swarm):
+    """`corolla demo --headless`'s chat loop, on the same swarm, reading lines and printing replies."""
+    import io
+
+    import trio
+
+    from app.terminal_chat import terminal_chat
+    from core.model import resolve_model
+
+    out = io.StringIO()
+    inp = io.StringIO("What is the capital of France?\n/quit\n")
+    sampling = Sampling(temperature=0.0, max_new_tokens=6)
+    assert trio.run(terminal_chat, swarm.initial_peers, resolve_model("default"), sampling, "", out, inp) == 0
+    text = out.getvalue()
+    assert "[route: blocks 0–14 on …" in text and "blocks 15–29 on …" in text
+    reply = text.split("assistant> ", 1)[1].split("you> ", 1)[0].strip()
+    assert reply, text
+
+
 def test_killing_the_server_in_use_shows_a_reroute_notice(qtbot, swarm):
     services, app = open_app(qtbot, swarm)
     try:

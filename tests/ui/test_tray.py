@@ -66,3 +66,16 @@ def test_settings_from_the_menu_are_validated_and_remembered(qtbot):
         assert (saved.port, saved.blocks) == (31337, "0:12")
     finally:
         services.shutdown()
+
+
+def test_sampling_set_in_the_chat_is_remembered(qtbot):
+    services = Services(Settings())
+    app = TrayApp(services)
+    qtbot.addWidget(app.tray.window)
+    try:
+        chat = app.open_chat()
+        chat.sampling.top_k.setValue(7)
+        assert services.conversations.sampling.top_k == 7
+        assert settings_file.load().sampling.top_k == 7
+    finally:
+        app.quit()

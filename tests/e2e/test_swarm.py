@@ -44,6 +44,22 @@ def local_output(prompt: str) -> str:
     return result.stdout
 
 
+def local_text(path, prompt: str, max_new_tokens: int = 10) -> str:
+    """What `generate --local --greedy` prints, computed in this process (no interpreter start-up)."""
+    from transformers import AutoTokenizer
+
+    from core.chain import LocalChain
+    from core.generation import Decoder, SamplingParams, generate
+    from core.head import ClientHead
+
+    tok = AutoTokenizer.from_pretrained(path)
+    decoder = Decoder(ClientHead.load(path), tok, SamplingParams(max_new_tokens=max_new_tokens, greedy=True),
+                      tok(prompt).input_ids)
+    with LocalChain.load(path, [(0, 30)]) as chain:
+        chain.open(decoder.max_length)
+        return generate(decoder, chain.step)
+
+
 def test_greedy_output_through_the_swarm_equals_local(swarm):
     remote = corolla("generate", *ARGS, "--prompt", PROMPT, "--initial-peers", swarm.bootstrap_addr, "--verbose")
     assert remote.returncode == 0, remote.stderr
@@ -53,13 +69,13 @@ def test_greedy_output_through_the_swarm_equals_local(swarm):
     assert all("session opened" in s.output() for s in swarm.servers[:3])
 
 
-def test_two_clients_at_once_each_get_their_own_output(swarm):
+def test_two_clients_at_once_each_get_their_own_output(swarm, default_model_path):
     prompts = ["The capital of France is", "One, two, three, four,"]
     procs = [popen("generate", *ARGS, "--prompt", p, "--initial-peers", swarm.bootstrap_addr) for p in prompts]
     outputs = [p.communicate(timeout=240) for p in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
-    assert [o for o, _ in outputs] == [local_output(p) for p in prompts]
+    assert [o for o, _ in outputs] == [local_text(default_model_path, p) + "\n" for p in prompts]
     assert outputs[0][0] != outputs[1][0]
 
 

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 INFO_TIMEOUT = 2.0  # s for a server to answer the info protocol, connection included
 INFO_TTL = 3.0  # s an answer stays good; a dead server drops out of routing within this
 BAN_FIRST_S = 5.0
+REDISCOVER_S = 30.0  # s between DHT lookups of a client that keeps routing
 BAN_MAX_S = 300.0
 
 
@@ -79,30 +80,58 @@ class PeerBans:
 
 
 class SwarmClient:
-    """Discovery and liveness for one model: servers found in the DHT and confirmed by info."""
+    """Discovery and liveness for one model: servers found in the DHT and confirmed by info.
+
+    Peer ids found in the DHT are kept for `rediscover_s`; in between, a refresh only asks the known,
+    unbanned servers for their info. That keeps failover fast: a DHT lookup that meets a hung peer
+    waits for py-libp2p's 10 s query timeout, and a banned peer is also dropped from the routing
+    table so that later lookups do not ask it."""
 
     def __init__(self, peer: Peer, model_name: str, model_hash: str, num_blocks: int,
-                 info_ttl: float = INFO_TTL) -> None:
+                 info_ttl: float = INFO_TTL, rediscover_s: float = REDISCOVER_S) -> None:
         self.peer = peer
         self.model_name, self.model_hash, self.num_blocks = model_name, model_hash, num_blocks
-        self.info_ttl = info_ttl
+        self.info_ttl, self.rediscover_s = info_ttl, rediscover_s
         self.bans = PeerBans()
+        self._known: set[ID] = set()
+        self._discovered_at = -1e9
         self._cache: list[ServerInfo] = []
         self._cached_at = -1e9
         self._lock = trio.Lock()
 
-    async def servers(self, *, fresh: bool = False) -> list[ServerInfo]:
-        """Live servers of this model (same name and hash), not banned; cached for `info_ttl` s."""
+    async def servers(self, *, fresh: bool = False, rediscover: bool = False) -> list[ServerInfo]:
+        """Live servers of this model (same name and hash), not banned. Info answers are reused for
+        `info_ttl` s unless `fresh`; the DHT is asked again when `rediscover` or every `rediscover_s` s."""
         async with self._lock:
-            if fresh or time.monotonic() - self._cached_at > self.info_ttl:
-                self._cache = await self._discover()
+            now = time.monotonic()
+            if rediscover or not self._known or now - self._discovered_at > self.rediscover_s:
+                found = await find_block_servers(self.peer, self.model_name, self.model_hash, self.num_blocks)
+                self._known = {pid for peers in found.values() for pid in peers}
+                self._discovered_at = time.monotonic()
+                fresh = True
+            if fresh or now - self._cached_at > self.info_ttl:
+                asked = [pid for pid in self._known if not self.bans.banned(pid.to_string())]
+                live, _ = await self._ask(asked)
+                self._cache = live
                 self._cached_at = time.monotonic()
         return [s for s in self._cache if not self.bans.banned(s.peer_id)]
 
+    def ban(self, peer_id: str) -> float:
+        """Ban a failed peer (seconds returned) and forget it in the DHT routing table."""
+        seconds = self.bans.ban(peer_id)
+        try:
+            self.peer.dht.routing_table.remove_peer(ID.from_base58(peer_id))
+        except (ValueError, KeyError) as exc:
+            log.debug("routing table: %s", exc)
+        self._cache = [s for s in self._cache if s.peer_id != peer_id]
+        return seconds
+
     async def all_servers(self) -> tuple[list[ServerInfo], list[str]]:
-        """Every announced server: those that answered, and the peer ids that did not."""
+        """Every announced server, looked up now: those that answered, and the peer ids that did not."""
         found = await find_block_servers(self.peer, self.model_name, self.model_hash, self.num_blocks)
-        ids = {pid for peers in found.values() for pid in peers}
+        return await self._ask({pid for peers in found.values() for pid in peers})
+
+    async def _ask(self, ids) -> tuple[list[ServerInfo], list[str]]:
         answers: dict[ID, ServerInfo | None] = {}
 
         async def ask(pid: ID) -> None:
@@ -118,10 +147,6 @@ class SwarmClient:
         live = [s for s in answers.values() if s is not None and self._same_model(s)]
         dead = [pid.to_string() for pid, s in answers.items() if s is None]
         return sorted(live, key=lambda s: (s.start, s.end, s.peer_id)), dead
-
-    async def _discover(self) -> list[ServerInfo]:
-        live, _ = await self.all_servers()
-        return live
 
     def _same_model(self, s: ServerInfo) -> bool:
         return s.model_name == self.model_name and s.model_hash == self.model_hash

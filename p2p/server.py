@@ -221,7 +221,10 @@ class ServerNode:
                         out = await self._run(rt.step, sid, tensors[0])
                         seconds = time.perf_counter() - t0
                         self._observe(tensors[0].shape[1], seconds, len(rt.span.blocks))
-                    await self._reply(stream, encode({"type": "result", "compute_ms": 1000 * seconds}, [out]))
+                    reply = {"type": "result", "compute_ms": 1000 * seconds}
+                    if self.state == LEAVING:
+                        reply["leaving"] = True  # the client moves this session elsewhere at its leisure
+                    await self._reply(stream, encode(reply, [out]))
                 except CorollaError as exc:  # the frame was read whole: answer and keep the session
                     await self._reply_error(stream, exc)
         except ProtocolError as exc:  # the stream is out of step with the frames: answer and end it

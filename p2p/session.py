@@ -24,6 +24,7 @@ STEP_TIMEOUT = 5.0  # s for a server to answer one decoding step (a hung peer sa
 TIMEOUT_PER_TOKEN = 0.02  # s added per token sent at once (prefill, replay)
 ROUTE_WAIT = 30.0  # s to wait for a server to cover missing blocks before giving up
 CONNECT_TIMEOUT = 5.0
+MOVE_RETRY_S = 2.0  # s between looks for a replacement of a leaving server when there was none
 # Errors that another server would answer the same way: rerouting cannot help.
 CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolError", "MessageTooLargeError"}
 
@@ -70,6 +71,7 @@ class HopSession:
         self.hop, self.stream, self.session_id, self.timeout = hop, stream, session_id, timeout
         self.dtype = DTYPES.get(hop.server.dtype, torch.float32)
         self.last_compute_ms = 0.0  # what the server says its last step took
+        self.leaving = False  # the server said it is leaving the swarm
 
     @classmethod
     async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
@@ -102,6 +104,7 @@ class HopSession:
         out = tensors[0]
         compute_ms = header.get("compute_ms")
         self.last_compute_ms = float(compute_ms) if isinstance(compute_ms, int | float) else 0.0
+        self.leaving = bool(header.get("leaving"))
         if out.shape != hidden.shape:
             raise HopFailure(self.hop.peer_id, f"result has shape {list(out.shape)}, sent {list(hidden.shape)}")
         if not torch.isfinite(out).all():
@@ -134,6 +137,7 @@ class InferenceSession:
         self.hops: list[HopSession] = []
         self.history: dict[int, list[torch.Tensor]] = {}
         self.position = 0
+        self._next_move_try = 0.0
 
     @property
     def route(self) -> list[RouteHop]:
@@ -170,26 +174,48 @@ class InferenceSession:
                 if failure.fatal:
                     raise SwarmError(f"server {failure.peer_id[-8:]} refused the step: {failure.reason}"
                                      ) from failure.cause
-                replaced, x = await self._fail_over(k, failure, x.shape[1])
+                replaced, x = await self._replace(k, failure.reason, x.shape[1], failed=True)
                 k += replaced
         self.position += hidden.shape[1]
+        if any(h.leaving for h in self.hops) and time.monotonic() >= self._next_move_try:
+            await self._move_off_leaving_servers()
         return x
 
-    async def _fail_over(self, k: int, failure: HopFailure, new_tokens: int) -> tuple[int, torch.Tensor]:
+    async def _move_off_leaving_servers(self) -> None:
+        """Move the blocks of servers that said they are leaving, between steps, where another server
+        can take them; the others stay where they are (the server keeps serving while it drains)."""
+        servers = await self.client.servers(fresh=True)
+        k = 0
+        while k < len(self.hops):
+            hop = self.hops[k]
+            if hop.leaving:
+                try:
+                    plan_route(servers, hop.hop.start, hop.hop.end, cache_tokens=self.max_length)
+                except NoRouteError:
+                    self._next_move_try = time.monotonic() + MOVE_RETRY_S
+                    k += 1
+                    continue
+                k += (await self._replace(k, "server leaving", 0, failed=False))[0]
+            else:
+                k += 1
+
+    async def _replace(self, k: int, reason: str, new_tokens: int, failed: bool) -> tuple[int, torch.Tensor]:
         """Replace hop k by a new route over its blocks, replaying its stored inputs (the current step
-        included); return how many hops replaced it and the current step's output."""
+        included); return how many hops replaced it and the output for the last `new_tokens` tokens.
+        A failed server is banned; a leaving one is only avoided while it says so."""
         t0 = time.perf_counter()
         old = self.hops[k]
-        seconds = self.client.bans.ban(old.hop.peer_id)
-        log.warning("server %s failed (%s); banned for %.0f s, rerouting blocks %d:%d",
-                    old.hop.peer_id[-8:], failure.reason, seconds, old.hop.start, old.hop.end)
-        await old.close(polite=False)
+        if failed:
+            seconds = self.client.ban(old.hop.peer_id)
+            log.warning("server %s failed (%s); banned for %.0f s, rerouting blocks %d:%d",
+                        old.hop.peer_id[-8:], reason, seconds, old.hop.start, old.hop.end)
+        await old.close(polite=not failed)
         inputs = torch.cat(self.history.pop(old.hop.start), dim=1)
-        new_hops, out = await self._open_range(old.hop.start, old.hop.end, inputs, reason=failure.reason)
+        new_hops, out = await self._open_range(old.hop.start, old.hop.end, inputs, reason=reason)
         self.hops[k:k + 1] = new_hops
         self.on_event(FailoverEvent(old.hop.start, old.hop.end, old.hop.peer_id,
                                     [h.hop.peer_id for h in new_hops], inputs.shape[1],
-                                    time.perf_counter() - t0, failure.reason))
+                                    time.perf_counter() - t0, reason))
         return len(new_hops), out[:, inputs.shape[1] - new_tokens:]
 
     async def _open_range(self, start: int, end: int, inputs: torch.Tensor | None,
@@ -198,7 +224,7 @@ class InferenceSession:
         them, storing each new hop's inputs. Retries other servers until `route_wait` runs out."""
         waited_since: float | None = None
         while True:
-            servers = await self.client.servers(fresh=bool(reason) or waited_since is not None)
+            servers = await self.client.servers(fresh=bool(reason), rediscover=waited_since is not None)
             try:
                 route = plan_route(servers, start, end, cache_tokens=self.max_length,
                                    model=self.client.model_name)
@@ -225,7 +251,7 @@ class InferenceSession:
                     await session.close(polite=False)
                 if failure.fatal:
                     raise SwarmError(f"server {failure.peer_id[-8:]} refused: {failure.reason}") from None
-                self.client.bans.ban(failure.peer_id)
+                self.client.ban(failure.peer_id)
                 log.warning("server %s failed while opening (%s); trying another", failure.peer_id[-8:],
                             failure.reason)
 

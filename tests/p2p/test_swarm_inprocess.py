@@ -185,3 +185,53 @@ def test_identity_survives_restarts(tmp_path):
     first = ID.from_pubkey(load_or_create_identity(path).public_key)
     again = ID.from_pubkey(load_or_create_identity(path).public_key)
     assert first == again and path.stat().st_size == 32
+
+
+def test_a_hung_server_is_detected_by_the_step_timeout(tiny_model):
+    xs = inputs_for(4)
+    events: list = []
+
+    async def body(swarm: TinySwarm):
+        hung = await swarm.add("hung", 0, 6)
+        await swarm.add("front", 0, 3)
+        await swarm.add("back", 3, 6)
+        async with swarm.client() as client, InferenceSession(client, 64, timeout=0.5,
+                                                              on_event=events.append) as session:
+            outs = [await session.step(x) for x in xs[:2]]
+
+            async def never(*args):  # the process is alive and connected, but answers nothing
+                await trio.sleep_forever()
+
+            hung._run = never
+            t0 = trio.current_time()
+            outs += [await session.step(x) for x in xs[2:]]
+            return outs, trio.current_time() - t0, hung.peer_id
+
+    outs, seconds, hung_id = run_with_swarm(tiny_model, body)
+    for got, want in zip(outs, reference(tiny_model, xs), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    (event,) = events
+    assert event.from_peer == hung_id and "timed out" in event.reason
+    assert seconds < 5
+
+
+def test_sessions_move_off_a_leaving_server_between_steps(tiny_model):
+    xs = inputs_for(4)
+    events: list = []
+
+    async def body(swarm: TinySwarm):
+        leaving = await swarm.add("leaving", 0, 6)
+        await swarm.add("other", 0, 6, cache_tokens=1000)
+        async with swarm.client() as client, InferenceSession(client, 64, on_event=events.append) as session:
+            first = session.route[0].peer_id
+            outs = [await session.step(x) for x in xs[:2]]
+            swarm.nodes["leaving" if first == leaving.peer_id else "other"].state = LEAVING
+            outs += [await session.step(x) for x in xs[2:]]
+            return first, session.route[0].peer_id, outs
+
+    first, last, outs = run_with_swarm(tiny_model, body)
+    assert first != last
+    (event,) = events
+    assert event.reason == "server leaving" and event.from_peer == first and event.tokens == 5 + 2
+    for got, want in zip(outs, reference(tiny_model, xs), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)

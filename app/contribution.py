@@ -7,6 +7,7 @@ off / starting / serving blocks A–B, N sessions / error and why.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class ContributionState:
     sessions: int = 0
     error: str = ""
     peer_id: str = ""
+    join_address: str = ""  # set when the server started a new swarm: where others join it
 
     @property
     def active(self) -> bool:
@@ -62,7 +64,11 @@ _LOADING = re.compile(r"\bloading blocks (\d+):(\d+)", re.IGNORECASE)
 # "session opened 1a2b3c4d blocks 0:10 max_length 300 (2 active)", "session closed 1a2b3c4d (1 active)"
 _SESSIONS = re.compile(r"\bsession (?:opened|closed)\b.*\((\d+) active\)", re.IGNORECASE)
 _PEER = re.compile(r"(?:\bas|peer(?: id)?:?)\s+((?:Qm|12D3)[1-9A-HJ-NP-Za-km-z]{20,})", re.IGNORECASE)
-_ERROR = re.compile(r"(?:^corolla: error: |^\w*(?:Error|Exception): )(.+)$")
+# "corolla: error: …", or the last line of a traceback, "p2p.errors.SwarmError: …" (even inside the
+# "| " frame of an exception group); the group's own summary line says nothing and is skipped.
+_ERROR = re.compile(r"(?:^corolla: error: |\b\w*(?:Error|Exception): )(.+)$")
+_GROUP_SUMMARY = re.compile(r"Exceptions? from .*nursery|sub-exception", re.IGNORECASE)
+_JOIN = re.compile(r"others join with: --initial-peers (\S+)")
 
 
 def parse_line(line: str, state: ContributionState) -> ContributionState:
@@ -75,14 +81,17 @@ def parse_line(line: str, state: ContributionState) -> ContributionState:
         start, end = int(m.group(1)), int(m.group(2))
         if m.group(3) == "]":  # an inclusive range, "[0, 9]"
             end += 1
-        state = ContributionState(Phase.SERVING, start, end, state.sessions, "", state.peer_id)
+        state = dataclasses.replace(state, phase=Phase.SERVING, start=start, end=end, error="")
     m = _SESSIONS.search(line)
     if m and state.phase is Phase.SERVING:
         n = int(m.group(1))
-        state = ContributionState(Phase.SERVING, state.start, state.end, n, "", state.peer_id)
+        state = dataclasses.replace(state, sessions=n)
     m = _PEER.search(line)
     if m and not state.peer_id:
-        state = ContributionState(state.phase, state.start, state.end, state.sessions, state.error, m.group(1))
+        state = dataclasses.replace(state, peer_id=m.group(1))
+    m = _JOIN.search(line)
+    if m:
+        state = dataclasses.replace(state, join_address=m.group(1))
     return state
 
 
@@ -195,7 +204,7 @@ class ContributionController(QObject):
             self.output.emit(line)
             self._tail = [*self._tail[-19:], line]
             m = _ERROR.search(line)
-            if m:
+            if m and not _GROUP_SUMMARY.search(line):
                 self._last_error = m.group(1).strip()
             if self._state.phase in (Phase.STARTING, Phase.SERVING):
                 self._set(parse_line(line, self._state))

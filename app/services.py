@@ -81,9 +81,18 @@ class Services(QObject):
     def _route_factory(self, settings: Settings) -> RouteFactory:
         if self.local_spans is not None:
             return LocalRouteFactory(Path(self._model_path()()), self.local_spans)
-        self.connection = SwarmConnection(list(settings.initial_peers), self._model_path(),
-                                         lambda: self.trio.nursery)
+        return self._swarm_routes(list(settings.initial_peers))
+
+    def _swarm_routes(self, peers: list[str]) -> RouteFactory:
+        self.connection = SwarmConnection(peers, self._model_path(), lambda: self.trio.nursery)
         return SwarmRouteFactory(self.connection)
+
+    def _use_swarm(self, peers: list[str]) -> None:
+        """Route the chat (and the swarm view) through the swarm of `peers` from the next reply on."""
+        previous = self._routes.target
+        self._routes.target = self._swarm_routes(peers)
+        self.monitor.set_connection(self.connection)
+        self.trio.spawn(previous.aclose)
 
     def start(self) -> None:
         """Load the model's head in the background; resume contributing if it was on."""
@@ -103,10 +112,7 @@ class Services(QObject):
         old = self.settings
         self._save(new)
         if new.initial_peers != old.initial_peers and self.local_spans is None:
-            previous = self._routes.target
-            self._routes.target = self._route_factory(new)
-            self.monitor.set_connection(self.connection)
-            self.trio.spawn(previous.aclose)
+            self._use_swarm(list(new.initial_peers))
         if self.contribution.state.active and (new.model, new.device, new.blocks, new.num_blocks, new.port,
                                                new.initial_peers) != (old.model, old.device, old.blocks,
                                                                       old.num_blocks, old.port, old.initial_peers):
@@ -130,6 +136,10 @@ class Services(QObject):
     def _contribution_changed(self, state: ContributionState) -> None:
         if state.phase is Phase.ERROR:
             log.warning("contribution failed: %s", state.error)
+        # With no swarm set, the server started a new one: the chat joins it through this machine.
+        if (state.join_address and not self.settings.initial_peers and self.local_spans is None
+                and (self.connection is None or self.connection.initial_peers != [state.join_address])):
+            self._use_swarm([state.join_address])
 
     def shutdown(self) -> None:
         """Stop everything this app started: the reply, the server process, the network thread."""

@@ -42,7 +42,8 @@ class SwarmConnection:
             if self._client is None:
                 if not self.initial_peers:
                     raise ChatBackendError(
-                        "no swarm to join: add initial peers in Settings (or run `corolla demo`)"
+                        "no swarm to join: add initial peers in Settings, tick Contribute GPU to start a swarm "
+                        "here, or run `corolla demo`"
                     )
                 from core.model import ModelInfo
 

@@ -22,6 +22,8 @@ def test_server_output_becomes_state():
     s = parse_line("2026-11-28 INFO corolla.server: session closed 1a2b3c4d (1 active)", s)
     assert s.describe() == "serving blocks 0–9, 1 session"
     assert parse_line("server listening on /ip4/127.0.0.1/tcp/1", s) == s
+    s = parse_line(f"started a new swarm; others join with: --initial-peers {BOOT}", s)
+    assert s.join_address == BOOT
 
 
 def test_settings_become_serve_arguments(tmp_path):

@@ -1,0 +1,45 @@
+"""One contributed server that is the whole swarm: the tray counts the chat's session on it, and
+shows why when the server dies."""
+
+import os
+import signal
+
+import pytest
+
+from app.contribution import Phase
+from app.services import Services
+from app.settings import Sampling, Settings
+from ui.tray_app import TrayApp
+
+pytestmark = pytest.mark.slow
+
+
+def test_tray_counts_sessions_and_reports_a_dead_server(qtbot):
+    services = Services(Settings(blocks="0:30", sampling=Sampling(temperature=0.0, max_new_tokens=200)),
+                        persist=False)
+    app = TrayApp(services)
+    qtbot.addWidget(app.tray.window)
+    try:
+        app.menu.contribute_action.trigger()  # no initial peers: this server starts a new swarm,
+        qtbot.waitUntil(lambda: services.contribution.state.phase is Phase.SERVING, timeout=180_000)
+        qtbot.waitUntil(lambda: services.contribution.state.join_address != "", timeout=10_000)
+        assert services.connection.initial_peers == [services.contribution.state.join_address]  # joined by the chat
+
+        chat = app.open_chat()
+        chat.composer.editor.setPlainText("Count from one to one hundred.")
+        with qtbot.waitSignal(services.backend.route_changed, timeout=90_000) as route:
+            chat.composer.send_button.click()
+        assert [h.peer for h in route.args[0]] == [services.contribution.state.peer_id]
+        qtbot.waitUntil(lambda: services.contribution.state.sessions == 1, timeout=30_000)
+        assert app.menu.contribute_action.text() == "Contribute GPU: serving blocks 0–29, 1 session"
+
+        os.kill(services.contribution.pid, getattr(signal, "SIGKILL", signal.SIGTERM))  # a crash
+        qtbot.waitUntil(lambda: services.contribution.state.phase is Phase.ERROR, timeout=30_000)
+        assert app.menu.contribute_action.text().startswith("Contribute GPU: error: server exited")
+        assert not app.menu.contribute_action.isChecked()
+        with qtbot.waitSignal(services.conversations.reply_finished, timeout=120_000) as finished:
+            pass  # the only server is gone: the reply ends with an error, not a hang
+        assert finished.args == ["failed"]
+        assert chat.route.notice.isVisible()
+    finally:
+        app.quit()

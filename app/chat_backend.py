@@ -86,7 +86,8 @@ class ChatBackend(QObject):
 
     @property
     def busy(self) -> bool:
-        return self._job is not None
+        """A reply is being written (one being stopped does not count)."""
+        return self._job is not None and not self._job.cancelled
 
     @Slot()
     def load(self) -> None:
@@ -95,7 +96,7 @@ class ChatBackend(QObject):
 
     def generate(self, messages: list[dict[str, str]], sampling: Sampling, seed: int | None = None) -> int:
         """Start a reply to `messages` ({"role", "content"}); returns the request id used in signals."""
-        if self._job is not None:
+        if self.busy:
             raise ChatBackendError("a reply is already being written; stop it first")
         sampling.validated()
         self._request += 1
@@ -115,11 +116,13 @@ class ChatBackend(QObject):
             self._job.cancel()
 
     def _end(self, rid: int, reason: str) -> None:
-        self._job = None
+        if rid == self._request:  # a stopped reply may end after the next one started
+            self._job = None
         self.finished.emit(rid, reason)
 
     def _fail(self, rid: int, exc: BaseException) -> None:
-        self._job = None
+        if rid == self._request:
+            self._job = None
         self.failed.emit(rid, _describe(exc))
 
     async def _ensure_model(self) -> ClientModel:

@@ -79,8 +79,9 @@ class ConversationController(QObject):
     def open(self, conversation_id: int) -> None:
         if conversation_id == self.current:
             return
-        if self.busy:
-            self.stop()
+        if self.busy:  # the reply being written stays in its conversation, marked stopped
+            self.backend.stop()
+            self._finish("stopped")
         self._save_draft()
         self.current = conversation_id
         self._emit_list()

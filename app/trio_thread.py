@@ -45,6 +45,10 @@ class Job:
         self._cancelled = False
         self.done = threading.Event()
 
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
     def cancel(self) -> None:
         self._cancelled = True
         self._owner.run_sync_soon(self._cancel_in_trio)

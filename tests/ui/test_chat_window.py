@@ -84,3 +84,27 @@ def test_reply_streams_token_by_token_and_stop_stops_it(qtbot, chat_app):
     assert len(replies) == 1 and replies[0].state == "complete" and replies[0].content
     assert replies[0].content in chat.messages.toPlainText()
     assert "[stopped]" not in chat.messages.toPlainText()
+
+
+@pytest.mark.slow
+def test_opening_another_conversation_stops_the_reply_where_it_belongs(qtbot, chat_app):
+    services, app = chat_app
+    services.conversations.set_sampling(Sampling(temperature=0.0, max_new_tokens=300))
+    chat = app.open_chat()
+    first = services.conversations.current
+    pieces = []
+    services.backend.token.connect(lambda rid, text: pieces.append(text))
+    chat.composer.editor.setPlainText("Tell me a long story about a dragon.")
+    chat.composer.send_button.click()
+    qtbot.waitUntil(lambda: len(pieces) >= 2, timeout=60000)
+    chat.conversations.new_button.click()  # while the reply streams
+    assert services.conversations.current != first
+    assert chat.messages.toPlainText() == ""  # nothing of the old reply leaks into the new view
+    (reply,) = [m for m in services.store.messages(first) if m.role == "assistant"]
+    assert reply.state == "stopped" and reply.content.startswith("".join(pieces[:2]))
+    services.conversations.set_sampling(Sampling(temperature=0.0, max_new_tokens=3))
+    chat.composer.editor.setPlainText("Hi!")
+    with qtbot.waitSignal(services.conversations.reply_finished, timeout=60000) as finished:
+        chat.composer.send_button.click()  # at once: the stopped reply does not block the next
+    assert finished.args == ["complete"]
+    assert "[stopped]" not in chat.messages.toPlainText()

@@ -30,14 +30,19 @@ def start_gui(args: argparse.Namespace, initial_peers: list[str] | None = None,
     """Build the app's services, then the widgets on top, and run Qt's event loop."""
     import sys
 
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
-
-    from app import settings as settings_file
-    from app.services import Services
 
     qt = QApplication.instance() or QApplication(sys.argv[:1])
     qt.setApplicationName("Corolla")
     qt.setQuitOnLastWindowClosed(False)  # the tray keeps running with no window open
+    # Before the heavy imports: a Ctrl-C during them was swallowed by some library's import code.
+    stop: list[Callable[[], None]] = []  # what Ctrl-C calls; empty until the GUI exists
+    interrupted: list[bool] = []
+    _quit_on_signals(lambda: stop[0]() if stop else interrupted.append(True))
+
+    from app import settings as settings_file
+    from app.services import Services
     peers = initial_peers if initial_peers is not None else args.initial_peers
     settings, persist = None, True
     if peers:
@@ -55,13 +60,17 @@ def start_gui(args: argparse.Namespace, initial_peers: list[str] | None = None,
     from ui.tray_app import TrayApp  # the composition root is the one place app/ may know ui/
 
     gui = TrayApp(services, force_window=args.window)
+    # Queued, so a Ctrl-C that lands before the event loop runs still ends it (quit() before exec() is lost).
+    stop.append(lambda: QTimer.singleShot(0, gui.quit))
+    if interrupted:  # Ctrl-C while starting
+        gui.quit()
+        return 130
     gui.show()
     services.start()
     if args.open_chat:
         gui.open_chat()
     if on_quit is not None:
         gui.quit_requested.connect(on_quit)
-    _quit_on_signals(gui.quit)
     try:
         return int(qt.exec())
     finally:

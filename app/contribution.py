@@ -1,6 +1,7 @@
 """The "Contribute GPU" toggle's engine: starts and stops a real server process and tracks its state.
 
-The server is always a separate process (`sys.executable -m app serve ...`), never inside the GUI.
+The server is always a separate process (`sys.executable -m app.server_process serve ...`: the
+`corolla serve` command, which also stops when this app's end closes its stdin), never inside the GUI.
 Its output is read line by line and turned into a `ContributionState`:
 off / starting / serving blocks A–B, N sessions / error and why.
 """
@@ -19,7 +20,7 @@ from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signa
 from app.paths import data_dir
 from app.settings import Settings, block_range
 
-STOP_GRACE_MS = 5000  # after this the server is killed rather than asked to stop
+STOP_GRACE_MS = 15000  # the server drains open sessions (10 s by default), then is killed
 
 
 class Phase(str, Enum):
@@ -130,6 +131,7 @@ class ContributionController(QObject):
         self._last_error = ""
         self._tail: list[str] = []
         self._stopping = False
+        self._restart_with: Settings | None = None
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._kill)
@@ -144,8 +146,10 @@ class ContributionController(QObject):
 
     @Slot(object)
     def start(self, settings: Settings) -> None:
-        """Start serving with `settings` (a no-op if already running)."""
+        """Start serving with `settings` (a no-op if already running; after the stop if stopping)."""
         if self._process is not None:
+            if self._stopping:
+                self._restart_with = settings.validated()
             return
         settings.validated()
         proc = QProcess(self)
@@ -159,25 +163,35 @@ class ContributionController(QObject):
         self._process, self._buffer, self._last_error, self._tail = proc, b"", "", []
         self._stopping = False
         self._set(ContributionState(Phase.STARTING))
-        proc.start(sys.executable, ["-m", "app", *server_arguments(settings)])
+        proc.start(sys.executable, ["-m", "app.server_process", *server_arguments(settings)])
+
+    def restart(self, settings: Settings) -> None:
+        """Serve with new settings: stop the running server (without blocking), then start again."""
+        settings.validated()
+        if self._process is None:
+            self.start(settings)
+            return
+        self.stop()
+        self._restart_with = settings
 
     @Slot()
     def stop(self) -> None:
         """Ask the server to stop; it is killed if it has not exited after STOP_GRACE_MS."""
+        self._restart_with = None
         if self._process is None:
             if self._state.phase is Phase.ERROR:
                 self._set(ContributionState())
             return
         self._stopping = True
         self._set(ContributionState(Phase.STOPPING, peer_id=self._state.peer_id))
-        if sys.platform == "win32":  # console processes ignore WM_CLOSE, which is what terminate() sends
-            self._process.kill()
-        else:
-            self._process.terminate()
-            self._kill_timer.start(STOP_GRACE_MS)
+        # End of its stdin asks the server to leave (app/server_process.py): the same on every OS,
+        # where terminate() would be SIGTERM on Unix and a WM_CLOSE that console programs ignore on Windows.
+        self._process.closeWriteChannel()
+        self._kill_timer.start(STOP_GRACE_MS)
 
     def shutdown(self, timeout_ms: int = STOP_GRACE_MS + 1000) -> None:
         """Stop and wait (app exit): the server never outlives the app."""
+        self._restart_with = None
         proc = self._process
         if proc is None:
             return
@@ -216,6 +230,9 @@ class ContributionController(QObject):
         self._process = None
         if self._stopping:
             self._set(ContributionState())
+            if self._restart_with is not None:
+                settings, self._restart_with = self._restart_with, None
+                self.start(settings)
             return
         why = self._last_error or (self._tail[-1] if self._tail else "")
         self._set(ContributionState(Phase.ERROR, error=f"server exited (code {code}){': ' + why if why else ''}"))

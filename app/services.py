@@ -116,8 +116,7 @@ class Services(QObject):
         if self.contribution.state.active and (new.model, new.device, new.blocks, new.num_blocks, new.port,
                                                new.initial_peers) != (old.model, old.device, old.blocks,
                                                                       old.num_blocks, old.port, old.initial_peers):
-            self.contribution.shutdown()
-            self.contribution.start(new)
+            self.contribution.restart(new)
 
     def remember_sampling(self, sampling: Sampling) -> None:
         """The chat's sampling knobs, kept as the default for next time."""

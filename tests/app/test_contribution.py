@@ -1,5 +1,8 @@
-"""The contribution controller's parsing, and a real server process that fails to start."""
+"""The contribution controller's parsing, and real server processes: one that fails, one orphaned."""
 
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +50,38 @@ def test_a_server_that_fails_shows_why(qtbot):
     assert "error: " in c.state.describe()
     c.stop()  # acknowledging the error turns the toggle off
     assert c.state.phase is Phase.OFF
+
+
+CRASHING_APP = """
+import os, sys
+from PySide6.QtCore import QCoreApplication, QTimer
+from app.contribution import ContributionController, Phase
+from app.settings import Settings
+qt = QCoreApplication([])
+c = ContributionController()
+def check():
+    if c.state.phase is Phase.SERVING:
+        print(c.pid, flush=True)
+        os._exit(1)  # the app crashes: no stop, no cleanup
+    if c.state.phase is Phase.ERROR:
+        print("error", c.state.error, flush=True)
+        os._exit(2)
+timer = QTimer(); timer.timeout.connect(check); timer.start(100)
+c.start(Settings(blocks="0:1"))
+qt.exec()
+"""
+
+
+@pytest.mark.slow
+def test_the_server_ends_when_the_app_that_started_it_crashes():
+    psutil = pytest.importorskip("psutil")
+    root = Path(__file__).resolve().parents[2]
+    app = subprocess.run([sys.executable, "-c", CRASHING_APP], cwd=root, capture_output=True, text=True,
+                         timeout=180, check=False)
+    assert app.returncode == 1, app.stdout + app.stderr
+    server = psutil.Process(int(app.stdout.split()[0]))
+    try:
+        server.wait(timeout=30)  # it saw its stdin close and left
+    except psutil.TimeoutExpired:
+        server.kill()
+        pytest.fail("the server outlived the app that started it")

@@ -1,0 +1,39 @@
+"""The contributed server's entry point: `corolla serve` that ends when the app that started it ends.
+
+The app keeps this process's stdin open and never writes to it. End of input means the app quit,
+crashed or was killed (on every OS the pipe closes with its owner), or that the app asks the server
+to stop: the server then leaves as on Ctrl-C (no new sessions, open ones drain), and is ended
+outright if it has not exited GRACE_S seconds later. Run as `python -m app.server_process serve ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+GRACE_S = 20.0
+
+
+def _watch_stdin() -> None:
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass  # a closed or broken pipe: the same as end of input
+    signal.raise_signal(signal.SIGINT)
+    timer = threading.Timer(GRACE_S, lambda: os._exit(3))
+    timer.daemon = True
+    timer.start()
+
+
+def main(argv: list[str]) -> int:
+    threading.Thread(target=_watch_stdin, name="parent-watch", daemon=True).start()
+    from app.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

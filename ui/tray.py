@@ -42,6 +42,7 @@ class Tray(QObject):
             self.icon = QSystemTrayIcon(state_icon(Phase.OFF), self)
             self.icon.setContextMenu(menu)
             self.icon.setToolTip("Corolla")
+            self.icon.activated.connect(self._activated)
         else:
             self.window = MenuWindow(menu)
             self.window.setWindowIcon(state_icon(Phase.OFF))
@@ -51,6 +52,11 @@ class Tray(QObject):
             self.icon.show()
         if self.window is not None:
             self.window.show()
+
+    @Slot(QSystemTrayIcon.ActivationReason)
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason == QSystemTrayIcon.ActivationReason.Trigger:  # a left click opens the chat
+            self.menu.open_chat_requested.emit()
 
     @Slot(object)
     def show_contribution(self, state: ContributionState) -> None:

@@ -94,6 +94,19 @@ class ChatBackend(QObject):
         """Load the tokenizer and head in the background (emits `ready`, or `failed` with id 0)."""
         self._trio.spawn(self._ensure_model, on_error=lambda e: self.failed.emit(0, _describe(e)))
 
+    def measure(self, messages: list[dict[str, str]]) -> None:
+        """Report how much of the context `messages` fill (`context_usage`), in the background."""
+
+        async def count() -> tuple[int, int]:
+            model = await self._ensure_model()
+            return len(chat_prompt_ids(model.tokenizer, messages)), model.card.context_length
+
+        def done(result: tuple[int, int]) -> None:
+            if not self.busy:  # a streaming reply reports its own, newer count
+                self.context_usage.emit(*result)
+
+        self._trio.spawn(count, on_done=done, on_error=lambda exc: None)  # the next reply says what is wrong
+
     def generate(self, messages: list[dict[str, str]], sampling: Sampling, seed: int | None = None) -> int:
         """Start a reply to `messages` ({"role", "content"}); returns the request id used in signals."""
         if self.busy:

@@ -86,6 +86,7 @@ class ConversationController(QObject):
         self.current = conversation_id
         self._emit_list()
         self.opened.emit(self.store.conversation(conversation_id), self.store.messages(conversation_id))
+        self.backend.measure(self._prompt(conversation_id))
 
     @Slot(int, str)
     def rename(self, conversation_id: int, title: str) -> None:
@@ -176,12 +177,7 @@ class ConversationController(QObject):
     def _start_reply(self) -> None:
         if self.current is None:
             return
-        conversation = self.store.conversation(self.current)
-        history = [m for m in self.store.messages(self.current) if m.content or m.role == "user"]
-        prompt = []
-        if conversation.system_prompt.strip():
-            prompt.append({"role": "system", "content": conversation.system_prompt})
-        prompt += [{"role": m.role, "content": m.content} for m in history if m.role != "system"]
+        prompt = self._prompt(self.current)
         self._reply = self.store.add_message(self.current, "assistant", "", state="streaming")
         self._pending = ""
         try:
@@ -193,6 +189,16 @@ class ConversationController(QObject):
         self._flush_timer.start()
         self.busy_changed.emit(True)
         self.reply_started.emit()
+
+    def _prompt(self, conversation_id: int) -> list[dict[str, str]]:
+        """The conversation as the model reads it: system prompt, then every non-empty message."""
+        conversation = self.store.conversation(conversation_id)
+        history = [m for m in self.store.messages(conversation_id) if m.content or m.role == "user"]
+        prompt = []
+        if conversation.system_prompt.strip():
+            prompt.append({"role": "system", "content": conversation.system_prompt})
+        prompt += [{"role": m.role, "content": m.content} for m in history if m.role != "system"]
+        return prompt
 
     @Slot(int, str)
     def _on_token(self, rid: int, text: str) -> None:

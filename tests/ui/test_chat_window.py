@@ -108,3 +108,14 @@ def test_opening_another_conversation_stops_the_reply_where_it_belongs(qtbot, ch
         chat.composer.send_button.click()  # at once: the stopped reply does not block the next
     assert finished.args == ["complete"]
     assert "[stopped]" not in chat.messages.toPlainText()
+
+
+def test_the_context_meter_counts_an_opened_conversation(qtbot, chat_app):
+    services, app = chat_app
+    cid = services.store.create("old", system_prompt="Be brief.").id
+    services.store.add_message(cid, "user", "What is the capital of France? " * 20)
+    chat = app.open_chat()
+    chat.conversations.show_conversations(services.store.conversations(), None)
+    chat.conversations.list.setCurrentRow([c.id for c in services.store.conversations()].index(cid))
+    qtbot.waitUntil(lambda: chat.context.used > 100, timeout=60000)
+    assert chat.context.limit == 8192 and "tokens" in chat.context.format()

@@ -1,8 +1,8 @@
-"""The list of conversations with New, Rename (edit in place) and Delete."""
+"""The list of conversations with New, Rename (edit in place) and Delete (click twice to confirm)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QListWidget,
@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
 from app.history import Conversation
 
 _ID = Qt.ItemDataRole.UserRole
+CONFIRM_MS = 3000  # how long "Delete?" waits for the second click
 
 
 class ConversationList(QWidget):
@@ -42,6 +43,10 @@ class ConversationList(QWidget):
         layout.addWidget(self.list)
         layout.addLayout(buttons)
         self._filling = False
+        self._confirm = QTimer(self)
+        self._confirm.setSingleShot(True)
+        self._confirm.setInterval(CONFIRM_MS)
+        self._confirm.timeout.connect(self._reset_delete)
 
     def current_id(self) -> int | None:
         item = self.list.currentItem()
@@ -81,11 +86,25 @@ class ConversationList(QWidget):
     @Slot()
     def _delete(self) -> None:
         cid = self.current_id()
-        if cid is not None:
-            self.delete_requested.emit(cid)
+        if cid is None:
+            return
+        if not self._confirm.isActive():  # first click: ask
+            self.delete_button.setText("Delete?")
+            self.delete_button.setToolTip("Click again to delete this conversation")
+            self._confirm.start()
+            return
+        self._reset_delete()
+        self.delete_requested.emit(cid)
+
+    @Slot()
+    def _reset_delete(self) -> None:
+        self._confirm.stop()
+        self.delete_button.setText("Delete")
+        self.delete_button.setToolTip("")
 
     @Slot(QListWidgetItem, QListWidgetItem)
     def _current_changed(self, current: QListWidgetItem | None, _previous: QListWidgetItem | None) -> None:
+        self._reset_delete()
         if current is not None and not self._filling:
             self.selected.emit(int(current.data(_ID)))
 

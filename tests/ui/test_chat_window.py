@@ -33,8 +33,12 @@ def test_conversations_new_rename_delete_and_survive_reopening(qtbot, chat_app):
     chat.system_prompt.editor.setPlainText("Answer in French.")
     assert chat.conversations.titles() == ["Travel plans", "New conversation"]
     chat.conversations.new_button.click()
+    chat.conversations.delete_button.click()  # asks first
+    assert chat.conversations.delete_button.text() == "Delete?"
+    assert len(chat.conversations.titles()) == 3
     chat.conversations.delete_button.click()  # deletes the one just made
     assert chat.conversations.titles() == ["Travel plans", "New conversation"]
+    assert chat.conversations.delete_button.text() == "Delete"
     chat.close()  # the draft is saved on close, not only after the typing pause
 
     chat = app.open_chat()

@@ -11,7 +11,7 @@ from app.swarm_snapshot import ServerRow, SwarmSnapshot
 from app.trio_thread import Job, TrioThread
 from core.errors import CorollaError
 
-REFRESH_MS = 2000
+REFRESH_MS = 5000  # each look asks the DHT about every block and every server: not too often
 QUERY_TIMEOUT = 30.0  # s for one look at the swarm (a busy machine answers DHT lookups slowly)
 
 

@@ -21,6 +21,7 @@ from p2p.records import BlockRange
 
 log = logging.getLogger("corolla.node")
 
+PRUNE_PERIOD = 5.0  # s between sweeps of DHT clients out of the routing table
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -94,9 +95,18 @@ async def run_bootstrap(host: str, port: int, identity: Path | None) -> None:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(stop_signals, stop.set)
+            nursery.start_soon(_prune_clients_forever, peer)
             await stop.wait()
             nursery.cancel_scope.cancel()
         say("bootstrap peer stopped")
+
+
+async def _prune_clients_forever(peer: Peer, period: float = PRUNE_PERIOD) -> None:
+    while True:
+        await trio.sleep(period)
+        dropped = peer.prune_clients()
+        if dropped:
+            log.debug("dropped %d DHT clients from the routing table", dropped)
 
 
 async def run_server(cfg: NodeConfig) -> None:
@@ -122,6 +132,7 @@ async def run_server(cfg: NodeConfig) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(stop_signals, stop.set)
             await nursery.start(_announce_forever, peer, node, cfg.announce_period)
+            nursery.start_soon(_prune_clients_forever, peer)
             say(f"serving blocks {blocks} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
                 f"{node.block_ms:.2f} ms per block per token")
             for addr in printable_addrs(peer, cfg.host):

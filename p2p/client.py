@@ -11,7 +11,7 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from p2p.discovery import find_block_servers
+from p2p.discovery import find_block_servers, find_model_servers
 from p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
 from p2p.host import Peer, open_peer
 from p2p.records import INFO_PROTOCOL, ServerInfo
@@ -68,6 +68,16 @@ class PeerBans:
         self._until: dict[str, float] = {}
         self._strikes: dict[str, int] = {}
 
+    async def _discover(self) -> None:
+        """One lookup of the model's key, then per-block lookups only for blocks nobody answered for."""
+        self._known = await find_model_servers(self.peer, self.model_name, self.model_hash)
+        live, _ = await self._ask(self._known)
+        missing = [b for b in range(self.num_blocks) if not any(s.start <= b < s.end for s in live)]
+        if missing:
+            found = await find_block_servers(self.peer, self.model_name, self.model_hash, missing)
+            self._known |= {pid for peers in found.values() for pid in peers}
+        self._discovered_at = time.monotonic()
+
     def ban(self, peer_id: str) -> float:
         strikes = self._strikes.get(peer_id, 0) + 1
         self._strikes[peer_id] = strikes
@@ -105,9 +115,7 @@ class SwarmClient:
         async with self._lock:
             now = time.monotonic()
             if rediscover or not self._known or now - self._discovered_at > self.rediscover_s:
-                found = await find_block_servers(self.peer, self.model_name, self.model_hash, self.num_blocks)
-                self._known = {pid for peers in found.values() for pid in peers}
-                self._discovered_at = time.monotonic()
+                await self._discover()
                 fresh = True
             if fresh or now - self._cached_at > self.info_ttl:
                 asked = [pid for pid in self._known if not self.bans.banned(pid.to_string())]
@@ -115,6 +123,16 @@ class SwarmClient:
                 self._cache = live
                 self._cached_at = time.monotonic()
         return [s for s in self._cache if not self.bans.banned(s.peer_id)]
+
+    async def _discover(self) -> None:
+        """One lookup of the model's key, then per-block lookups only for blocks nobody answered for."""
+        self._known = await find_model_servers(self.peer, self.model_name, self.model_hash)
+        live, _ = await self._ask(self._known)
+        missing = [b for b in range(self.num_blocks) if not any(s.start <= b < s.end for s in live)]
+        if missing:
+            found = await find_block_servers(self.peer, self.model_name, self.model_hash, missing)
+            self._known |= {pid for peers in found.values() for pid in peers}
+        self._discovered_at = time.monotonic()
 
     def ban(self, peer_id: str) -> float:
         """Ban a failed peer (seconds returned) and forget it in the DHT routing table."""
@@ -128,8 +146,9 @@ class SwarmClient:
 
     async def all_servers(self) -> tuple[list[ServerInfo], list[str]]:
         """Every announced server, looked up now: those that answered, and the peer ids that did not."""
-        found = await find_block_servers(self.peer, self.model_name, self.model_hash, self.num_blocks)
-        return await self._ask({pid for peers in found.values() for pid in peers})
+        found = await find_block_servers(self.peer, self.model_name, self.model_hash, range(self.num_blocks))
+        ids = {pid for peers in found.values() for pid in peers}
+        return await self._ask(ids | await find_model_servers(self.peer, self.model_name, self.model_hash))
 
     async def _ask(self, ids) -> tuple[list[ServerInfo], list[str]]:
         answers: dict[ID, ServerInfo | None] = {}

@@ -13,9 +13,11 @@ import trio
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStoreError
 from libp2p.tools.anyio_service.context import background_trio_service
 
 from p2p.errors import BadAddressError, SwarmError
@@ -85,10 +87,29 @@ class Peer:
                 log.warning("cannot reach initial peer %s: %s", text, exc)
         if initial_peers and joined == 0:
             raise SwarmError(f"none of the initial peers answered: {', '.join(initial_peers)}")
-        if joined:
-            with trio.move_on_after(CONNECT_TIMEOUT):
-                await self.dht.refresh_routing_table()
         return joined
+
+    def prune_clients(self) -> int:
+        """Drop peers that turned out to be DHT clients from the routing table; return how many.
+
+        py-libp2p adds a peer that queries us before identify has told which protocols it speaks, so
+        clients (which come and go) pile up in a bootstrap's table, and every lookup through it then
+        waits on dials to long-gone clients (measured: 1.5 s per lookup after a few dozen runs)."""
+        table, store = self.dht.routing_table, self.host.get_peerstore()
+        dropped = 0
+        for pid in table.get_peer_ids():
+            try:
+                protocols = store.get_protocols(pid)
+            except PeerStoreError:  # identify has not run: keep it
+                protocols = []
+            if protocols and KAD_PROTOCOL not in protocols and table.remove_peer(pid):
+                dropped += 1
+        return dropped
+
+    async def refresh(self) -> None:
+        """Fill the DHT routing table from the peers joined (takes about 1.5 s even on loopback)."""
+        with trio.move_on_after(CONNECT_TIMEOUT):
+            await self.dht.refresh_routing_table()
 
 
 @asynccontextmanager
@@ -112,9 +133,14 @@ async def open_peer(
     try:
         async with h.run(listen_addrs=listen):
             dht = KadDHT(h, DHTMode.SERVER if dht_server else DHTMode.CLIENT, enable_random_walk=False)
-            async with background_trio_service(dht):
+            async with background_trio_service(dht), trio.open_nursery() as nursery:
                 peer = Peer(h, dht)
-                await peer.join(initial_peers)
+                if await peer.join(initial_peers):
+                    if dht_server:  # its announcements must reach every close peer: wait for the table
+                        await peer.refresh()
+                    else:  # lookups walk from the joined peers anyway: fill the table meanwhile
+                        nursery.start_soon(peer.refresh)
                 yield peer
+                nursery.cancel_scope.cancel()
     except OSError as exc:
         raise SwarmError(f"cannot listen on {host}:{port}: {exc}") from exc

@@ -63,6 +63,13 @@ def _last(item: str) -> int:
     return int(item.split("-")[-1])
 
 
+def model_key(model_name: str, model_hash: str) -> str:
+    """DHT key under which every server of one checkpoint also announces (one lookup finds most
+    servers; a DHT peer keeps at most 20 providers per key, so per-block keys fill the gaps)."""
+    raw = f"corolla/{PROTOCOL_VERSION}/{model_name}/{model_hash}/servers"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
 def block_key(model_name: str, model_hash: str, block: int) -> str:
     """DHT key (hex of a sha256) under which servers of one block of one checkpoint announce."""
     raw = f"corolla/{PROTOCOL_VERSION}/{model_name}/{model_hash}/block/{block}"

@@ -52,12 +52,18 @@ def local_text(path, prompt: str, max_new_tokens: int = 10) -> str:
     from core.generation import Decoder, SamplingParams, generate
     from core.head import ClientHead
 
+    # Busy-waiting OpenMP workers collapse when the cores are shared with idle servers: one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(path)
     decoder = Decoder(ClientHead.load(path), tok, SamplingParams(max_new_tokens=max_new_tokens, greedy=True),
                       tok(prompt).input_ids)
-    with LocalChain.load(path, [(0, 30)]) as chain:
-        chain.open(decoder.max_length)
-        return generate(decoder, chain.step)
+    try:
+        with LocalChain.load(path, [(0, 30)]) as chain:
+            chain.open(decoder.max_length)
+            return generate(decoder, chain.step)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_greedy_output_through_the_swarm_equals_local(swarm):

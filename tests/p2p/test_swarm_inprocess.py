@@ -151,6 +151,7 @@ def test_leaving_and_full_servers_get_no_new_sessions(tiny_model):
         good = await swarm.add("good", 0, 6)
         leaving.state = LEAVING
         async with swarm.client() as client:
+            await client.servers()  # learns their addresses
             info = await request_info(client.peer, leaving.peer_id)
             async with InferenceSession(client, 64) as session:
                 return info.state, [h.peer_id for h in session.route], good.peer_id
@@ -165,6 +166,7 @@ def test_forward_protocol_is_stateless(tiny_model):
     async def body(swarm: TinySwarm):
         node = await swarm.add("a", 0, 6)
         async with swarm.client() as client:
+            await client.servers()  # learns its address
             outs = []
             for _ in range(2):
                 stream = await open_stream(client.peer, node.peer_id, FORWARD_PROTOCOL, 5)

@@ -6,9 +6,15 @@
 setup:
 	./packaging/setup-dev.sh
 
+# With a display: the tray app and its chat window. Without one (a server, CI, ssh): the same
+# local swarm with a terminal chat, which also reads piped input: echo "Hi" | make demo
 demo: setup
-	.venv/bin/corolla generate --model default --local --chat --greedy --max-new-tokens 48 \
-		--prompt "What is the capital of France?"
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] || [ "$$(uname)" = Darwin ]; then \
+		.venv/bin/corolla demo; \
+	else \
+		echo "==> no display found: chatting in the terminal (corolla demo --headless)"; \
+		.venv/bin/corolla demo --headless; \
+	fi
 
 test: setup
 	QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -q -ra --durations=15 tests

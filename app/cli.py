@@ -51,11 +51,27 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except CorollaError as exc:
-        print(f"corolla: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        # trio wraps errors of concurrent tasks in exception groups: report the one a user can act on
+        reason = _user_error(exc, CorollaError)
+        if reason is None:
+            raise
+        print(f"corolla: error: {reason}", file=sys.stderr)
+        return 2
+
+
+def _user_error(exc: BaseException, kind: type[Exception]) -> BaseException | None:
+    """The first `kind` error in `exc` or, for exception groups, anywhere inside it."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _user_error(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

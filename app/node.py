@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
 import signal
 import socket
 import sys
@@ -17,7 +19,7 @@ from core.errors import CorollaError
 from p2p.discovery import announce
 from p2p.host import Peer, open_peer
 from p2p.identity import default_identity_path, load_or_create_identity
-from p2p.records import BlockRange
+from p2p.records import LEAVING, ONLINE, BlockRange
 
 log = logging.getLogger("corolla.node")
 
@@ -42,6 +44,7 @@ class NodeConfig:
     identity: Path | None = None
     announce_period: float = 30.0
     drain_timeout: float = 10.0
+    rebalance_period: float = 120.0  # 0: never move (always the case with explicit blocks)
 
 
 def say(text: str) -> None:
@@ -133,6 +136,8 @@ async def run_server(cfg: NodeConfig) -> None:
             await nursery.start(stop_signals, stop.set)
             await nursery.start(_announce_forever, peer, node, cfg.announce_period)
             nursery.start_soon(_prune_clients_forever, peer)
+            if cfg.blocks is None and cfg.rebalance_period > 0:
+                nursery.start_soon(_rebalance_forever, cfg, peer, node, model, dtype)
             say(f"serving blocks {blocks} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
                 f"{node.block_ms:.2f} ms per block per token")
             for addr in printable_addrs(peer, cfg.host):
@@ -147,12 +152,46 @@ async def run_server(cfg: NodeConfig) -> None:
     say("server stopped")
 
 
+async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: torch.dtype) -> None:
+    """Now and then, move to where the swarm needs blocks most, if that is a large gain (see
+    better_span); drain first: the server says it is leaving and clients move off between steps."""
+    from core.span import Span
+    from p2p.client import SwarmClient
+    from p2p.placement import better_span
+
+    client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
+    while True:
+        await trio.sleep(cfg.rebalance_period * random.uniform(0.8, 1.2))  # jitter: servers don't move as a herd
+        servers, _ = await client.all_servers()
+        me = node.info()
+        target = better_span([s for s in servers if s.peer_id != me.peer_id] + [me], me, model.num_blocks)
+        if target is None:
+            continue
+        say(f"moving to blocks {target}: waiting for {node.active_sessions} open session(s) to move off")
+        node.state = LEAVING
+        with trio.move_on_after(cfg.drain_timeout * 6):
+            while node.active_sessions:
+                await node.sessions_changed.wait()
+        if node.active_sessions:
+            node.state = ONLINE
+            say("move cancelled: sessions are still open here")
+            continue
+        span = await trio.to_thread.run_sync(functools.partial(Span.load, model.path, target.start, target.end,
+                                                               device=cfg.device, dtype=dtype))
+        node.replace_span(span)
+        await trio.to_thread.run_sync(node.measure_throughput)
+        node.state = ONLINE
+        await announce(peer, model.name, model.hash, node.blocks)
+        say(f"serving blocks {target} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
+            f"{node.block_ms:.2f} ms per block per token")
+
+
 async def _announce_forever(peer: Peer, node, period: float, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Announce the span now and every `period` s (DHT records cannot be withdrawn or expire
     soon, so clients confirm liveness themselves; re-announcing keeps records on new DHT peers)."""
     first = True
     while True:
-        if node.state == "online":
+        if node.state == ONLINE:
             accepted = await announce(peer, node.model_name, node.model_hash, node.blocks)
             log.debug("announced %d blocks (%d accepted)", len(node.blocks), accepted)
         if first:

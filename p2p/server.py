@@ -105,6 +105,13 @@ class ServerNode:
             max_sessions=self.max_sessions,
         )
 
+    def replace_span(self, span: Span) -> None:
+        """Serve other blocks from now on (only once drained: sessions are never dropped)."""
+        if self.active_sessions:
+            raise CorollaError(f"{self.active_sessions} sessions are still open; drain them first")
+        self.span = span
+        self._runtimes.clear()
+
     def measure_throughput(self, steps: int = 8) -> float:
         """Time a decoding step (1 token after a short prefix); set and return ms per block."""
         rt = SpanRuntime(self.span, max_cache_tokens=64)

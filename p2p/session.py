@@ -31,7 +31,8 @@ CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolErr
 
 @dataclass
 class FailoverEvent:
-    """Blocks [start, end) moved from `from_peer` to `to_peers` after `reason`; `tokens` replayed."""
+    """Blocks [start, end) moved from `from_peer` to `to_peers` after `reason`; `tokens` replayed.
+    `seconds`: rerouting and replay; `detection`: from sending the step to noticing the failure."""
 
     start: int
     end: int
@@ -40,6 +41,7 @@ class FailoverEvent:
     tokens: int
     seconds: float
     reason: str
+    detection: float = 0.0
 
 
 @dataclass
@@ -167,6 +169,7 @@ class InferenceSession:
         while k < len(self.hops):
             hop = self.hops[k]
             self.history[hop.hop.start].append(x)
+            sent = time.perf_counter()
             try:
                 x = await hop.step(x)
                 k += 1
@@ -174,12 +177,19 @@ class InferenceSession:
                 if failure.fatal:
                     raise SwarmError(f"server {failure.peer_id[-8:]} refused the step: {failure.reason}"
                                      ) from failure.cause
-                replaced, x = await self._replace(k, failure.reason, x.shape[1], failed=True)
+                replaced, x = await self._replace(k, failure.reason, x.shape[1], failed=True,
+                                                  detection=time.perf_counter() - sent)
                 k += replaced
         self.position += hidden.shape[1]
         if any(h.leaving for h in self.hops) and time.monotonic() >= self._next_move_try:
             await self._move_off_leaving_servers()
         return x
+
+    async def reroute(self, block: int, reason: str = "rerouted on request") -> None:
+        """Move the hop holding `block` to other servers (never its current one), replaying its
+        history there; reported to `on_event` like a failover."""
+        k = next(i for i, h in enumerate(self.hops) if h.hop.start <= block < h.hop.end)
+        await self._replace(k, reason, 0, failed=False, avoid={self.hops[k].hop.peer_id})
 
     async def _move_off_leaving_servers(self) -> None:
         """Move the blocks of servers that said they are leaving, between steps, where another server
@@ -199,7 +209,8 @@ class InferenceSession:
             else:
                 k += 1
 
-    async def _replace(self, k: int, reason: str, new_tokens: int, failed: bool) -> tuple[int, torch.Tensor]:
+    async def _replace(self, k: int, reason: str, new_tokens: int, failed: bool,
+                       detection: float = 0.0, avoid: set[str] | None = None) -> tuple[int, torch.Tensor]:
         """Replace hop k by a new route over its blocks, replaying its stored inputs (the current step
         included); return how many hops replaced it and the output for the last `new_tokens` tokens.
         A failed server is banned; a leaving one is only avoided while it says so."""
@@ -211,20 +222,23 @@ class InferenceSession:
                         old.hop.peer_id[-8:], reason, seconds, old.hop.start, old.hop.end)
         await old.close(polite=not failed)
         inputs = torch.cat(self.history.pop(old.hop.start), dim=1)
-        new_hops, out = await self._open_range(old.hop.start, old.hop.end, inputs, reason=reason)
+        new_hops, out = await self._open_range(old.hop.start, old.hop.end, inputs, reason=reason,
+                                               avoid=avoid or set())
         self.hops[k:k + 1] = new_hops
         self.on_event(FailoverEvent(old.hop.start, old.hop.end, old.hop.peer_id,
                                     [h.hop.peer_id for h in new_hops], inputs.shape[1],
-                                    time.perf_counter() - t0, reason))
+                                    time.perf_counter() - t0, reason, detection))
         return len(new_hops), out[:, inputs.shape[1] - new_tokens:]
 
-    async def _open_range(self, start: int, end: int, inputs: torch.Tensor | None,
-                          reason: str) -> tuple[list[HopSession], torch.Tensor | None]:
+    async def _open_range(self, start: int, end: int, inputs: torch.Tensor | None, reason: str,
+                          avoid: set[str] | frozenset[str] = frozenset()
+                          ) -> tuple[list[HopSession], torch.Tensor | None]:
         """Open sessions covering blocks [start, end) and, when `inputs` is given, replay it through
         them, storing each new hop's inputs. Retries other servers until `route_wait` runs out."""
         waited_since: float | None = None
         while True:
             servers = await self.client.servers(fresh=bool(reason), rediscover=waited_since is not None)
+            servers = [s for s in servers if s.peer_id not in avoid]
             try:
                 route = plan_route(servers, start, end, cache_tokens=self.max_length,
                                    model=self.client.model_name)

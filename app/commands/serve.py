@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--identity", type=Path, default=None,
                    help="file holding this peer's key (created if missing; keeps the peer id across restarts)")
     p.add_argument("--announce-period", type=float, default=30.0, help="seconds between DHT announcements")
+    p.add_argument("--rebalance-period", type=float, default=120.0,
+                   help="with --num-blocks: seconds between checks whether another span is needed more (0: never)")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds to let open sessions finish when stopping")
     p.set_defaults(func=run)
@@ -58,5 +60,6 @@ def run(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         max_sessions=args.max_sessions, cache_tokens=args.cache_tokens, identity=args.identity,
         announce_period=args.announce_period, drain_timeout=args.drain_timeout,
+        rebalance_period=args.rebalance_period,
     )
     return main_server(cfg)

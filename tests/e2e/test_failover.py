@@ -19,7 +19,7 @@ from tests.e2e.test_swarm import local_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals")]
 
-TOKENS = 40
+TOKENS = 30
 PROMPT = "Here is a short story about a robot who learns to paint:"
 
 

@@ -67,9 +67,12 @@ def local_text(path, prompt: str, max_new_tokens: int = 10) -> str:
 
 
 def test_greedy_output_through_the_swarm_equals_local(swarm):
-    remote = corolla("generate", *ARGS, "--prompt", PROMPT, "--initial-peers", swarm.bootstrap_addr, "--verbose")
+    remote_proc = popen("generate", *ARGS, "--prompt", PROMPT, "--initial-peers", swarm.bootstrap_addr, "--verbose")
+    local = local_output(PROMPT)
+    out, err = remote_proc.communicate(timeout=240)
+    remote = subprocess.CompletedProcess(remote_proc.args, remote_proc.returncode, out, err)
     assert remote.returncode == 0, remote.stderr
-    assert remote.stdout == local_output(PROMPT)
+    assert remote.stdout == local
     assert remote.stdout.startswith(" Paris")
     assert "route: blocks 0:10" in remote.stderr and "blocks 20:30" in remote.stderr
     assert all("session opened" in s.output() for s in swarm.servers[:3])
@@ -86,10 +89,10 @@ def test_two_clients_at_once_each_get_their_own_output(swarm, default_model_path
 
 
 def test_a_new_server_appears_in_swarm_health(swarm):
+    fourth = swarm.start_server("--blocks", "5:15", name="fourth")  # loads while the first report runs
     report = corolla("swarm", "--model", "default", "--initial-peers", swarm.bootstrap_addr)
     assert report.returncode == 0, report.stderr
     assert report.stdout.rstrip().endswith("uncovered blocks: none")
-    fourth = swarm.add_server("--blocks", "5:15", name="fourth")
     peer_id = fourth.wait_for(r"serving blocks 5:15 .* as (\S+);").group(1)
     deadline = time.monotonic() + 60
     while True:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from p2p.errors import NoRouteError
-from p2p.placement import choose_span
+from p2p.placement import better_span, choose_span
 from p2p.records import LEAVING, BlockRange, ServerInfo, format_blocks
 from p2p.routing import plan_route
 
@@ -85,3 +85,17 @@ def test_placement_fills_uncovered_blocks_first():
 
 def test_placement_ignores_leaving_servers():
     assert choose_span([server("a", 0, 10, state=LEAVING)], 30, 10) == BlockRange(0, 10)
+
+
+def test_a_server_moves_only_to_close_a_gap_or_for_a_large_gain():
+    me = server("me", 0, 10)
+    # blocks 10:20 lost their server: move there
+    assert better_span([me, server("a", 0, 10), server("c", 20, 30)], me, 30) == BlockRange(10, 20)
+    # moving would open a gap where I am: stay
+    assert better_span([me, server("b", 10, 20), server("c", 20, 30)], me, 30) is None
+    # no gap anywhere, a small gain: stay
+    even = [me, server("a", 0, 10), server("b", 10, 20, block_ms=1.2), server("c", 20, 30)]
+    assert better_span(even, me, 30) is None
+    # no gap, but blocks 10:20 are ten times weaker than the rest: worth a move
+    weak = [me, server("a", 0, 10), server("b", 10, 20, block_ms=10), server("c", 20, 30)]
+    assert better_span(weak, me, 30) == BlockRange(10, 20)

@@ -9,12 +9,14 @@ import trio
 
 from core.model import ModelInfo
 from p2p.client import SwarmClient, open_client_peer
+from p2p.records import format_blocks
 from p2p.session import FailoverEvent, InferenceSession, WaitingEvent
 
 
 def describe_event(event: FailoverEvent | WaitingEvent) -> str:
     if isinstance(event, WaitingEvent):
-        return f"[swarm] waiting for a server of blocks {event.missing[0]}..{event.missing[-1]} ({event.waited:.0f} s)"
+        return (f"[swarm] no live server holds blocks {format_blocks(event.missing)}; "
+                f"waiting for one ({event.waited:.0f} s so far)")
     to = ", ".join(p[-8:] for p in event.to_peers)
     return (f"[swarm] blocks {event.start}:{event.end} moved from {event.from_peer[-8:]} to {to} "
             f"({event.reason}); replayed {event.tokens} tokens in {event.seconds * 1000:.0f} ms")

@@ -3,8 +3,8 @@
 A loopback swarm of the default model: blocks 0:10 and 20:30 on one server each, 10:20 on three.
 - "replay" rows move the hop of blocks 10:20 to another server on request: reroute + replay of the
   stored history (one prefill on the replacement), no detection involved;
-- "crash" rows kill -9 the server of blocks 10:20 in use, then send the next token: detection (from
-  sending the step to noticing the dead peer) + reroute + replay.
+- "crash" rows kill -9 the server of blocks 10:20 in use 5 ms into a step: detection (from the kill
+  to the client noticing) + reroute + replay; "step total" is that whole step.
 A frozen server (SIGSTOP) is detected by the step timeout instead (5 s by default), see the tests.
 
     python bench/failover.py [--replay 50,100,250,500,1000] [--crash 100,500]
@@ -47,26 +47,39 @@ async def measure(path: Path, bootstrap: str, swarm: LocalSwarm, replay: list[in
     vocab = model.config.vocab_size
     by_peer = {s.wait_for(r"serving blocks .* as (\S+);").group(1): s for s in swarm.servers}
     rows = []
+    events: list[tuple[float, FailoverEvent]] = []
+    killed_at = 0.0
+
+    def on_event(event: FailoverEvent) -> None:
+        events.append((time.perf_counter(), event))
+
+    async def kill_soon(server, delay: float) -> None:
+        nonlocal killed_at
+        await trio.sleep(delay)
+        killed_at = time.perf_counter()
+        server.kill()  # SIGKILL
+
     async with open_client_peer([bootstrap], host="127.0.0.1") as peer:
         client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
         for kind, lengths in (("replay", replay), ("crash", crash)):
             for n in lengths:
-                events: list[FailoverEvent] = []
-                async with InferenceSession(client, n + 8, on_event=events.append) as session:
+                events.clear()
+                async with InferenceSession(client, n + 8, on_event=on_event) as session:
                     await session.step(history(head, n, vocab))
                     next_token = history(head, 1, vocab)
                     t0 = time.perf_counter()
                     if kind == "replay":
                         await session.reroute(MIDDLE)
-                    else:
+                    else:  # killed while the step is under way (the first hop is still computing)
                         hop = next(h for h in session.route if h.start <= MIDDLE < h.end)
-                        by_peer[hop.peer_id].kill()
-                        t0 = time.perf_counter()
-                        await session.step(next_token)
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(kill_soon, by_peer[hop.peer_id], 0.005)
+                            await session.step(next_token)
                     total = time.perf_counter() - t0
-                (event,) = events
-                rows.append((kind, n, event.end - event.start, len(event.to_peers), event.detection,
-                             event.seconds, total))
+                (at, event), = events
+                noticed = at - event.seconds
+                detect = noticed - killed_at if kind == "crash" else 0.0
+                rows.append((kind, n, event.end - event.start, len(event.to_peers), detect, event.seconds, total))
     return rows
 
 

@@ -18,7 +18,7 @@ from p2p.discovery import announce
 from p2p.errors import NoRouteError
 from p2p.host import open_peer
 from p2p.identity import load_or_create_identity
-from p2p.records import FORWARD_PROTOCOL, LEAVING
+from p2p.records import FORWARD_PROTOCOL, LEAVING, BlockRange
 from p2p.server import ServerNode, sub_span
 from p2p.session import FailoverEvent, InferenceSession, WaitingEvent
 from p2p.wire import encode, read_message, write_message
@@ -32,6 +32,7 @@ class TinySwarm:
         self.model = ModelInfo.load(path)
         self.nodes: dict[str, ServerNode] = {}
         self.scopes: dict[str, trio.CancelScope] = {}
+        self.peers: dict = {}
 
     async def add(self, name: str, start: int, end: int, **node_args) -> ServerNode:
         node = ServerNode(Span.load(self.path, start, end), self.model.name, self.model.hash, **node_args)
@@ -44,6 +45,7 @@ class TinySwarm:
         with trio.CancelScope() as scope:
             self.scopes[name] = scope
             async with open_peer(create_new_key_pair(), host=HOST, initial_peers=[self.bootstrap]) as peer:
+                self.peers[name] = peer
                 node.attach(peer.host)
                 await announce(peer, node.model_name, node.model_hash, node.blocks)
                 task_status.started()
@@ -237,3 +239,29 @@ def test_sessions_move_off_a_leaving_server_between_steps(tiny_model):
     assert event.reason == "server leaving" and event.from_peer == first and event.tokens == 5 + 2
     for got, want in zip(outs, reference(tiny_model, xs), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
+def test_an_automatically_placed_server_moves_to_close_a_gap(tiny_model):
+    from app.node import NodeConfig, _rebalance_forever
+
+    xs = inputs_for(3)
+
+    async def body(swarm: TinySwarm):
+        mover = await swarm.add("mover", 0, 3)
+        await swarm.add("twin", 0, 3)
+        cfg = NodeConfig(rebalance_period=0.3, drain_timeout=5)
+        async with swarm.client() as client:
+            with pytest.raises(NoRouteError):  # blocks 3:6: nobody yet
+                async with InferenceSession(client, 64, route_wait=0.1):
+                    pass
+            swarm.nursery.start_soon(_rebalance_forever, cfg, swarm.peers["mover"], mover, swarm.model, torch.float32)
+            with trio.fail_after(30):
+                while mover.blocks != BlockRange(3, 6):
+                    await trio.sleep(0.1)
+        async with swarm.client() as client, InferenceSession(client, 64) as session:
+            return [(h.start, h.end) for h in session.route], [await session.step(x) for x in xs]
+
+    route, outs = run_with_swarm(tiny_model, body)
+    assert route == [(0, 3), (3, 6)]
+    for got, want in zip(outs, reference(tiny_model, xs), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -24,6 +24,7 @@ STEP_TIMEOUT = 5.0  # s for a server to answer one decoding step (a hung peer sa
 TIMEOUT_PER_TOKEN = 0.02  # s added per token sent at once (prefill, replay)
 ROUTE_WAIT = 30.0  # s to wait for a server to cover missing blocks before giving up
 CONNECT_TIMEOUT = 5.0
+IDLE_EXPIRY_S = 60.0  # s unused after which a hop's stream ending is not held against its server
 MOVE_RETRY_S = 2.0  # s between looks for a replacement of a leaving server when there was none
 # Errors that another server would answer the same way: rerouting cannot help.
 CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolError", "MessageTooLargeError"}
@@ -60,6 +61,7 @@ class HopFailure(Exception):
     reason: str
     fatal: bool = False
     cause: Exception | None = field(default=None, repr=False)
+    after_idle: bool = False  # the stream ended while unused for long: maybe just an expired session
 
 
 def step_timeout(base: float, tokens: int) -> float:
@@ -74,6 +76,7 @@ class HopSession:
         self.dtype = DTYPES.get(hop.server.dtype, torch.float32)
         self.last_compute_ms = 0.0  # what the server says its last step took
         self.leaving = False  # the server said it is leaving the swarm
+        self.last_used = time.monotonic()
 
     @classmethod
     async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
@@ -96,7 +99,9 @@ class HopSession:
                                                     [hidden.to(self.dtype)]), timeout=timeout)
             header, tensors = await read_message(self.stream, idle_timeout=timeout, body_timeout=timeout)
         except (StreamGone, trio.TooSlowError, ProtocolError) as exc:
-            raise HopFailure(self.hop.peer_id, _why(exc), cause=exc) from None
+            idle = isinstance(exc, StreamGone) and time.monotonic() - self.last_used > IDLE_EXPIRY_S
+            raise HopFailure(self.hop.peer_id, _why(exc), cause=exc, after_idle=idle) from None
+        self.last_used = time.monotonic()
         if header.get("type") == "error":
             code = str(header.get("code"))
             raise HopFailure(self.hop.peer_id, f"{code}: {header.get('message')}", fatal=code in CLIENT_FAULTS,
@@ -177,7 +182,9 @@ class InferenceSession:
                 if failure.fatal:
                     raise SwarmError(f"server {failure.peer_id[-8:]} refused the step: {failure.reason}"
                                      ) from failure.cause
-                replaced, x = await self._replace(k, failure.reason, x.shape[1], failed=True,
+                # A stream that ended during a long pause is most likely a session the server let
+                # expire: move on without banning a healthy server (a dead one fails its info check).
+                replaced, x = await self._replace(k, failure.reason, x.shape[1], failed=not failure.after_idle,
                                                   detection=time.perf_counter() - sent)
                 k += replaced
         self.position += hidden.shape[1]

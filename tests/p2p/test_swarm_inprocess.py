@@ -265,3 +265,26 @@ def test_an_automatically_placed_server_moves_to_close_a_gap(tiny_model):
     assert route == [(0, 3), (3, 6)]
     for got, want in zip(outs, reference(tiny_model, xs), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_session_expired_during_a_pause_is_reopened_without_a_ban(tiny_model, monkeypatch):
+    import p2p.session
+
+    monkeypatch.setattr(p2p.session, "IDLE_EXPIRY_S", 0.2)
+    xs = inputs_for(3)
+    events: list = []
+
+    async def body(swarm: TinySwarm):
+        node = await swarm.add("only", 0, 6, session_idle_timeout=0.4)
+        async with swarm.client() as client, InferenceSession(client, 64, on_event=events.append) as session:
+            outs = [await session.step(x) for x in xs[:2]]
+            await trio.sleep(1.0)  # the server drops the idle session
+            outs += [await session.step(x) for x in xs[2:]]
+            return outs, client.bans.banned(node.peer_id), node.active_sessions
+
+    outs, banned, active = run_with_swarm(tiny_model, body)
+    assert not banned and active == 1  # the expired session is gone, its replacement open
+    (event,) = events
+    assert event.tokens == 5 + 2
+    for got, want in zip(outs, reference(tiny_model, xs), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)

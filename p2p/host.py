@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -130,8 +132,12 @@ async def open_peer(
     # whenever a connection drops.
     config = ConnectionConfig(max_connections_per_peer=1, min_connections=0, low_watermark=0)
     h = new_host(key_pair=key_pair, listen_addrs=listen, connection_config=config)
+    if port:
+        check_port_free(host, port)
+    started = False
     try:
         async with h.run(listen_addrs=listen):
+            started = True
             dht = KadDHT(h, DHTMode.SERVER if dht_server else DHTMode.CLIENT, enable_random_walk=False)
             async with background_trio_service(dht), trio.open_nursery() as nursery:
                 peer = Peer(h, dht)
@@ -143,4 +149,22 @@ async def open_peer(
                 yield peer
                 nursery.cancel_scope.cancel()
     except OSError as exc:
+        if started:
+            raise
         raise SwarmError(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise SwarmError if another program listens on host:port. py-libp2p listens with SO_REUSEPORT
+    (for hole punching), so a second server on the same port would start silently and share the
+    connections of the first; a plain bind, without that option, tells."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if sys.platform != "win32":  # lets a restarted server reuse its port despite TIME_WAIT connections;
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # on Windows it would allow stealing
+    try:
+        probe.bind((host, port))
+    except OSError as exc:
+        raise SwarmError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                         "is another Corolla peer using this port? choose another with --port") from None
+    finally:
+        probe.close()

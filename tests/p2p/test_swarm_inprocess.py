@@ -288,3 +288,16 @@ def test_a_session_expired_during_a_pause_is_reopened_without_a_ban(tiny_model, 
     assert event.tokens == 5 + 2
     for got, want in zip(outs, reference(tiny_model, xs), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
+def test_a_port_in_use_is_refused_by_name():
+    from p2p.errors import SwarmError
+
+    async def main():
+        async with open_peer(create_new_key_pair(), host=HOST, port=0) as first:
+            port = int(first.addrs[0].split("/tcp/")[1].split("/")[0])
+            with pytest.raises(SwarmError, match=f"cannot listen on {HOST}:{port}"):
+                async with open_peer(create_new_key_pair(), host=HOST, port=port):
+                    pass
+
+    trio.run(main)

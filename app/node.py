@@ -213,12 +213,33 @@ async def choose_blocks(cfg: NodeConfig, peer: Peer, model) -> BlockRange:
     return choose_span(servers, model.num_blocks, n)
 
 
+def run_trio(fn, *args):
+    """trio.run, with a Corolla error raised inside nurseries surfacing as itself (not as an exception
+    group), so that the command line prints its message instead of a traceback."""
+    try:
+        return trio.run(fn, *args)
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        first = next((e for e in leaves if isinstance(e, CorollaError | KeyboardInterrupt)), None)
+        if first is not None:
+            raise first from group
+        raise
+
+
+def _leaves(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            yield from _leaves(sub)
+    else:
+        yield exc
+
+
 def main_bootstrap(host: str, port: int, identity: Path | None) -> int:
-    trio.run(run_bootstrap, host, port, identity)
+    run_trio(run_bootstrap, host, port, identity)
     return 0
 
 
 def main_server(cfg: NodeConfig) -> int:
-    trio.run(run_server, cfg)
+    run_trio(run_server, cfg)
     sys.stdout.flush()
     return 0

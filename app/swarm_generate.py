@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import trio
-
 from core.model import ModelInfo
 from p2p.client import SwarmClient, open_client_peer
 from p2p.records import format_blocks
@@ -50,4 +48,6 @@ async def generate_through_swarm(path: Path, decoder, initial_peers: list[str], 
 
 
 def run_swarm_generation(path: Path, decoder, initial_peers: list[str], verbose: bool = False) -> str:
-    return trio.run(generate_through_swarm, path, decoder, initial_peers, verbose)
+    from app.node import run_trio
+
+    return run_trio(generate_through_swarm, path, decoder, initial_peers, verbose)

@@ -13,12 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import trio
-
+    from app.node import run_trio
     from core.model import ModelInfo, resolve_model
 
     model = ModelInfo.load(resolve_model(args.model))
-    print(trio.run(swarm_report, model.name, model.hash, model.num_blocks, args.initial_peers), flush=True)
+    print(run_trio(swarm_report, model.name, model.hash, model.num_blocks, args.initial_peers), flush=True)
     return 0
 
 

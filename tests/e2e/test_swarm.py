@@ -182,3 +182,12 @@ def test_bad_messages_get_error_replies_while_a_session_goes_on(swarm, default_m
     assert str(h + 1) in replies["wrong hidden size"]["message"]
     expected = Span.load(default_model_path, 0, 10).forward(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unusable_peer_addresses_are_reported_plainly(default_model_path):
+    bad = corolla("swarm", "--initial-peers", "/ip4/127.0.0.1/tcp/9")
+    assert bad.returncode == 2 and "cannot use peer address" in bad.stderr and "Traceback" not in bad.stderr
+    gone = corolla("generate", *ARGS, "--prompt", PROMPT, "--initial-peers",
+                   "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWQsaHPg8vb7pCsDaVE31hBG38kDJxeK6LewuuCMbWoSps")
+    assert gone.returncode == 2 and "none of the initial peers answered" in gone.stderr
+    assert "Traceback" not in gone.stderr

@@ -228,9 +228,15 @@ class InferenceSession:
             log.warning("server %s failed (%s); banned for %.0f s, rerouting blocks %d:%d",
                         old.hop.peer_id[-8:], reason, seconds, old.hop.start, old.hop.end)
         await old.close(polite=not failed)
-        inputs = torch.cat(self.history.pop(old.hop.start), dim=1)
-        new_hops, out = await self._open_range(old.hop.start, old.hop.end, inputs, reason=reason,
-                                               avoid=avoid or set())
+        stored = self.history.pop(old.hop.start)
+        inputs = torch.cat(stored, dim=1)
+        try:
+            new_hops, out = await self._open_range(old.hop.start, old.hop.end, inputs, reason=reason,
+                                                   avoid=avoid or set())
+        except BaseException:
+            # Keep what a later step needs to try again (its hop is closed, so it will reroute).
+            self.history[old.hop.start] = stored
+            raise
         self.hops[k:k + 1] = new_hops
         self.on_event(FailoverEvent(old.hop.start, old.hop.end, old.hop.peer_id,
                                     [h.hop.peer_id for h in new_hops], inputs.shape[1],
@@ -270,6 +276,8 @@ class InferenceSession:
             except HopFailure as failure:
                 for session in opened:
                     await session.close(polite=False)
+                    if inputs is not None and session.hop.start != start:
+                        self.history.pop(session.hop.start, None)  # inputs of a route not taken
                 if failure.fatal:
                     raise SwarmError(f"server {failure.peer_id[-8:]} refused: {failure.reason}") from None
                 self.client.ban(failure.peer_id)

@@ -16,10 +16,10 @@ demo: setup
 		.venv/bin/corolla demo --headless; \
 	fi
 
-test: setup
+test: setup lint
 	QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -q -ra --durations=15 tests
 
-lint:
+lint: setup
 	.venv/bin/ruff check app core p2p ui tests bench
 
 bench:

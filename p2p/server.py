@@ -51,14 +51,10 @@ class TooManySessionsError(CorollaError):
 
 
 def sub_span(span: Span, start: int, end: int) -> Span:
-    """Blocks [start, end) of `span`, sharing its weights; layer indices stay those of `span`, so a
-    cache made by the sub-span has room for every layer of the span and uses only its own."""
+    """Blocks [start, end) of this server's span, sharing its weights (a hop may use any part)."""
     if not (span.start <= start < end <= span.end):
         raise BlockRangeError(f"blocks {start}:{end} are not inside this server's span {span.start}:{span.end}")
-    if (start, end) == (span.start, span.end):
-        return span
-    blocks = span.blocks[start - span.start:end - span.start]
-    return Span(span.config, span.family, start, end, blocks, span.positional)
+    return span.sub(start, end)
 
 
 class ServerNode:

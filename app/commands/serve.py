@@ -34,12 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    # Before torch loads: a volunteer's machine runs other things (games, a browser, other servers);
-    # busy-waiting OpenMP workers would burn its cores between steps, and on a loaded machine they
-    # make every step many times slower (measured: 62 ms -> 1.9 s per token on 2 busy cores).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OMP_WAIT_POLICY=PASSIVE is set by app.cli before torch loads.
     from app.node import NodeConfig, main_server
     from core.errors import CorollaError
     from p2p.records import BlockRange

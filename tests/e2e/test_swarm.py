@@ -181,7 +181,9 @@ def test_bad_messages_get_error_replies_while_a_session_goes_on(swarm, default_m
     }
     assert str(h + 1) in replies["wrong hidden size"]["message"]
     expected = Span.load(default_model_path, 0, 10).forward(x)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    # steps vs one pass over the same tokens differ only by float rounding, relative to the scale
+    # of this model's hidden states (their largest values are in the hundreds)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
 
 
 def test_unusable_peer_addresses_are_reported_plainly(default_model_path):

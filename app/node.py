@@ -39,6 +39,7 @@ class NodeConfig:
     port: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    quant: str = "none"  # none, int8 or nf4 (bitsandbytes)
     max_sessions: int = 16
     cache_tokens: int = 8192
     identity: Path | None = None
@@ -126,7 +127,7 @@ async def run_server(cfg: NodeConfig) -> None:
         blocks = await choose_blocks(cfg, peer, model)
         say(f"loading blocks {blocks} of {model.name} ({model.num_blocks} blocks) on {cfg.device}")
         span = await trio.to_thread.run_sync(lambda: Span.load(path, blocks.start, blocks.end,
-                                                               device=cfg.device, dtype=dtype))
+                                                               device=cfg.device, dtype=dtype, quant=cfg.quant))
         node = ServerNode(span, model.name, model.hash, cache_tokens=cfg.cache_tokens,
                           max_sessions=cfg.max_sessions)
         await trio.to_thread.run_sync(node.measure_throughput)
@@ -177,7 +178,8 @@ async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: to
             say("move cancelled: sessions are still open here")
             continue
         span = await trio.to_thread.run_sync(functools.partial(Span.load, model.path, target.start, target.end,
-                                                               device=cfg.device, dtype=dtype))
+                                                               device=cfg.device, dtype=dtype,
+                                                               quant=cfg.quant))
         node.replace_span(span)
         await trio.to_thread.run_sync(node.measure_throughput)
         node.state = ONLINE

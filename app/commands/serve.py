@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--quant", default="none", choices=["none", "int8", "nf4"],
+                   help="quantize the span's weights with bitsandbytes (nf4: a quarter of bf16's memory; "
+                        "int8 is slow for single-token steps on GPUs)")
     p.add_argument("--max-sessions", type=int, default=16, help="sessions served at once")
     p.add_argument("--cache-tokens", type=int, default=8192,
                    help="attention-cache budget in tokens, shared by all sessions")
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = NodeConfig(
         model=args.model, blocks=blocks, num_blocks=args.num_blocks, initial_peers=list(args.initial_peers),
         host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+        quant=args.quant,
         max_sessions=args.max_sessions, cache_tokens=args.cache_tokens, identity=args.identity,
         announce_period=args.announce_period, drain_timeout=args.drain_timeout,
         rebalance_period=args.rebalance_period,

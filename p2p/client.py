@@ -68,16 +68,6 @@ class PeerBans:
         self._until: dict[str, float] = {}
         self._strikes: dict[str, int] = {}
 
-    async def _discover(self) -> None:
-        """One lookup of the model's key, then per-block lookups only for blocks nobody answered for."""
-        self._known = await find_model_servers(self.peer, self.model_name, self.model_hash)
-        live, _ = await self._ask(self._known)
-        missing = [b for b in range(self.num_blocks) if not any(s.start <= b < s.end for s in live)]
-        if missing:
-            found = await find_block_servers(self.peer, self.model_name, self.model_hash, missing)
-            self._known |= {pid for peers in found.values() for pid in peers}
-        self._discovered_at = time.monotonic()
-
     def ban(self, peer_id: str) -> float:
         strikes = self._strikes.get(peer_id, 0) + 1
         self._strikes[peer_id] = strikes

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             return main(["app", *(argv or [])])
         parser.print_help()
         return 0
-    from core.errors import CorollaError
+    from app.errors import corolla_error_in
 
     try:
         return int(args.func(args) or 0)
@@ -61,23 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BaseException as exc:
         # trio wraps errors of concurrent tasks in exception groups: report the one a user can act on
-        reason = _user_error(exc, CorollaError)
+        reason = corolla_error_in(exc)
         if reason is None:
             raise
         print(f"corolla: error: {reason}", file=sys.stderr)
         return 2
-
-
-def _user_error(exc: BaseException, kind: type[Exception]) -> BaseException | None:
-    """The first `kind` error in `exc` or, for exception groups, anywhere inside it."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _user_error(inner, kind)
-            if found is not None:
-                return found
-    return None
 
 
 if __name__ == "__main__":

@@ -21,10 +21,6 @@ class ChatBackendError(CorollaError):
     """A generation could not start or failed (no swarm, missing blocks, network down)."""
 
 
-class DemoError(CorollaError):
-    """The local demo swarm could not be brought up."""
-
-
 def corolla_error_in(exc: BaseException) -> CorollaError | None:
     """The CorollaError inside `exc`, looking through exception groups (trio nurseries wrap errors)."""
     if isinstance(exc, CorollaError):

@@ -28,6 +28,7 @@ class ChildProcess:
 
     def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
+        self.peer_id = ""  # set by whoever reads it from the "serving blocks ... as <peer>;" line
         self.lines: list[str] = []
         self._new_line = threading.Condition()
         self.log_path = log_dir / f"{name}.log"
@@ -36,6 +37,7 @@ class ChildProcess:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
             text=True, encoding="utf-8", errors="replace", env=full_env, bufsize=1,
             creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
         )

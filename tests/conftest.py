@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.models import FAMILIES, make_tiny_model
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(autouse=True)
+def corolla_dirs(tmp_path, monkeypatch):
+    """Settings, history and peer keys go to this test's tmp_path, never into the real user dirs."""
+    monkeypatch.setenv("COROLLA_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("COROLLA_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

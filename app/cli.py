@@ -1,4 +1,9 @@
-"""The `corolla` command: one entry point, one module per subcommand under app/commands/."""
+"""The `corolla` command line, without the GUI: one module per subcommand under app/commands/.
+
+The installed `corolla` entry point is corolla.ui.main, which adds the GUI commands (`app`, `demo`)
+from ui/commands/ and hands everything to `main` here; `python -m corolla.app` is the same command
+line without them (what servers started by the app and by tests run).
+"""
 
 from __future__ import annotations
 
@@ -17,30 +22,30 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Modules are imported lazily by name so `corolla --help` stays fast and a broken optional
 # part (say, Qt libraries missing) does not break every other command.
 COMMANDS = [
-    "model",
-    "generate",
-    "serve",
-    "bootstrap",
-    "swarm",
-    "app",
-    "demo",
+    "corolla.app.commands.model",
+    "corolla.app.commands.generate",
+    "corolla.app.commands.serve",
+    "corolla.app.commands.bootstrap",
+    "corolla.app.commands.swarm",
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: list[str] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="corolla",
         description="Run large language models across volunteers' GPUs.",
     )
     parser.add_argument("--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING, ...)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"app.commands.{name}").register(sub)
+    for module in commands:
+        importlib.import_module(module).register(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, commands: list[str] = COMMANDS,
+         default_command: str | None = None) -> int:
+    """Run one command; with no command, `default_command` (the GUI's `app`) or the help."""
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
@@ -49,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("libp2p", "multiaddr", "transformers"):
         logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
     if args.command is None:
-        if "app" in COMMANDS:  # the tray app is the default when it exists
-            return main(["app", *(argv or [])])
+        if default_command is not None:
+            return main([default_command, *(argv or [])], commands)
         parser.print_help()
         return 0
-    from app.errors import corolla_error_in
+    from corolla.app.errors import corolla_error_in
 
     try:
         return int(args.func(args) or 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.errors import CorollaError
+from corolla.core.errors import CorollaError
 
 
 class SettingsError(CorollaError):

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.errors import SettingsError
-from app.paths import config_dir
+from corolla.app.errors import SettingsError
+from corolla.app.paths import config_dir
 
 SETTINGS_FILE = "settings.json"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -26,11 +26,11 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.local_swarm import LocalSwarm
-from core.head import ClientHead
-from core.model import ModelInfo, resolve_model
-from p2p.client import SwarmClient, open_client_peer
-from p2p.session import FailoverEvent, InferenceSession
+from corolla.app.demo.processes import LocalSwarm
+from corolla.core.head import ClientHead
+from corolla.core.model import ModelInfo, resolve_model
+from corolla.p2p.client import SwarmClient, open_client_peer
+from corolla.p2p.session import FailoverEvent, InferenceSession
 
 MIDDLE = 15  # a block of the span served three times
 

@@ -36,7 +36,7 @@ def build_model(folder: Path, hidden: int, layers: int) -> Path:
 
 
 def generate(model: Path, where: list[str], tokens: int) -> tuple[str, float]:
-    args = [sys.executable, "-m", "app", "generate", "--model", str(model), "--prompt", "w5 w17 w200 w9 w31",
+    args = [sys.executable, "-m", "corolla.app", "generate", "--model", str(model), "--prompt", "w5 w17 w200 w9 w31",
             "--greedy", "--max-new-tokens", str(tokens), "--no-stream", *where]
     started = time.perf_counter()
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600)
@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
-    from app.local_swarm import LocalSwarm
+    from corolla.app.demo.processes import LocalSwarm
 
     work = Path(tempfile.mkdtemp(prefix="corolla-gpu-"))
     model = build_model(work / "model", args.hidden, args.layers)

@@ -38,10 +38,10 @@ def main() -> int:
     from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.demo import DemoSwarm
-    from app.services import Services
-    from app.settings import Sampling, Settings
-    from ui.tray_app import TrayApp
+    from corolla.app.demo.swarm import DemoSwarm
+    from corolla.app.settings import Sampling, Settings
+    from corolla.ui.bridge.services import Services
+    from corolla.ui.tray_app import TrayApp
 
     qt = QApplication.instance() or QApplication([])
     qt.setQuitOnLastWindowClosed(False)

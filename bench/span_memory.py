@@ -31,8 +31,8 @@ def child(kind: str) -> None:
     import torch
     import transformers  # noqa: F401
 
-    from core.model import resolve_model
-    from core.span import Span
+    from corolla.core.model import resolve_model
+    from corolla.core.span import Span
 
     path = resolve_model("default", progress=False)
     gc.collect()

@@ -24,13 +24,13 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.local_swarm import LocalSwarm
-from core.chain import LocalChain
-from core.generation import Decoder, SamplingParams
-from core.head import ClientHead
-from core.model import ModelInfo, resolve_model
-from p2p.client import SwarmClient, open_client_peer
-from p2p.session import InferenceSession
+from corolla.app.demo.processes import LocalSwarm
+from corolla.core.chain import LocalChain
+from corolla.core.generation import Decoder, SamplingParams
+from corolla.core.head import ClientHead
+from corolla.core.model import ModelInfo, resolve_model
+from corolla.p2p.client import SwarmClient, open_client_peer
+from corolla.p2p.session import InferenceSession
 
 PROMPT = "The history of the city of Paris begins"
 

@@ -8,8 +8,8 @@ from typing import Self
 
 import torch
 
-from core.errors import CorollaError
-from core.span import Span, SpanRuntime
+from corolla.core.errors import CorollaError
+from corolla.core.span import Span, SpanRuntime
 
 
 def parse_spans(text: str, num_blocks: int) -> list[tuple[int, int]]:

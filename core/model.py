@@ -10,10 +10,10 @@ from pathlib import Path
 
 from transformers import AutoConfig, PretrainedConfig
 
-from core.default_model import DEFAULT_MODEL_NAME, prepare_default_model
-from core.errors import ModelNotFoundError
-from core.families import Family, family_for
-from core.weights import INDEX_NAME, SINGLE_NAME
+from corolla.core.default_model import DEFAULT_MODEL_NAME, prepare_default_model
+from corolla.core.errors import ModelNotFoundError
+from corolla.core.families import Family, family_for
+from corolla.core.weights import INDEX_NAME, SINGLE_NAME
 
 DEFAULT = "default"
 

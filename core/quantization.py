@@ -12,7 +12,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from core.errors import CorollaError
+from corolla.core.errors import CorollaError
 
 
 class Quantization(str, Enum):

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 from transformers.cache_utils import DynamicCache
 
-from core.errors import (
+from corolla.core.errors import (
     CacheFullError,
     DtypeError,
     SessionExistsError,
@@ -19,9 +19,9 @@ from core.errors import (
     ShapeError,
     UnknownSessionError,
 )
-from core.families import Family, family_for
-from core.quantization import Quantization, quantize_linears, weight_bytes
-from core.weights import load_tensors, names_with_prefix
+from corolla.core.families import Family, family_for
+from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
+from corolla.core.weights import load_tensors, names_with_prefix
 
 ACCEPTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -11,11 +11,11 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from p2p.discovery import find_block_servers, find_model_servers
-from p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
-from p2p.host import Peer, open_peer
-from p2p.records import INFO_PROTOCOL, ServerInfo
-from p2p.wire import StreamGone, encode, read_message, write_message
+from corolla.p2p.discovery import find_block_servers, find_model_servers
+from corolla.p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
+from corolla.p2p.host import Peer, open_peer
+from corolla.p2p.records import INFO_PROTOCOL, ServerInfo
+from corolla.p2p.wire import StreamGone, encode, read_message, write_message
 
 log = logging.getLogger(__name__)
 

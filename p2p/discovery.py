@@ -10,8 +10,8 @@ import trio
 from libp2p.kad_dht.kad_dht import DHTMode, _encode_key
 from libp2p.peer.id import ID
 
-from p2p.host import Peer
-from p2p.records import BlockRange, block_key, model_key
+from corolla.p2p.host import Peer
+from corolla.p2p.records import BlockRange, block_key, model_key
 
 log = logging.getLogger(__name__)
 LOOKUP_TIMEOUT = 5.0

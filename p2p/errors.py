@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.errors import CorollaError
+from corolla.core.errors import CorollaError
 
 
 class SwarmError(CorollaError):
@@ -43,7 +43,7 @@ class NoRouteError(SwarmError):
     """No live server covers some blocks of the model."""
 
     def __init__(self, missing: list[int], model: str) -> None:
-        from p2p.records import format_blocks
+        from corolla.p2p.records import format_blocks
 
         super().__init__(
             f"no live server serves blocks {format_blocks(missing)} of {model}; "

@@ -22,7 +22,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.peer.peerstore import PeerStoreError
 from libp2p.tools.anyio_service.context import background_trio_service
 
-from p2p.errors import BadAddressError, SwarmError
+from corolla.p2p.errors import BadAddressError, SwarmError
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0

@@ -10,7 +10,7 @@ import platformdirs
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 
-from p2p.errors import SwarmError
+from corolla.p2p.errors import SwarmError
 
 SEED_BYTES = 32
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from p2p.records import ONLINE, BlockRange, ServerInfo
+from corolla.p2p.records import ONLINE, BlockRange, ServerInfo
 
 
 def block_throughput(servers: list[ServerInfo], num_blocks: int) -> list[float]:

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from p2p.errors import ProtocolError
+from corolla.p2p.errors import ProtocolError
 
 PROTOCOL_VERSION = "1.0.0"
 INFO_PROTOCOL = f"/corolla/info/{PROTOCOL_VERSION}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-from p2p.errors import NoRouteError
-from p2p.records import ONLINE, ServerInfo
+from corolla.p2p.errors import NoRouteError
+from corolla.p2p.records import ONLINE, ServerInfo
 
 HOP_MS = 0.5  # a fixed price per hop, so that among equal routes the one with fewer hops wins
 BUSY_MS_PER_SESSION = 0.2  # servers with many open sessions are a little slower per step

@@ -11,10 +11,10 @@ import torch
 import trio
 from libp2p.abc import INetStream
 
-from core.errors import CacheFullError, CorollaError, UnknownSessionError
-from core.span import Span, SpanRuntime
-from p2p.errors import BlockRangeError, ProtocolError
-from p2p.records import (
+from corolla.core.errors import CacheFullError, CorollaError, UnknownSessionError
+from corolla.core.span import Span, SpanRuntime
+from corolla.p2p.errors import BlockRangeError, ProtocolError
+from corolla.p2p.records import (
     FORWARD_PROTOCOL,
     INFERENCE_PROTOCOL,
     INFO_PROTOCOL,
@@ -23,7 +23,7 @@ from p2p.records import (
     BlockRange,
     ServerInfo,
 )
-from p2p.wire import (
+from corolla.p2p.wire import (
     DEFAULT_LIMITS,
     DTYPE_NAMES,
     StreamGone,

@@ -12,11 +12,11 @@ from typing import Self
 import torch
 import trio
 
-from p2p.client import SwarmClient, open_stream
-from p2p.errors import NoRouteError, PeerUnavailableError, ProtocolError, RemoteError, SwarmError
-from p2p.records import INFERENCE_PROTOCOL
-from p2p.routing import RouteHop, plan_route
-from p2p.wire import DTYPES, StreamGone, encode, read_message, write_message
+from corolla.p2p.client import SwarmClient, open_stream
+from corolla.p2p.errors import NoRouteError, PeerUnavailableError, ProtocolError, RemoteError, SwarmError
+from corolla.p2p.records import INFERENCE_PROTOCOL
+from corolla.p2p.routing import RouteHop, plan_route
+from corolla.p2p.wire import DTYPES, StreamGone, encode, read_message, write_message
 
 log = logging.getLogger(__name__)
 

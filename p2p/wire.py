@@ -19,7 +19,7 @@ import torch
 import trio
 from libp2p.network.stream.exceptions import StreamClosed, StreamEOF, StreamError, StreamReset
 
-from p2p.errors import MessageTooLargeError, ProtocolError
+from corolla.p2p.errors import MessageTooLargeError, ProtocolError
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

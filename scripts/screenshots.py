@@ -27,11 +27,11 @@ def main() -> int:
     from PySide6.QtCore import QEventLoop, QPoint, QTimer
     from PySide6.QtWidgets import QApplication, QWidget
 
-    from app.contribution import Phase
-    from app.demo import DemoSwarm
-    from app.services import Services
-    from app.settings import Sampling, Settings
-    from ui.tray_app import TrayApp
+    from corolla.app.demo.swarm import DemoSwarm
+    from corolla.app.settings import Sampling, Settings
+    from corolla.ui.bridge.contribution import Phase
+    from corolla.ui.bridge.services import Services
+    from corolla.ui.tray_app import TrayApp
 
     qt = QApplication.instance() or QApplication([])
     qt.setQuitOnLastWindowClosed(False)

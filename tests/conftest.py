@@ -23,7 +23,7 @@ def corolla_dirs(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
     """The embedded default model, prepared once (about 30 s the first time on a new machine)."""
-    from core.model import resolve_model
+    from corolla.core.model import resolve_model
 
     return resolve_model("default", progress=False)
 

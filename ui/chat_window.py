@@ -6,16 +6,16 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
-from app.chat_backend import ChatBackend, ModelCard
-from app.conversation import ConversationController
-from app.history import Conversation, Message
-from ui.composer import Composer
-from ui.context_meter import ContextMeter
-from ui.conversation_list import ConversationList
-from ui.message_view import MessageView
-from ui.route_panel import RoutePanel
-from ui.sampling_panel import SamplingPanel
-from ui.system_prompt_edit import SystemPromptEdit
+from corolla.app.chat.history import Conversation, Message
+from corolla.ui.bridge.chat_backend import ChatBackend, ModelCard
+from corolla.ui.bridge.conversation import ConversationController
+from corolla.ui.composer import Composer
+from corolla.ui.context_meter import ContextMeter
+from corolla.ui.conversation_list import ConversationList
+from corolla.ui.message_view import MessageView
+from corolla.ui.route_panel import RoutePanel
+from corolla.ui.sampling_panel import SamplingPanel
+from corolla.ui.system_prompt_edit import SystemPromptEdit
 
 
 class ChatWindow(QMainWindow):

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.history import Conversation
+from corolla.app.chat.history import Conversation
 
 _ID = Qt.ItemDataRole.UserRole
 CONFIRM_MS = 3000  # how long "Delete?" waits for the second click

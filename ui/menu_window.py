@@ -6,8 +6,8 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
-from app.contribution import ContributionState
-from ui.tray_menu import TrayMenu
+from corolla.ui.bridge.contribution import ContributionState
+from corolla.ui.tray_menu import TrayMenu
 
 
 class MenuWindow(QMainWindow):

@@ -6,7 +6,7 @@ from PySide6.QtCore import Slot
 from PySide6.QtGui import QColor, QFont, QTextBlockFormat, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QTextEdit, QWidget
 
-from app.history import Message
+from corolla.app.chat.history import Message
 
 _SPEAKER = {"user": "You", "assistant": "Assistant", "system": "System"}
 _COLOR = {"user": "#2a5db0", "assistant": "#2f7d4a", "system": "#777777"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
 
-from app.settings import Sampling
+from corolla.app.settings import Sampling
 
 
 class SamplingPanel(QWidget):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
-from app.swarm_snapshot import ServerRow
+from corolla.app.swarm.snapshot import ServerRow
 
 COLUMNS = ["Peer", "Blocks", "State", "Tokens/s", "Sessions", "Latency"]
 

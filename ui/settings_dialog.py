@@ -19,8 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.errors import SettingsError
-from app.settings import Settings
+from corolla.app.errors import SettingsError
+from corolla.app.settings import Settings
 
 
 class SettingsDialog(QDialog):

@@ -8,9 +8,9 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from app.swarm_snapshot import SwarmSnapshot
-from ui.block_coverage import BlockCoverage
-from ui.server_table import ServerTable
+from corolla.app.swarm.snapshot import SwarmSnapshot
+from corolla.ui.block_coverage import BlockCoverage
+from corolla.ui.server_table import ServerTable
 
 
 class SwarmView(QWidget):

@@ -6,9 +6,9 @@ from PySide6.QtCore import QObject, Slot
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QSystemTrayIcon
 
-from app.contribution import ContributionState, Phase
-from ui.menu_window import MenuWindow
-from ui.tray_menu import TrayMenu
+from corolla.ui.bridge.contribution import ContributionState, Phase
+from corolla.ui.menu_window import MenuWindow
+from corolla.ui.tray_menu import TrayMenu
 
 _COLORS = {Phase.OFF: "#8a8f98", Phase.STARTING: "#e0a030", Phase.SERVING: "#3aa55d",
            Phase.STOPPING: "#e0a030", Phase.ERROR: "#d04040"}

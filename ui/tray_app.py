@@ -5,13 +5,13 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from app.services import Services
-from app.settings import Settings
-from ui.chat_window import ChatWindow
-from ui.settings_dialog import SettingsDialog
-from ui.swarm_view import SwarmView
-from ui.tray import Tray
-from ui.tray_menu import TrayMenu
+from corolla.app.settings import Settings
+from corolla.ui.bridge.services import Services
+from corolla.ui.chat_window import ChatWindow
+from corolla.ui.settings_dialog import SettingsDialog
+from corolla.ui.swarm_view import SwarmView
+from corolla.ui.tray import Tray
+from corolla.ui.tray_menu import TrayMenu
 
 
 class TrayApp(QObject):

@@ -16,6 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.node import main_bootstrap
+    from corolla.app.serve.runtime import main_bootstrap
 
     return main_bootstrap(args.host, args.port, args.identity)

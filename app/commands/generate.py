@@ -34,8 +34,8 @@ def build_decoder(args: argparse.Namespace, path, on_text):
     """The tokenizer, client head and decoder for this command's prompt and sampling flags."""
     from transformers import AutoTokenizer
 
-    from core.generation import Decoder, SamplingParams, chat_prompt_ids
-    from core.head import ClientHead
+    from corolla.core.generation import Decoder, SamplingParams, chat_prompt_ids
+    from corolla.core.head import ClientHead
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     if args.chat:
@@ -53,8 +53,8 @@ def build_decoder(args: argparse.Namespace, path, on_text):
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.errors import CorollaError
-    from core.model import resolve_model
+    from corolla.core.errors import CorollaError
+    from corolla.core.model import resolve_model
 
     if args.spans and not args.local:
         raise CorollaError("--spans runs in-process spans: use it with --local")
@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_local(args: argparse.Namespace, path, decoder) -> str:
-    from core.chain import LocalChain, parse_spans
-    from core.generation import generate
-    from core.model import ModelInfo
+    from corolla.core.chain import LocalChain, parse_spans
+    from corolla.core.generation import generate
+    from corolla.core.model import ModelInfo
 
     num_blocks = ModelInfo.load(path).num_blocks
     spans = parse_spans(args.spans, num_blocks) if args.spans else [(0, num_blocks)]
@@ -93,6 +93,6 @@ def _run_local(args: argparse.Namespace, path, decoder) -> str:
 
 
 def _run_swarm(args: argparse.Namespace, path, decoder) -> str:
-    from app.swarm_generate import run_swarm_generation
+    from corolla.app.swarm.generate import run_swarm_generation
 
     return run_swarm_generation(path, decoder, args.initial_peers, verbose=args.verbose)

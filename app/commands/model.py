@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from core.model import resolve_model
+    from corolla.core.model import resolve_model
 
     started = time.perf_counter()
     path = resolve_model(args.model)
@@ -27,7 +27,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from core.model import ModelInfo, resolve_model
+    from corolla.core.model import ModelInfo, resolve_model
 
     info = ModelInfo.load(resolve_model(args.model))
     print(f"name:        {info.name}")

@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # OMP_WAIT_POLICY=PASSIVE is set by app.cli before torch loads.
-    from app.node import NodeConfig, main_server
-    from core.errors import CorollaError
-    from p2p.records import BlockRange
+    from corolla.app.serve.runtime import NodeConfig, main_server
+    from corolla.core.errors import CorollaError
+    from corolla.p2p.records import BlockRange
 
     try:
         blocks = BlockRange.parse(args.blocks) if args.blocks else None

@@ -13,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.node import run_trio
-    from core.model import ModelInfo, resolve_model
+    from corolla.app.serve.runtime import run_trio
+    from corolla.core.model import ModelInfo, resolve_model
 
     model = ModelInfo.load(resolve_model(args.model))
     print(run_trio(swarm_report, model.name, model.hash, model.num_blocks, args.initial_peers), flush=True)
@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initial_peers: list[str]) -> str:
-    from p2p.client import SwarmClient, open_client_peer
-    from p2p.records import format_blocks
+    from corolla.p2p.client import SwarmClient, open_client_peer
+    from corolla.p2p.records import format_blocks
 
     async with open_client_peer(initial_peers) as peer:
         live, dead = await SwarmClient(peer, model_name, model_hash, num_blocks).all_servers()

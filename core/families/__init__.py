@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from core.errors import UnsupportedModelError
-from core.families.base import Family, HeadKeys
-from core.families.bloom import BloomFamily
-from core.families.llama import LlamaFamily
+from corolla.core.errors import UnsupportedModelError
+from corolla.core.families.base import Family, HeadKeys
+from corolla.core.families.bloom import BloomFamily
+from corolla.core.families.llama import LlamaFamily
 
 FAMILIES: tuple[Family, ...] = (LlamaFamily(), BloomFamily())
 

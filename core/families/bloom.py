@@ -8,7 +8,7 @@ from transformers import PretrainedConfig
 from transformers.masking_utils import create_causal_mask
 from transformers.models.bloom.modeling_bloom import BloomBlock, _get_alibi_slopes
 
-from core.families.base import Family, HeadKeys, layer_index
+from corolla.core.families.base import Family, HeadKeys, layer_index
 
 
 class BloomFamily(Family):

@@ -11,7 +11,7 @@ ARGS = ["--model", "default", "--prompt", "The capital of France is", "--max-new
 
 
 def corolla(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "corolla.app", *args], capture_output=True, text=True, timeout=timeout,
                           check=False)
 
 

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from app.contribution import ContributionController, ContributionState, Phase, parse_line, server_arguments
-from app.settings import Settings
+from corolla.app.settings import Settings
+from corolla.ui.bridge.contribution import (
+    ContributionController,
+    ContributionState,
+    Phase,
+    parse_line,
+    server_arguments,
+)
 
 PEER = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBdmqXbZzXdKMvH"
 BOOT = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWEjqq2Jvhq87y75M4jHXoztEX7846jLQEdMf6MXnm8zWG"
@@ -55,8 +61,8 @@ def test_a_server_that_fails_shows_why(qtbot):
 CRASHING_APP = """
 import os, sys
 from PySide6.QtCore import QCoreApplication, QTimer
-from app.contribution import ContributionController, Phase
-from app.settings import Settings
+from corolla.ui.bridge.contribution import ContributionController, Phase
+from corolla.app.settings import Settings
 qt = QCoreApplication([])
 c = ContributionController()
 def check():

@@ -4,9 +4,9 @@ import textwrap
 
 import pytest
 
-from app.errors import HistoryError
-from app.history import ConversationStore
-from app.paths import data_dir
+from corolla.app.chat.history import ConversationStore
+from corolla.app.errors import HistoryError
+from corolla.app.paths import data_dir
 
 
 def test_conversations_new_rename_delete_and_order(corolla_dirs):
@@ -52,7 +52,7 @@ def test_a_killed_process_loses_nothing_it_stored(tmp_path):
     path = tmp_path / "h.sqlite3"
     writer = textwrap.dedent(f"""
         import sys, time
-        from app.history import ConversationStore
+        from corolla.app.chat.history import ConversationStore
         s = ConversationStore({str(path)!r})
         c = s.create("crash")
         s.add_message(c.id, "user", "count")

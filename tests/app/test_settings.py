@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from app import settings as settings_file
-from app.errors import SettingsError
-from app.paths import config_dir
-from app.settings import Sampling, Settings, block_range
+from corolla.app import settings as settings_file
+from corolla.app.errors import SettingsError
+from corolla.app.paths import config_dir
+from corolla.app.settings import Sampling, Settings, block_range
 
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWEjqq2Jvhq87y75M4jHXoztEX7846jLQEdMf6MXnm8zWG"
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from core.chain import LocalChain
-from core.errors import CorollaError
-from core.generation import Decoder, Sampler, SamplingParams, chat_prompt_ids, generate
-from core.head import ClientHead
+from corolla.core.chain import LocalChain
+from corolla.core.errors import CorollaError
+from corolla.core.generation import Decoder, Sampler, SamplingParams, chat_prompt_ids, generate
+from corolla.core.head import ClientHead
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core.chain import LocalChain
-from core.generation import Decoder, SamplingParams, generate
-from core.head import ClientHead
-from core.span import Span, SpanRuntime
+from corolla.core.chain import LocalChain
+from corolla.core.generation import Decoder, SamplingParams, generate
+from corolla.core.head import ClientHead
+from corolla.core.span import Span, SpanRuntime
 from tests.models import make_tiny_model
 
 pytestmark = [

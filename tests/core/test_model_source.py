@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from core import default_model
-from core.errors import ModelNotFoundError, UnsupportedModelError
-from core.model import ModelInfo, resolve_model
+from corolla.core import default_model
+from corolla.core.errors import ModelNotFoundError, UnsupportedModelError
+from corolla.core.model import ModelInfo, resolve_model
 
 
 def test_default_model_is_sharded_and_prepared_once(default_model_path, monkeypatch):

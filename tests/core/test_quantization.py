@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.errors import CorollaError
-from core.head import ClientHead
-from core.quantization import parse_quantization
-from core.span import Span
+from corolla.core.errors import CorollaError
+from corolla.core.head import ClientHead
+from corolla.core.quantization import parse_quantization
+from corolla.core.span import Span
 
 pytest.importorskip("bitsandbytes")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.errors import (
+from corolla.core.errors import (
     CacheFullError,
     DtypeError,
     SessionExistsError,
@@ -13,7 +13,7 @@ from core.errors import (
     ShapeError,
     UnknownSessionError,
 )
-from core.span import Span, SpanRuntime
+from corolla.core.span import Span, SpanRuntime
 
 
 @pytest.fixture(scope="module")

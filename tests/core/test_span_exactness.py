@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core.chain import LocalChain
-from core.generation import Decoder, SamplingParams, generate
-from core.head import ClientHead
+from corolla.core.chain import LocalChain
+from corolla.core.generation import Decoder, SamplingParams, generate
+from corolla.core.head import ClientHead
 from tests.models import FAMILIES
 
 PROMPT = "The capital of France is"
@@ -63,7 +63,7 @@ def test_span_reads_only_its_own_shards(tiny_models, tmp_path):
     for shard in removed:
         (folder / shard).unlink()
 
-    from core.span import Span
+    from corolla.core.span import Span
 
     partial = Span.load(folder, 2, 4)
     full = Span.load(source, 2, 4)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from app.local_swarm import LocalSwarm
+from corolla.app.demo.processes import LocalSwarm
 from tests.e2e.test_swarm import local_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals")]
@@ -50,7 +50,7 @@ class Generation:
 
     def __init__(self, swarm) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "generate", "--model", "default", "--prompt", PROMPT, "--greedy",
+            [sys.executable, "-m", "corolla.app", "generate", "--model", "default", "--prompt", PROMPT, "--greedy",
              "--max-new-tokens", str(TOKENS), "--initial-peers", swarm.bootstrap_addr, "--verbose"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.out, self.err = [], []

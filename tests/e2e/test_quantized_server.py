@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from app.local_swarm import LocalSwarm
+from corolla.app.demo.processes import LocalSwarm
 
 pytestmark = pytest.mark.slow
 ARGS = ["--prompt", "The capital of France is", "--greedy", "--max-new-tokens", "8", "--no-stream"]
 
 
 def generate(*where: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "app", "generate", *ARGS, *where], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "corolla.app", "generate", *ARGS, *where], capture_output=True,
                          text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout

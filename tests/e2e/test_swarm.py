@@ -11,7 +11,7 @@ import pytest
 import torch
 import trio
 
-from app.local_swarm import LocalSwarm
+from corolla.app.demo.processes import LocalSwarm
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +20,11 @@ ARGS = ["--model", "default", "--max-new-tokens", "10", "--greedy"]
 
 
 def corolla(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", *args], check=False, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "corolla.app", *args], check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def popen(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "app", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "corolla.app", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -48,9 +48,9 @@ def local_text(path, prompt: str, max_new_tokens: int = 10) -> str:
     """What `generate --local --greedy` prints, computed in this process (no interpreter start-up)."""
     from transformers import AutoTokenizer
 
-    from core.chain import LocalChain
-    from core.generation import Decoder, SamplingParams, generate
-    from core.head import ClientHead
+    from corolla.core.chain import LocalChain
+    from corolla.core.generation import Decoder, SamplingParams, generate
+    from corolla.core.head import ClientHead
 
     # Busy-waiting OpenMP workers collapse when the cores are shared with idle servers: one thread.
     threads = torch.get_num_threads()
@@ -116,13 +116,13 @@ def huge_step_header() -> bytes:
 
 
 def test_bad_messages_get_error_replies_while_a_session_goes_on(swarm, default_model_path):
-    from core.model import ModelInfo
-    from core.span import Span
-    from p2p.client import SwarmClient, open_client_peer, open_stream
-    from p2p.records import INFERENCE_PROTOCOL
-    from p2p.routing import RouteHop
-    from p2p.session import HopSession
-    from p2p.wire import encode, read_message, write_message
+    from corolla.core.model import ModelInfo
+    from corolla.core.span import Span
+    from corolla.p2p.client import SwarmClient, open_client_peer, open_stream
+    from corolla.p2p.records import INFERENCE_PROTOCOL
+    from corolla.p2p.routing import RouteHop
+    from corolla.p2p.session import HopSession
+    from corolla.p2p.wire import encode, read_message, write_message
 
     model = ModelInfo.load(default_model_path)
     h = model.hidden_size

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from p2p.errors import NoRouteError
-from p2p.placement import better_span, choose_span
-from p2p.records import LEAVING, BlockRange, ServerInfo, format_blocks
-from p2p.routing import plan_route
+from corolla.p2p.errors import NoRouteError
+from corolla.p2p.placement import better_span, choose_span
+from corolla.p2p.records import LEAVING, BlockRange, ServerInfo, format_blocks
+from corolla.p2p.routing import plan_route
 
 
 def server(name: str, start: int, end: int, *, rtt: float = 2.0, block_ms: float = 1.0,

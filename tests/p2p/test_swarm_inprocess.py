@@ -10,18 +10,18 @@ import torch
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 
-from core.chain import LocalChain
-from core.model import ModelInfo
-from core.span import Span
-from p2p.client import SwarmClient, open_client_peer, open_stream, request_info
-from p2p.discovery import announce
-from p2p.errors import NoRouteError
-from p2p.host import open_peer
-from p2p.identity import load_or_create_identity
-from p2p.records import FORWARD_PROTOCOL, LEAVING, BlockRange
-from p2p.server import ServerNode, sub_span
-from p2p.session import FailoverEvent, InferenceSession, WaitingEvent
-from p2p.wire import encode, read_message, write_message
+from corolla.core.chain import LocalChain
+from corolla.core.model import ModelInfo
+from corolla.core.span import Span
+from corolla.p2p.client import SwarmClient, open_client_peer, open_stream, request_info
+from corolla.p2p.discovery import announce
+from corolla.p2p.errors import NoRouteError
+from corolla.p2p.host import open_peer
+from corolla.p2p.identity import load_or_create_identity
+from corolla.p2p.records import FORWARD_PROTOCOL, LEAVING, BlockRange
+from corolla.p2p.server import ServerNode, sub_span
+from corolla.p2p.session import FailoverEvent, InferenceSession, WaitingEvent
+from corolla.p2p.wire import encode, read_message, write_message
 
 HOST = "127.0.0.1"
 
@@ -242,7 +242,7 @@ def test_sessions_move_off_a_leaving_server_between_steps(tiny_model):
 
 
 def test_an_automatically_placed_server_moves_to_close_a_gap(tiny_model):
-    from app.node import NodeConfig, _rebalance_forever
+    from corolla.app.serve.runtime import NodeConfig, _rebalance_forever
 
     xs = inputs_for(3)
 
@@ -268,9 +268,9 @@ def test_an_automatically_placed_server_moves_to_close_a_gap(tiny_model):
 
 
 def test_a_session_expired_during_a_pause_is_reopened_without_a_ban(tiny_model, monkeypatch):
-    import p2p.session
+    import corolla.p2p.session
 
-    monkeypatch.setattr(p2p.session, "IDLE_EXPIRY_S", 0.2)
+    monkeypatch.setattr(corolla.p2p.session, "IDLE_EXPIRY_S", 0.2)
     xs = inputs_for(3)
     events: list = []
 
@@ -291,7 +291,7 @@ def test_a_session_expired_during_a_pause_is_reopened_without_a_ban(tiny_model, 
 
 
 def test_a_port_in_use_is_refused_by_name():
-    from p2p.errors import SwarmError
+    from corolla.p2p.errors import SwarmError
 
     async def main():
         async with open_peer(create_new_key_pair(), host=HOST, port=0) as first:

@@ -10,8 +10,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2p.errors import MessageTooLargeError, ProtocolError
-from p2p.wire import DEFAULT_LIMITS, StreamGone, WireLimits, encode, read_message, write_message
+from corolla.p2p.errors import MessageTooLargeError, ProtocolError
+from corolla.p2p.wire import DEFAULT_LIMITS, StreamGone, WireLimits, encode, read_message, write_message
 
 
 class ByteStream:

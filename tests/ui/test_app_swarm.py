@@ -3,12 +3,12 @@ real server, the chat streaming through the swarm, Stop, and a reroute when a se
 
 import pytest
 
-from app import settings as settings_file
-from app.contribution import Phase
-from app.demo import DemoSwarm
-from app.services import Services
-from app.settings import Sampling, Settings
-from ui.tray_app import TrayApp
+from corolla.app import settings as settings_file
+from corolla.app.demo.swarm import DemoSwarm
+from corolla.app.settings import Sampling, Settings
+from corolla.ui.bridge.contribution import Phase
+from corolla.ui.bridge.services import Services
+from corolla.ui.tray_app import TrayApp
 
 pytestmark = pytest.mark.slow
 
@@ -96,8 +96,8 @@ def test_headless_terminal_chat_streams_from_the_swarm(swarm):
 
     import trio
 
-    from app.terminal_chat import terminal_chat
-    from core.model import resolve_model
+    from corolla.app.chat.terminal import terminal_chat
+    from corolla.core.model import resolve_model
 
     out = io.StringIO()
     inp = io.StringIO("What is the capital of France?\n/quit\n")

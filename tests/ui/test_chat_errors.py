@@ -2,10 +2,10 @@
 
 import pytest
 
-from app.demo import DemoSwarm
-from app.services import Services
-from app.settings import Sampling, Settings
-from ui.tray_app import TrayApp
+from corolla.app.demo.swarm import DemoSwarm
+from corolla.app.settings import Sampling, Settings
+from corolla.ui.bridge.services import Services
+from corolla.ui.tray_app import TrayApp
 
 UNREACHABLE = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWEjqq2Jvhq87y75M4jHXoztEX7846jLQEdMf6MXnm8zWG"
 

@@ -3,9 +3,9 @@ run in-process as a chain of spans; tests/ui/test_app_swarm.py does the same thr
 
 import pytest
 
-from app.services import Services
-from app.settings import Sampling, Settings
-from ui.tray_app import TrayApp
+from corolla.app.settings import Sampling, Settings
+from corolla.ui.bridge.services import Services
+from corolla.ui.tray_app import TrayApp
 
 
 def make_app(qtbot, max_new_tokens=4):

@@ -6,10 +6,10 @@ import signal
 
 import pytest
 
-from app.contribution import Phase
-from app.services import Services
-from app.settings import Sampling, Settings
-from ui.tray_app import TrayApp
+from corolla.app.settings import Sampling, Settings
+from corolla.ui.bridge.contribution import Phase
+from corolla.ui.bridge.services import Services
+from corolla.ui.tray_app import TrayApp
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to the process")
 def test_demo_opens_the_app_on_a_local_swarm_and_ctrl_c_stops_everything():
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "app", "demo", "--window"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "corolla.ui", "demo", "--window"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = []

@@ -1,7 +1,7 @@
 import pytest
 
-from app.settings import Settings
-from ui.settings_dialog import SettingsDialog
+from corolla.app.settings import Settings
+from corolla.ui.settings_dialog import SettingsDialog
 
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWEjqq2Jvhq87y75M4jHXoztEX7846jLQEdMf6MXnm8zWG"
 

@@ -1,5 +1,5 @@
-from app.swarm_snapshot import ServerRow, SwarmSnapshot
-from ui.swarm_view import SwarmView
+from corolla.app.swarm.snapshot import ServerRow, SwarmSnapshot
+from corolla.ui.swarm_view import SwarmView
 
 
 def test_coverage_table_and_missing_blocks(qtbot):

@@ -1,13 +1,13 @@
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QSystemTrayIcon, QToolButton
 
-from app import settings as settings_file
-from app.contribution import ContributionState, Phase
-from app.services import Services
-from app.settings import Settings
-from ui.tray import Tray
-from ui.tray_app import TrayApp
-from ui.tray_menu import TrayMenu
+from corolla.app import settings as settings_file
+from corolla.app.settings import Settings
+from corolla.ui.bridge.contribution import ContributionState, Phase
+from corolla.ui.bridge.services import Services
+from corolla.ui.tray import Tray
+from corolla.ui.tray_app import TrayApp
+from corolla.ui.tray_menu import TrayMenu
 
 
 def test_menu_has_the_actions_and_shows_the_state(qtbot):

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 from PySide6.QtCore import QObject, Signal, Slot
 
-from core.errors import CorollaError
+from corolla.core.errors import CorollaError
 
 
 class TrioThreadError(CorollaError):

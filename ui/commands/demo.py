@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="'default', a model folder or a hub id")
     p.add_argument("--spans", default="0:10,10:20,20:30", help="one server per span, e.g. 0:15,15:30")
     p.add_argument("--max-new-tokens", type=int, default=128, help="with --headless: reply length limit")
-    from app.commands.app import add_gui_arguments
+    from corolla.ui.commands.app import add_gui_arguments
 
     add_gui_arguments(p)
     p.set_defaults(func=run)
@@ -20,10 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import trio
 
-    from app.demo import DemoSwarm
-    from app.settings import Sampling
-    from core.chain import parse_spans
-    from core.model import ModelInfo, resolve_model
+    from corolla.app.demo.swarm import DemoSwarm
+    from corolla.app.settings import Sampling
+    from corolla.core.chain import parse_spans
+    from corolla.core.model import ModelInfo, resolve_model
 
     path = resolve_model(args.model)
     spans = tuple(parse_spans(args.spans, ModelInfo.load(path).num_blocks))
@@ -31,11 +31,11 @@ def run(args: argparse.Namespace) -> int:
         print("local swarm is up; join it from another machine's app with --initial-peers "
               + swarm.initial_peers[0], flush=True)
         if args.headless:
-            from app.terminal_chat import terminal_chat
+            from corolla.app.chat.terminal import terminal_chat
 
             sampling = Sampling(max_new_tokens=args.max_new_tokens).validated()
             return trio.run(terminal_chat, swarm.initial_peers, path, sampling, "You are a helpful assistant.")
-        from app.commands.app import start_gui
+        from corolla.ui.commands.app import start_gui
 
         args.open_chat = True
         return start_gui(args, initial_peers=swarm.initial_peers)

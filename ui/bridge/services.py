@@ -12,19 +12,19 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from app import settings as settings_file
-from app.chat_backend import ChatBackend
-from app.contribution import ContributionController, ContributionState, Phase
-from app.conversation import ConversationController
-from app.errors import SettingsError
-from app.history import ConversationStore
-from app.local_route import LocalRouteFactory
-from app.route import InferenceRoute, RouteFactory, RouteListener
-from app.settings import Sampling, Settings
-from app.swarm_connection import SwarmConnection
-from app.swarm_monitor import SwarmMonitor
-from app.swarm_route import SwarmRouteFactory
-from app.trio_thread import TrioThread
+from corolla.app import settings as settings_file
+from corolla.app.chat.history import ConversationStore
+from corolla.app.errors import SettingsError
+from corolla.app.settings import Sampling, Settings
+from corolla.app.swarm.connection import SwarmConnection
+from corolla.app.swarm.local import LocalRouteFactory
+from corolla.app.swarm.remote import SwarmRouteFactory
+from corolla.app.swarm.route import InferenceRoute, RouteFactory, RouteListener
+from corolla.ui.bridge.chat_backend import ChatBackend
+from corolla.ui.bridge.contribution import ContributionController, ContributionState, Phase
+from corolla.ui.bridge.conversation import ConversationController
+from corolla.ui.bridge.swarm_monitor import SwarmMonitor
+from corolla.ui.bridge.trio_thread import TrioThread
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Services(QObject):
 
     def _model_path(self) -> Callable[[], Path]:
         def resolve() -> Path:
-            from core.model import resolve_model
+            from corolla.core.model import resolve_model
 
             return resolve_model(self.settings.model, progress=False)
 

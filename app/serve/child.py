@@ -30,7 +30,7 @@ def _watch_stdin() -> None:
 
 def main(argv: list[str]) -> int:
     threading.Thread(target=_watch_stdin, name="parent-watch", daemon=True).start()
-    from app.cli import main as cli_main
+    from corolla.app.cli import main as cli_main
 
     return cli_main(argv)
 

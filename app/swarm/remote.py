@@ -7,13 +7,13 @@ from contextlib import asynccontextmanager
 
 import torch
 
-from app.errors import ChatBackendError
-from app.route import Hop, RouteListener
-from app.swarm_connection import SwarmConnection
-from p2p.errors import NoRouteError
-from p2p.records import format_blocks
-from p2p.routing import RouteHop
-from p2p.session import FailoverEvent, InferenceSession, WaitingEvent
+from corolla.app.errors import ChatBackendError
+from corolla.app.swarm.connection import SwarmConnection
+from corolla.app.swarm.route import Hop, RouteListener
+from corolla.p2p.errors import NoRouteError
+from corolla.p2p.records import format_blocks
+from corolla.p2p.routing import RouteHop
+from corolla.p2p.session import FailoverEvent, InferenceSession, WaitingEvent
 
 
 def hops_of(route: list[RouteHop]) -> list[Hop]:

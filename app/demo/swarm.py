@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
-from app.local_swarm import ChildProcess
+from corolla.app.demo.processes import ChildProcess
 
 DEFAULT_SPANS = ((0, 10), (10, 20), (20, 30))
 _JOIN = re.compile(r"join with: --initial-peers (\S+)")
@@ -41,7 +41,7 @@ class DemoSwarm:
 
     def start(self, progress: Callable[[str], None] = print) -> list[str]:
         """Start the bootstrap peer, then the servers (in parallel); return the initial peers."""
-        from core.model import resolve_model
+        from corolla.core.model import resolve_model
 
         progress(f"preparing model {self.model!r} (the first time takes about 30 s)…")
         resolve_model(self.model)  # once here, so the servers do not all convert it at the same time

@@ -5,11 +5,11 @@ from __future__ import annotations
 import trio
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
-from app.errors import corolla_error_in
-from app.swarm_connection import SwarmConnection
-from app.swarm_snapshot import ServerRow, SwarmSnapshot
-from app.trio_thread import Job, TrioThread
-from core.errors import CorollaError
+from corolla.app.errors import corolla_error_in
+from corolla.app.swarm.connection import SwarmConnection
+from corolla.app.swarm.snapshot import ServerRow, SwarmSnapshot
+from corolla.core.errors import CorollaError
+from corolla.ui.bridge.trio_thread import Job, TrioThread
 
 REFRESH_MS = 5000  # each look asks the DHT about every block and every server: not too often
 QUERY_TIMEOUT = 30.0  # s for one look at the swarm (a busy machine answers DHT lookups slowly)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from core.model import ModelInfo
-from p2p.client import SwarmClient, open_client_peer
-from p2p.records import format_blocks
-from p2p.session import FailoverEvent, InferenceSession, WaitingEvent
+from corolla.core.model import ModelInfo
+from corolla.p2p.client import SwarmClient, open_client_peer
+from corolla.p2p.records import format_blocks
+from corolla.p2p.session import FailoverEvent, InferenceSession, WaitingEvent
 
 
 def describe_event(event: FailoverEvent | WaitingEvent) -> str:
@@ -48,6 +48,6 @@ async def generate_through_swarm(path: Path, decoder, initial_peers: list[str], 
 
 
 def run_swarm_generation(path: Path, decoder, initial_peers: list[str], verbose: bool = False) -> str:
-    from app.node import run_trio
+    from corolla.app.serve.runtime import run_trio
 
     return run_trio(generate_through_swarm, path, decoder, initial_peers, verbose)

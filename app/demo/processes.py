@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from core.errors import CorollaError
+from corolla.core.errors import CorollaError
 
 ADDR_RE = re.compile(r"(/ip4/127\.0\.0\.1/tcp/\d+/p2p/[1-9A-HJ-NP-Za-km-z]+)")
 READY_TIMEOUT = 180.0  # s: a server on a busy 2-core machine may take a while to import and load
@@ -36,7 +36,7 @@ class ChildProcess:
         # would steal the cores of the busy one.
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "corolla.app", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
             text=True, encoding="utf-8", errors="replace", env=full_env, bufsize=1,
             creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
-from app.chat_backend import ChatBackend
-from app.errors import ChatBackendError, HistoryError
-from app.history import ConversationStore, Message
-from app.settings import Sampling
+from corolla.app.chat.history import ConversationStore, Message
+from corolla.app.errors import ChatBackendError, HistoryError
+from corolla.app.settings import Sampling
+from corolla.ui.bridge.chat_backend import ChatBackend
 
 FLUSH_MS = 100  # streamed text reaches the disk at least this often
 DRAFT_MS = 300  # typed-but-unsent text is saved this long after the last keystroke

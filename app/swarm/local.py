@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 import trio
 
-from app.route import Hop, RouteListener
-from core.chain import LocalChain
+from corolla.app.swarm.route import Hop, RouteListener
+from corolla.core.chain import LocalChain
 
 
 class LocalRoute:

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 import trio
 
-from core.errors import CorollaError
-from p2p.discovery import announce
-from p2p.host import Peer, open_peer
-from p2p.identity import default_identity_path, load_or_create_identity
-from p2p.records import LEAVING, ONLINE, BlockRange
+from corolla.core.errors import CorollaError
+from corolla.p2p.discovery import announce
+from corolla.p2p.host import Peer, open_peer
+from corolla.p2p.identity import default_identity_path, load_or_create_identity
+from corolla.p2p.records import LEAVING, ONLINE, BlockRange
 
 log = logging.getLogger("corolla.node")
 
@@ -115,9 +115,9 @@ async def _prune_clients_forever(peer: Peer, period: float = PRUNE_PERIOD) -> No
 
 async def run_server(cfg: NodeConfig) -> None:
     """Serve a span until Ctrl-C/SIGTERM; then stop taking sessions, let open ones finish, exit."""
-    from core.model import ModelInfo, resolve_model
-    from core.span import Span
-    from p2p.server import ServerNode
+    from corolla.core.model import ModelInfo, resolve_model
+    from corolla.core.span import Span
+    from corolla.p2p.server import ServerNode
 
     dtype = check_device(cfg.device, cfg.dtype)
     path = await trio.to_thread.run_sync(resolve_model, cfg.model)
@@ -156,9 +156,9 @@ async def run_server(cfg: NodeConfig) -> None:
 async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: torch.dtype) -> None:
     """Now and then, move to where the swarm needs blocks most, if that is a large gain (see
     better_span); drain first: the server says it is leaving and clients move off between steps."""
-    from core.span import Span
-    from p2p.client import SwarmClient
-    from p2p.placement import better_span
+    from corolla.core.span import Span
+    from corolla.p2p.client import SwarmClient
+    from corolla.p2p.placement import better_span
 
     client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
     while True:
@@ -207,8 +207,8 @@ async def choose_blocks(cfg: NodeConfig, peer: Peer, model) -> BlockRange:
         if cfg.blocks.end > model.num_blocks:
             raise CorollaError(f"blocks {cfg.blocks} are outside {model.name}, which has {model.num_blocks} blocks")
         return cfg.blocks
-    from p2p.client import SwarmClient
-    from p2p.placement import choose_span
+    from corolla.p2p.client import SwarmClient
+    from corolla.p2p.placement import choose_span
 
     n = min(cfg.num_blocks or model.num_blocks, model.num_blocks)
     servers, _ = await SwarmClient(peer, model.name, model.hash, model.num_blocks).all_servers()

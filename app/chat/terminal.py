@@ -8,12 +8,12 @@ from typing import TextIO
 
 import trio
 
-from app.chat_backend import ClientModel, sampling_params
-from app.route import Hop, RouteListener
-from app.settings import Sampling
-from app.swarm_connection import SwarmConnection
-from app.swarm_route import SwarmRouteFactory
-from core.generation import Decoder, chat_prompt_ids
+from corolla.app.settings import Sampling
+from corolla.app.swarm.connection import SwarmConnection
+from corolla.app.swarm.remote import SwarmRouteFactory
+from corolla.app.swarm.route import Hop, RouteListener
+from corolla.core.generation import Decoder, chat_prompt_ids
+from corolla.ui.bridge.chat_backend import ClientModel, sampling_params
 
 
 def _route_text(hops: list[Hop]) -> str:

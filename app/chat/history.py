@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import HistoryError
-from app.paths import data_dir
+from corolla.app.errors import HistoryError
+from corolla.app.paths import data_dir
 
 HISTORY_FILE = "history.sqlite3"
 ROLES = ("system", "user", "assistant")

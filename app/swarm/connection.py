@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from app.errors import ChatBackendError, corolla_error_in
-from p2p.client import SwarmClient, open_client_peer
+from corolla.app.errors import ChatBackendError, corolla_error_in
+from corolla.p2p.client import SwarmClient, open_client_peer
 
 if TYPE_CHECKING:
-    from core.model import ModelInfo
+    from corolla.core.model import ModelInfo
 
 JOIN_TIMEOUT = 20.0  # s to reach the initial peers
 
@@ -45,7 +45,7 @@ class SwarmConnection:
                         "no swarm to join: add initial peers in Settings, tick Contribute GPU to start a swarm "
                         "here, or run `corolla demo`"
                     )
-                from core.model import ModelInfo
+                from corolla.core.model import ModelInfo
 
                 path = await trio.to_thread.run_sync(self._model_path)
                 info = await trio.to_thread.run_sync(ModelInfo.load, path)

@@ -3,7 +3,7 @@ import threading
 import pytest
 import trio
 
-from app.trio_thread import TrioThread, TrioThreadError
+from corolla.ui.bridge.trio_thread import TrioThread, TrioThreadError
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ from pathlib import Path
 import trio
 from PySide6.QtCore import QObject, Signal, Slot
 
-from app.errors import ChatBackendError, corolla_error_in
-from app.route import Hop, RouteFactory, RouteListener
-from app.settings import Sampling
-from app.trio_thread import Job, TrioThread
-from core.generation import Decoder, SamplingParams, chat_prompt_ids
+from corolla.app.errors import ChatBackendError, corolla_error_in
+from corolla.app.settings import Sampling
+from corolla.app.swarm.route import Hop, RouteFactory, RouteListener
+from corolla.core.generation import Decoder, SamplingParams, chat_prompt_ids
+from corolla.ui.bridge.trio_thread import Job, TrioThread
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class ClientModel:
     def __init__(self, path: Path) -> None:
         from transformers import AutoTokenizer
 
-        from core.head import ClientHead
+        from corolla.core.head import ClientHead
 
         self.path = path
         self.tokenizer = AutoTokenizer.from_pretrained(path)

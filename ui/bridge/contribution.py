@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal, Slot
 
-from app.paths import data_dir
-from app.settings import Settings, block_range
+from corolla.app.paths import data_dir
+from corolla.app.settings import Settings, block_range
 
 STOP_GRACE_MS = 15000  # the server drains open sessions (10 s by default), then is killed
 
@@ -163,7 +163,7 @@ class ContributionController(QObject):
         self._process, self._buffer, self._last_error, self._tail = proc, b"", "", []
         self._stopping = False
         self._set(ContributionState(Phase.STARTING))
-        proc.start(sys.executable, ["-m", "app.server_process", *server_arguments(settings)])
+        proc.start(sys.executable, ["-m", "corolla.app.serve.child", *server_arguments(settings)])
 
     def restart(self, settings: Settings) -> None:
         """Serve with new settings: stop the running server (without blocking), then start again."""

@@ -41,8 +41,8 @@ def start_gui(args: argparse.Namespace, initial_peers: list[str] | None = None,
     interrupted: list[bool] = []
     _quit_on_signals(lambda: stop[0]() if stop else interrupted.append(True))
 
-    from app import settings as settings_file
-    from app.services import Services
+    from corolla.app import settings as settings_file
+    from corolla.ui.bridge.services import Services
     peers = initial_peers if initial_peers is not None else args.initial_peers
     settings, persist = None, True
     if peers:
@@ -50,14 +50,14 @@ def start_gui(args: argparse.Namespace, initial_peers: list[str] | None = None,
         persist = False  # a one-off swarm must not overwrite the user's saved choice
     spans = None
     if args.local:
-        from core.chain import parse_spans
-        from core.model import ModelInfo, resolve_model
+        from corolla.core.chain import parse_spans
+        from corolla.core.model import ModelInfo, resolve_model
 
         spans = parse_spans(args.local, ModelInfo.load(resolve_model(settings.model if settings else "default")
                                                       ).num_blocks)
     services = Services(settings, persist=persist, local_spans=spans)
 
-    from ui.tray_app import TrayApp  # the composition root is the one place app/ may know ui/
+    from corolla.ui.tray_app import TrayApp  # the widgets, on top of the services
 
     gui = TrayApp(services, force_window=args.window)
     # Queued, so a Ctrl-C that lands before the event loop runs still ends it (quit() before exec() is lost).

@@ -1,0 +1,5 @@
+import sys
+
+from corolla.ui.main import main
+
+sys.exit(main())

@@ -65,7 +65,7 @@ async def measure(path: Path, bootstrap: str, swarm: LocalSwarm, replay: list[in
             for n in lengths:
                 events.clear()
                 async with InferenceSession(client, n + 8, on_event=on_event) as session:
-                    await session.step(history(head, n, vocab))
+                    await session.forward(history(head, n, vocab))
                     next_token = history(head, 1, vocab)
                     t0 = time.perf_counter()
                     if kind == "replay":
@@ -74,7 +74,7 @@ async def measure(path: Path, bootstrap: str, swarm: LocalSwarm, replay: list[in
                         hop = next(h for h in session.route if h.start <= MIDDLE < h.end)
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(kill_soon, by_peer[hop.peer_id], 0.005)
-                            await session.step(next_token)
+                            await session.forward(next_token)
                     total = time.perf_counter() - t0
                 (at, event), = events
                 noticed = at - event.seconds

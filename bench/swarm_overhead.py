@@ -57,11 +57,11 @@ def local_run(path: Path, tokens: int) -> tuple[list[float], str]:
     decoder = new_decoder(path, tokens)
     with LocalChain.load(path, [(0, ModelInfo.load(path).num_blocks)]) as chain:
         chain.open(decoder.max_length)
-        hidden = decoder.advance(chain.step(decoder.start()))
+        hidden = decoder.advance(chain.forward(decoder.start()))
         times = []
         while hidden is not None:
             t0 = time.perf_counter()
-            hidden = decoder.advance(chain.step(hidden))
+            hidden = decoder.advance(chain.forward(hidden))
             times.append(time.perf_counter() - t0)
         return times, decoder.text
 
@@ -72,11 +72,11 @@ async def swarm_run(path: Path, tokens: int, bootstrap: str) -> dict:
     async with open_client_peer([bootstrap], host="127.0.0.1") as peer:
         client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
         async with InferenceSession(client, decoder.max_length) as session:
-            hidden = decoder.advance(await session.step(decoder.start()))
+            hidden = decoder.advance(await session.forward(decoder.start()))
             token, step, compute = [], [], []
             while hidden is not None:
                 t0 = time.perf_counter()
-                out = await session.step(hidden)
+                out = await session.forward(hidden)
                 t1 = time.perf_counter()
                 hidden = decoder.advance(out)
                 token.append(time.perf_counter() - t0)

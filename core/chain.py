@@ -48,11 +48,11 @@ class LocalChain:
         for rt in self.runtimes:
             rt.open_session(self.session_id, max_length)
 
-    def step(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.session_id is None:
             raise CorollaError("open() the chain before stepping it")
         for rt in self.runtimes:
-            hidden = rt.step(self.session_id, hidden)
+            hidden = rt.forward(self.session_id, hidden)
         return hidden
 
     def close(self) -> None:

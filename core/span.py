@@ -187,7 +187,7 @@ class SpanRuntime:
     def session_length(self, session_id: str) -> int:
         return self._get(session_id).length
 
-    def step(self, session_id: str, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, session_id: str, hidden: torch.Tensor) -> torch.Tensor:
         """Append `hidden` [batch, tokens, hidden] to the session and return the span's output."""
         session = self._get(session_id)
         self.span.check_hidden(hidden)
@@ -207,7 +207,7 @@ class SpanRuntime:
         """Rebuild a session's cache from the inputs another server saw, in one prefill."""
         if not stored_inputs:
             raise ShapeError("nothing to replay: no stored inputs")
-        return self.step(session_id, torch.cat(stored_inputs, dim=1))
+        return self.forward(session_id, torch.cat(stored_inputs, dim=1))
 
     def close_session(self, session_id: str) -> None:
         with self._lock:

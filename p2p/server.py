@@ -113,11 +113,11 @@ class ServerNode:
         rt = SpanRuntime(self.span, max_cache_tokens=64)
         x = torch.zeros(1, 1, self.span.hidden_size, dtype=self.span.dtype, device=self.span.device)
         rt.open_session("warmup", 16)
-        rt.step("warmup", torch.zeros(1, 4, self.span.hidden_size, dtype=self.span.dtype))
+        rt.forward("warmup", torch.zeros(1, 4, self.span.hidden_size, dtype=self.span.dtype))
         times = []
         for _ in range(steps):
             t0 = time.perf_counter()
-            rt.step("warmup", x)
+            rt.forward("warmup", x)
             times.append(time.perf_counter() - t0)
         rt.close_session("warmup")
         self.block_ms = 1000 * sorted(times)[len(times) // 2] / len(self.blocks)
@@ -221,7 +221,7 @@ class ServerNode:
                         raise UnknownSessionError(f"session {header.get('session')!r} is not open on this stream")
                     async with self._compute:
                         t0 = time.perf_counter()
-                        out = await self._run(rt.step, sid, tensors[0])
+                        out = await self._run(rt.forward, sid, tensors[0])
                         seconds = time.perf_counter() - t0
                         self._observe(tensors[0].shape[1], seconds, len(rt.span.blocks))
                     reply = {"type": "result", "compute_ms": 1000 * seconds}

@@ -91,7 +91,7 @@ class HopSession:
             raise HopFailure(hop.peer_id, f"open refused: {header.get('code')}: {header.get('message')}")
         return cls(hop, stream, str(header["session"]), timeout)
 
-    async def step(self, hidden: torch.Tensor) -> torch.Tensor:
+    async def exchange(self, hidden: torch.Tensor) -> torch.Tensor:
         """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype."""
         timeout = step_timeout(self.timeout, hidden.shape[1])
         try:
@@ -165,7 +165,7 @@ class InferenceSession:
                 nursery.start_soon(h.close)
         self.hops = []
 
-    async def step(self, hidden: torch.Tensor) -> torch.Tensor:
+    async def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Run `hidden` [1, tokens, hidden_size] through all blocks; return the last block's output."""
         if self.position + hidden.shape[1] > self.max_length:
             raise SwarmError(f"session would reach {self.position + hidden.shape[1]} tokens, "
@@ -176,7 +176,7 @@ class InferenceSession:
             self.history[hop.hop.start].append(x)
             sent = time.perf_counter()
             try:
-                x = await hop.step(x)
+                x = await hop.exchange(x)
                 k += 1
             except HopFailure as failure:
                 if failure.fatal:
@@ -271,7 +271,7 @@ class InferenceSession:
                     opened.append(session)
                     if x is not None:
                         self.history[hop.start] = [x]
-                        x = await session.step(x)
+                        x = await session.exchange(x)
                 return opened, x
             except HopFailure as failure:
                 for session in opened:

@@ -58,7 +58,7 @@ async def terminal_chat(initial_peers: list[str], model_path: Path, sampling: Sa
                 say("assistant> ", end="")
                 hidden = decoder.start()
                 while hidden is not None:
-                    hidden = await trio.to_thread.run_sync(decoder.advance, await route.step(hidden))
+                    hidden = await trio.to_thread.run_sync(decoder.advance, await route.forward(hidden))
             say("")
             messages.append({"role": "assistant", "content": decoder.text})
         await routes.aclose()

@@ -89,7 +89,7 @@ def _run_local(args: argparse.Namespace, path, decoder) -> str:
     spans = parse_spans(args.spans, num_blocks) if args.spans else [(0, num_blocks)]
     with LocalChain.load(path, spans, max_cache_tokens=decoder.max_length) as chain:
         chain.open(decoder.max_length)
-        return generate(decoder, chain.step)
+        return generate(decoder, chain.forward)
 
 
 def _run_swarm(args: argparse.Namespace, path, decoder) -> str:

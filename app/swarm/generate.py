@@ -41,7 +41,7 @@ async def generate_through_swarm(path: Path, decoder, initial_peers: list[str], 
                 f"{h.server.block_ms:.2f} ms/block)" for h in session.route))
             hidden = decoder.start()
             while hidden is not None:
-                hidden = decoder.advance(await session.step(hidden))
+                hidden = decoder.advance(await session.forward(hidden))
             if verbose:
                 log("[swarm] final route: " + " -> ".join(str(h) for h in session.route))
     return decoder.text

@@ -18,8 +18,8 @@ class LocalRoute:
         self._chain = chain
         self.hops = hops
 
-    async def step(self, hidden: torch.Tensor) -> torch.Tensor:
-        return await trio.to_thread.run_sync(self._chain.step, hidden)
+    async def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return await trio.to_thread.run_sync(self._chain.forward, hidden)
 
 
 class LocalRouteFactory:

@@ -38,8 +38,8 @@ class SwarmRoute:
     def hops(self) -> list[Hop]:
         return hops_of(self._session.route)
 
-    async def step(self, hidden: torch.Tensor) -> torch.Tensor:
-        return await self._session.step(hidden)
+    async def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return await self._session.forward(hidden)
 
 
 class SwarmRouteFactory:

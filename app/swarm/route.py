@@ -42,7 +42,7 @@ class RouteListener:
 class InferenceRoute(Protocol):
     hops: list[Hop]
 
-    async def step(self, hidden: torch.Tensor) -> torch.Tensor:
+    async def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Run `hidden` [batch, new_tokens, hidden_size] through every block; same shape back."""
         ...
 

@@ -23,7 +23,7 @@ def _run(llama, params, prompt="Once upon a time", eos_ids=None, on_text=None):
     decoder = Decoder(head, tokenizer, params, tokenizer(prompt).input_ids, on_text=on_text, eos_ids=eos_ids)
     with LocalChain.load(path, [(0, 3), (3, 6)]) as chain:
         chain.open(decoder.max_length)
-        generate(decoder, chain.step)
+        generate(decoder, chain.forward)
     return decoder
 
 

@@ -31,7 +31,7 @@ def test_cuda_chain_generates_what_generate_does_on_cpu(tiny_llama):
     runtimes = [SpanRuntime(Span.load(tiny_llama, a, b, device="cuda")) for a, b in [(0, 3), (3, 6)]]
     with LocalChain(runtimes) as chain:
         chain.open(decoder.max_length)
-        generate(decoder, chain.step)
+        generate(decoder, chain.forward)
     reference = AutoModelForCausalLM.from_pretrained(tiny_llama).generate(
         torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert decoder.token_ids == reference[0, len(prompt):].tolist()

@@ -33,18 +33,18 @@ def test_replayed_cache_continues_identically(request, which):
     prompt, steps = torch.randn(1, 7, 64), [torch.randn(1, 1, 64) for _ in range(5)]
     rt.open_session("original", 32)
     sent = [prompt]
-    rt.step("original", prompt)
+    rt.forward("original", prompt)
     for x in steps[:3]:
-        rt.step("original", x)
+        rt.forward("original", x)
         sent.append(x)
     # a replacement server only has what the client stored
     rt.open_session("replacement", 32)
     rt.replay("replacement", sent)
     assert rt.session_length("replacement") == rt.session_length("original") == 10
     for x in steps[3:]:
-        want = rt.step("original", x)
+        want = rt.forward("original", x)
         # one prefill vs several steps only reorders float sums: equal up to rounding
-        torch.testing.assert_close(rt.step("replacement", x), want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+        torch.testing.assert_close(rt.forward("replacement", x), want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
     rt.close_session("original")
     rt.close_session("replacement")
 
@@ -56,7 +56,7 @@ def test_interleaved_sessions_equal_separate_runs(runtime):
 
     def alone(inputs, sid):
         runtime.open_session(sid, 16)
-        outs = [runtime.step(sid, x) for x in inputs]
+        outs = [runtime.forward(sid, x) for x in inputs]
         runtime.close_session(sid)
         return outs
 
@@ -65,8 +65,8 @@ def test_interleaved_sessions_equal_separate_runs(runtime):
     runtime.open_session("b", 16)
     got_a, got_b = [], []
     for xa, xb in zip(a, b):
-        got_b.append(runtime.step("b", xb))
-        got_a.append(runtime.step("a", xa))
+        got_b.append(runtime.forward("b", xb))
+        got_a.append(runtime.forward("a", xa))
     runtime.close_session("a")
     runtime.close_session("b")
     for got, want in zip(got_a + got_b, expected_a + expected_b):
@@ -76,11 +76,11 @@ def test_interleaved_sessions_equal_separate_runs(runtime):
 def test_wrong_hidden_size_is_a_shape_error(runtime):
     runtime.open_session("s-shape", 8)
     with pytest.raises(ShapeError, match="hidden size is 32, this model's is 64"):
-        runtime.step("s-shape", torch.randn(1, 2, 32))
+        runtime.forward("s-shape", torch.randn(1, 2, 32))
     with pytest.raises(ShapeError, match=r"\[batch, tokens, 64\]"):
-        runtime.step("s-shape", torch.randn(2, 64))
+        runtime.forward("s-shape", torch.randn(2, 64))
     with pytest.raises(ShapeError, match="opened with batch 1"):
-        runtime.step("s-shape", torch.randn(2, 1, 64))
+        runtime.forward("s-shape", torch.randn(2, 1, 64))
     assert runtime.session_length("s-shape") == 0  # nothing half-applied
     runtime.close_session("s-shape")
 
@@ -88,27 +88,27 @@ def test_wrong_hidden_size_is_a_shape_error(runtime):
 def test_wrong_dtype_is_a_dtype_error(runtime):
     runtime.open_session("s-dtype", 8)
     with pytest.raises(DtypeError, match="int64"):
-        runtime.step("s-dtype", torch.ones(1, 2, 64, dtype=torch.long))
+        runtime.forward("s-dtype", torch.ones(1, 2, 64, dtype=torch.long))
     with pytest.raises(DtypeError, match="float64"):
-        runtime.step("s-dtype", torch.ones(1, 2, 64, dtype=torch.float64))
-    out = runtime.step("s-dtype", torch.ones(1, 2, 64, dtype=torch.bfloat16))
+        runtime.forward("s-dtype", torch.ones(1, 2, 64, dtype=torch.float64))
+    out = runtime.forward("s-dtype", torch.ones(1, 2, 64, dtype=torch.bfloat16))
     assert out.dtype == torch.bfloat16  # accepted float dtypes come back as they were sent
     runtime.close_session("s-dtype")
 
 
 def test_over_length_is_refused_and_session_survives(runtime):
     runtime.open_session("s-len", 5)
-    runtime.step("s-len", torch.randn(1, 4, 64))
+    runtime.forward("s-len", torch.randn(1, 4, 64))
     with pytest.raises(SessionTooLongError, match="would reach 6 tokens, past its maximum length 5"):
-        runtime.step("s-len", torch.randn(1, 2, 64))
-    runtime.step("s-len", torch.randn(1, 1, 64))  # the one token that fits still works
+        runtime.forward("s-len", torch.randn(1, 2, 64))
+    runtime.forward("s-len", torch.randn(1, 1, 64))  # the one token that fits still works
     assert runtime.session_length("s-len") == 5
     runtime.close_session("s-len")
 
 
 def test_unknown_session_and_duplicates(runtime):
     with pytest.raises(UnknownSessionError, match="'nope' is not open"):
-        runtime.step("nope", torch.randn(1, 1, 64))
+        runtime.forward("nope", torch.randn(1, 1, 64))
     with pytest.raises(UnknownSessionError):
         runtime.close_session("nope")
     runtime.open_session("dup", 4)
@@ -149,7 +149,7 @@ def test_sub_span_continues_a_conversation_like_its_own_span(tiny_models, family
     for span in (part, own):
         rt = SpanRuntime(span, max_cache_tokens=64)
         rt.open_session("chat", 16)
-        outs.append([rt.step("chat", x) for x in (first, second, third)])
+        outs.append([rt.forward("chat", x) for x in (first, second, third)])
     for got, want in zip(*outs):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     # and the same as one prefill over the whole conversation, up to float rounding

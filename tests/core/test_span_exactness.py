@@ -27,7 +27,7 @@ def _chain_tokens(path, tokenizer, spans, n, eos_ids=None):
                       prompt_ids, eos_ids=eos_ids)
     with LocalChain.load(path, spans) as chain:
         chain.open(decoder.max_length)
-        generate(decoder, chain.step)
+        generate(decoder, chain.forward)
     return prompt_ids, decoder
 
 

@@ -61,7 +61,7 @@ def local_text(path, prompt: str, max_new_tokens: int = 10) -> str:
     try:
         with LocalChain.load(path, [(0, 30)]) as chain:
             chain.open(decoder.max_length)
-            return generate(decoder, chain.step)
+            return generate(decoder, chain.forward)
     finally:
         torch.set_num_threads(threads)
 
@@ -160,11 +160,11 @@ def test_bad_messages_get_error_replies_while_a_session_goes_on(swarm, default_m
             client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
             server = next(s for s in await client.servers() if (s.start, s.end) == (0, 10))
             good = await HopSession.open(client, RouteHop(server, 0, 10), 64, 30)
-            outputs = [await good.step(x[:, :3])]
+            outputs = [await good.exchange(x[:, :3])]
             replies = {}
             for i, (name, (opens, items)) in enumerate(cases.items()):
                 replies[name] = await bad_exchange(peer, server.peer_id, opens, items)
-                outputs.append(await good.step(x[:, 3 + i:4 + i]))  # the honest session goes on
+                outputs.append(await good.exchange(x[:, 3 + i:4 + i]))  # the honest session goes on
             await good.close()
             return replies, torch.cat(outputs, dim=1)
 

@@ -73,7 +73,7 @@ def run_with_swarm(path, body) -> object:
 def reference(path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     chain = LocalChain.load(path, [(0, ModelInfo.load(path).num_blocks)])
     chain.open(64)
-    return [chain.step(x) for x in inputs]
+    return [chain.forward(x) for x in inputs]
 
 
 def inputs_for(steps: int, prompt: int = 5) -> list[torch.Tensor]:
@@ -89,7 +89,7 @@ def test_route_over_overlapping_spans_matches_a_local_chain(tiny_model):
         await swarm.add("b", 2, 6)
         async with swarm.client() as client, InferenceSession(client, 64) as session:
             route = [(h.start, h.end) for h in session.route]
-            return route, [await session.step(x) for x in xs]
+            return route, [await session.forward(x) for x in xs]
 
     route, outs = run_with_swarm(tiny_model, body)
     assert route[0][0] == 0 and route[-1][1] == 6 and len(route) == 2
@@ -113,10 +113,10 @@ def test_a_dead_server_is_replaced_and_its_history_replayed(tiny_model):
         await swarm.add("back", 3, 6)
         async with swarm.client() as client, InferenceSession(client, 64, on_event=events.append) as session:
             first = [(h.peer_id, h.start, h.end) for h in session.route]
-            outs = [await session.step(x) for x in xs[:4]]
+            outs = [await session.forward(x) for x in xs[:4]]
             swarm.kill("whole")
             await trio.sleep(0.2)
-            outs += [await session.step(x) for x in xs[4:]]
+            outs += [await session.forward(x) for x in xs[4:]]
             return first, [(h.start, h.end) for h in session.route], outs, swarm.nodes["whole"].peer_id
 
     first, after, outs, whole_id = run_with_swarm(tiny_model, body)
@@ -201,14 +201,14 @@ def test_a_hung_server_is_detected_by_the_step_timeout(tiny_model):
         await swarm.add("back", 3, 6)
         async with swarm.client() as client, InferenceSession(client, 64, timeout=0.5,
                                                               on_event=events.append) as session:
-            outs = [await session.step(x) for x in xs[:2]]
+            outs = [await session.forward(x) for x in xs[:2]]
 
             async def never(*args):  # the process is alive and connected, but answers nothing
                 await trio.sleep_forever()
 
             hung._run = never
             t0 = trio.current_time()
-            outs += [await session.step(x) for x in xs[2:]]
+            outs += [await session.forward(x) for x in xs[2:]]
             return outs, trio.current_time() - t0, hung.peer_id
 
     outs, seconds, hung_id = run_with_swarm(tiny_model, body)
@@ -228,9 +228,9 @@ def test_sessions_move_off_a_leaving_server_between_steps(tiny_model):
         await swarm.add("other", 0, 6, cache_tokens=1000)
         async with swarm.client() as client, InferenceSession(client, 64, on_event=events.append) as session:
             first = session.route[0].peer_id
-            outs = [await session.step(x) for x in xs[:2]]
+            outs = [await session.forward(x) for x in xs[:2]]
             swarm.nodes["leaving" if first == leaving.peer_id else "other"].state = LEAVING
-            outs += [await session.step(x) for x in xs[2:]]
+            outs += [await session.forward(x) for x in xs[2:]]
             return first, session.route[0].peer_id, outs
 
     first, last, outs = run_with_swarm(tiny_model, body)
@@ -259,7 +259,7 @@ def test_an_automatically_placed_server_moves_to_close_a_gap(tiny_model):
                 while mover.blocks != BlockRange(3, 6):
                     await trio.sleep(0.1)
         async with swarm.client() as client, InferenceSession(client, 64) as session:
-            return [(h.start, h.end) for h in session.route], [await session.step(x) for x in xs]
+            return [(h.start, h.end) for h in session.route], [await session.forward(x) for x in xs]
 
     route, outs = run_with_swarm(tiny_model, body)
     assert route == [(0, 3), (3, 6)]
@@ -277,9 +277,9 @@ def test_a_session_expired_during_a_pause_is_reopened_without_a_ban(tiny_model, 
     async def body(swarm: TinySwarm):
         node = await swarm.add("only", 0, 6, session_idle_timeout=0.4)
         async with swarm.client() as client, InferenceSession(client, 64, on_event=events.append) as session:
-            outs = [await session.step(x) for x in xs[:2]]
+            outs = [await session.forward(x) for x in xs[:2]]
             await trio.sleep(1.0)  # the server drops the idle session
-            outs += [await session.step(x) for x in xs[2:]]
+            outs += [await session.forward(x) for x in xs[2:]]
             return outs, client.bans.banned(node.peer_id), node.active_sessions
 
     outs, banned, active = run_with_swarm(tiny_model, body)

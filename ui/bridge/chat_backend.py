@@ -179,7 +179,7 @@ class ChatBackend(QObject):
         async with self._routes.open(decoder.max_length, listener) as route:
             hidden = decoder.start()
             while hidden is not None:
-                out = await route.step(hidden)
+                out = await route.forward(hidden)
                 hidden = await trio.to_thread.run_sync(decoder.advance, out)
                 n = len(prompt) + len(decoder.token_ids)
                 post(lambda n=n: self.context_usage.emit(n, limit))

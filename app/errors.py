@@ -21,13 +21,14 @@ class ChatBackendError(CorollaError):
     """A generation could not start or failed (no swarm, missing blocks, network down)."""
 
 
-def corolla_error_in(exc: BaseException) -> CorollaError | None:
-    """The CorollaError inside `exc`, looking through exception groups (trio nurseries wrap errors)."""
-    if isinstance(exc, CorollaError):
+def corolla_error_in(exc: BaseException, also: tuple[type[BaseException], ...] = ()) -> BaseException | None:
+    """The CorollaError (or one of the `also` types) inside `exc`, looking through exception groups
+    (trio nurseries wrap the errors of their tasks); None if there is none."""
+    if isinstance(exc, (CorollaError, *also)):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = corolla_error_in(inner)
+            found = corolla_error_in(inner, also)
             if found is not None:
                 return found
     return None

@@ -10,44 +10,17 @@ import dataclasses
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from corolla.app.errors import SettingsError
 from corolla.app.paths import config_dir
+from corolla.core.generation import CHAT_SAMPLING, SamplingError, SamplingParams
 
 SETTINGS_FILE = "settings.json"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _BLOCKS = re.compile(r"^(\d+):(\d+)$")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How the chat samples tokens; the same knobs as core.generation.SamplingParams."""
-
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    max_new_tokens: int = 256
-    repetition_penalty: float = 1.1
-
-    def validated(self) -> Sampling:
-        for name in ("temperature", "top_p", "repetition_penalty"):
-            value = getattr(self, name)
-            _check(_is_number(value), name.replace("_", " "), value, "must be a number")
-        _check(0.0 <= self.temperature <= 5.0, "temperature", self.temperature, "must be between 0 and 5")
-        _check(0.0 < self.top_p <= 1.0, "top-p", self.top_p, "must be above 0 and at most 1")
-        _check(_is_int(self.top_k) and self.top_k >= 0, "top-k", self.top_k, "must be a whole number >= 0")
-        _check(
-            _is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 8192,
-            "max new tokens", self.max_new_tokens, "must be a whole number from 1 to 8192",
-        )
-        _check(
-            1.0 <= self.repetition_penalty <= 3.0,
-            "repetition penalty", self.repetition_penalty, "must be between 1 and 3",
-        )
-        return self
 
 
 @dataclass(frozen=True)
@@ -62,7 +35,7 @@ class Settings:
     port: int = 0  # 0: any free port
     contribute: bool = False
     system_prompt: str = "You are a helpful assistant."
-    sampling: Sampling = field(default_factory=Sampling)
+    sampling: SamplingParams = CHAT_SAMPLING
 
     def validated(self) -> Settings:
         """Return self if every value is acceptable, else raise SettingsError."""
@@ -80,7 +53,10 @@ class Settings:
                "must be from 0 (any) to 65535")
         _check(isinstance(self.contribute, bool), "contribute", self.contribute, "must be true or false")
         _check(isinstance(self.system_prompt, str), "system prompt", self.system_prompt, "must be text")
-        self.sampling.validated()
+        try:
+            self.sampling.validated()
+        except SamplingError as exc:
+            raise SettingsError(str(exc)) from None
         return self
 
     def replace(self, **changes: Any) -> Settings:
@@ -104,13 +80,16 @@ class Settings:
         sampling = data.pop("sampling", {})
         if not isinstance(sampling, dict):
             raise SettingsError("sampling must be a JSON object")
-        s_known = {f.name for f in dataclasses.fields(Sampling)}
+        s_known = {f.name for f in dataclasses.fields(SamplingParams)}
         if set(sampling) - s_known:
             raise SettingsError(f"unknown sampling setting(s): {', '.join(sorted(set(sampling) - s_known))}")
         peers = data.pop("initial_peers", [])
         if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
             raise SettingsError("initial peers must be a list of multiaddresses")
-        return cls(initial_peers=tuple(peers), sampling=Sampling(**sampling), **data).validated()
+        if isinstance(sampling.get("stop"), list):
+            sampling["stop"] = tuple(sampling["stop"])
+        return cls(initial_peers=tuple(peers), sampling=SamplingParams(**{**dataclasses.asdict(CHAT_SAMPLING),
+                                                                         **sampling}), **data).validated()
 
 
 def block_range(text: str) -> tuple[int, int]:

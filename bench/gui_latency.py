@@ -39,7 +39,8 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     from corolla.app.demo.swarm import DemoSwarm
-    from corolla.app.settings import Sampling, Settings
+    from corolla.app.settings import Settings
+    from corolla.core.generation import CHAT_SAMPLING
     from corolla.ui.bridge.services import Services
     from corolla.ui.tray_app import TrayApp
 
@@ -52,7 +53,7 @@ def main() -> int:
         peers = swarm.start(progress=lambda text: print(text, file=sys.stderr))
     try:
         settings = Settings(initial_peers=tuple(peers),
-                            sampling=Sampling(temperature=0.0, max_new_tokens=args.tokens))
+                            sampling=CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=args.tokens))
         services = Services(settings, persist=False)
         gui = TrayApp(services)
         chat = gui.open_chat()
@@ -73,7 +74,7 @@ def main() -> int:
         with_reply = QEventLoop()
         services.conversations.reply_finished.connect(lambda state: with_reply.quit())
         services.conversations.error.connect(lambda why: print("error:", why, file=sys.stderr))
-        services.conversations.set_sampling(Sampling(temperature=0.0, max_new_tokens=2))
+        services.conversations.set_sampling(CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=2))
         chat.composer.editor.setPlainText("Hello!")
         chat.composer.send_button.click()
         with_reply.exec()
@@ -85,7 +86,7 @@ def main() -> int:
         beats.clear()
         tokens: list[str] = []
         services.backend.token.connect(lambda rid, text: tokens.append(text))
-        services.conversations.set_sampling(Sampling(temperature=0.0, max_new_tokens=args.tokens))
+        services.conversations.set_sampling(CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=args.tokens))
         chat.composer.editor.setPlainText("Write a long poem about the sea.")
         t0 = time.perf_counter()
         chat.composer.send_button.click()

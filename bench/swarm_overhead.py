@@ -39,7 +39,7 @@ def new_decoder(path: Path, tokens: int) -> Decoder:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
-    params = SamplingParams(max_new_tokens=tokens, greedy=True)
+    params = SamplingParams(max_new_tokens=tokens, temperature=0)
     return Decoder(ClientHead.load(path), tok, params, tok(PROMPT).input_ids, eos_ids=set())
 
 

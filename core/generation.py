@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import dataclasses
+import functools
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -11,37 +13,75 @@ from corolla.core.errors import CorollaError
 from corolla.core.head import ClientHead
 
 
-@dataclass
-class SamplingParams:
-    """How to pick each next token. `greedy` ignores temperature, top-k and top-p."""
+class SamplingError(CorollaError):
+    """A sampling setting has a value Corolla refuses (the message names it and why)."""
 
-    max_new_tokens: int = 64
-    greedy: bool = False
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token. Temperature 0 means greedy: always the most likely token.
+
+    The defaults change nothing about the model's distribution but the temperature; the chat's
+    defaults are CHAT_SAMPLING.
+    """
+
     temperature: float = 0.7
-    top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
+    top_k: int = 0  # 0: off
+    max_new_tokens: int = 64
     repetition_penalty: float = 1.0  # 1.0: off
     seed: int | None = None
-    stop: list[str] = field(default_factory=list)
+    stop: tuple[str, ...] = ()
 
-    def validate(self) -> None:
-        if self.max_new_tokens < 1:
-            raise CorollaError("max new tokens must be at least 1")
-        if not self.greedy and self.temperature <= 0:
-            raise CorollaError("temperature must be positive (use greedy decoding for temperature 0)")
-        if self.top_k < 0:
-            raise CorollaError("top-k must be 0 (off) or positive")
-        if not 0 < self.top_p <= 1:
-            raise CorollaError("top-p must be in (0, 1]")
-        if self.repetition_penalty <= 0:
-            raise CorollaError("repetition penalty must be positive (1.0 is off)")
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def replace(self, **changes: object) -> SamplingParams:
+        """A copy with `changes` applied (checked where it is used, by `validated()`)."""
+        return dataclasses.replace(self, **changes)
+
+    def validated(self) -> SamplingParams:
+        """Return self if every value is acceptable, else raise SamplingError naming the value."""
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            _check(_is_number(getattr(self, name)), name.replace("_", " "), getattr(self, name), "must be a number")
+        _check(0.0 <= self.temperature <= 5.0, "temperature", self.temperature,
+               "must be between 0 (greedy) and 5")
+        _check(0.0 < self.top_p <= 1.0, "top-p", self.top_p, "must be above 0 and at most 1")
+        _check(_is_int(self.top_k) and self.top_k >= 0, "top-k", self.top_k, "must be a whole number >= 0 (0: off)")
+        _check(_is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS, "max new tokens",
+               self.max_new_tokens, f"must be a whole number from 1 to {MAX_NEW_TOKENS}")
+        _check(1.0 <= self.repetition_penalty <= 3.0, "repetition penalty", self.repetition_penalty,
+               "must be between 1 (off) and 3")
+        _check(self.seed is None or _is_int(self.seed), "seed", self.seed, "must be a whole number")
+        _check(isinstance(self.stop, tuple) and all(isinstance(x, str) for x in self.stop), "stop strings",
+               self.stop, "must be a list of texts")
+        return self
+
+
+MAX_NEW_TOKENS = 8192
+# What the chat starts with (a user changes them in the window; they are kept in the settings).
+CHAT_SAMPLING = SamplingParams(temperature=0.7, top_p=0.9, top_k=50, max_new_tokens=256, repetition_penalty=1.1)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # NaN != NaN
+
+
+def _check(ok: bool, name: str, value: object, why: str) -> None:
+    if not ok:
+        raise SamplingError(f"{name} {value!r} {why}")
 
 
 class Sampler:
     """Chooses a token from logits: repetition penalty, temperature, top-k, top-p, then a seeded draw."""
 
     def __init__(self, params: SamplingParams):
-        params.validate()
+        params.validated()
         self.params = params
         self.generator = torch.Generator()
         if params.seed is not None:
@@ -160,12 +200,34 @@ class Decoder:
             self.on_text(delta)
 
 
-BlockStack = Callable[[torch.Tensor], torch.Tensor]
+async def decode(decoder: Decoder, forward: Callable[[torch.Tensor], Awaitable[torch.Tensor]], *,
+                 offload: Callable[[Callable[[], torch.Tensor | None]], Awaitable[torch.Tensor | None]] | None = None,
+                 on_step: Callable[[Decoder], None] | None = None) -> str:
+    """The decoding loop, wherever the blocks run: embed, run every block, sample, repeat; the text.
 
-
-def generate(decoder: Decoder, run_blocks: BlockStack) -> str:
-    """Run a decoder to the end through `run_blocks` (hidden in -> hidden out, keeping caches)."""
+    `forward` runs hidden states [batch, tokens, hidden] through every block, keeping the caches
+    (a route through the swarm, or spans in this process). `offload(fn)` runs the head's work off
+    the caller's event loop (trio.to_thread.run_sync, say); `on_step` sees the decoder after each token.
+    """
     hidden: torch.Tensor | None = decoder.start()
     while hidden is not None:
-        hidden = decoder.advance(run_blocks(hidden))
+        out = await forward(hidden)
+        hidden = decoder.advance(out) if offload is None else await offload(functools.partial(decoder.advance, out))
+        if on_step is not None:
+            on_step(decoder)
     return decoder.text
+
+
+def decode_in_process(decoder: Decoder, forward: Callable[[torch.Tensor], torch.Tensor]) -> str:
+    """decode() over blocks that answer at once (a LocalChain): the same loop, without an event loop."""
+
+    async def blocks(hidden: torch.Tensor) -> torch.Tensor:
+        return forward(hidden)
+
+    loop = decode(decoder, blocks)
+    try:
+        loop.send(None)
+    except StopIteration as finished:
+        return finished.value
+    loop.close()
+    raise CorollaError("decode_in_process() was given blocks that wait; use decode() in an event loop")

@@ -28,7 +28,8 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication, QWidget
 
     from corolla.app.demo.swarm import DemoSwarm
-    from corolla.app.settings import Sampling, Settings
+    from corolla.app.settings import Settings
+    from corolla.core.generation import CHAT_SAMPLING
     from corolla.ui.bridge.contribution import Phase
     from corolla.ui.bridge.services import Services
     from corolla.ui.tray_app import TrayApp
@@ -55,7 +56,7 @@ def main() -> int:
 
     with DemoSwarm() as swarm:
         settings = Settings(initial_peers=tuple(swarm.initial_peers), blocks="0:10",
-                            sampling=Sampling(temperature=0.3, max_new_tokens=120))
+                            sampling=CHAT_SAMPLING.replace(temperature=0.3, max_new_tokens=120))
         services = Services(settings, persist=False)
         gui = TrayApp(services)
         gui.show()
@@ -75,7 +76,7 @@ def main() -> int:
         chat.composer.editor.setPlainText("What is the capital of France?")
         chat.composer.send_button.click()
         finished.exec()
-        services.conversations.set_sampling(Sampling(temperature=0.3, max_new_tokens=120))
+        services.conversations.set_sampling(CHAT_SAMPLING.replace(temperature=0.3, max_new_tokens=120))
         chat.composer.editor.setPlainText("Give me three ideas for a weekend in Paris.")
         tokens: list[str] = []
         services.backend.token.connect(lambda rid, text: tokens.append(text))

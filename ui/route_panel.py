@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from corolla.app.swarm.route import Hop
+from corolla.p2p.routing import RouteHop
 
 
 class RoutePanel(QWidget):
@@ -26,18 +26,18 @@ class RoutePanel(QWidget):
         layout.addWidget(QLabel("<b>Route</b>", self))
         layout.addWidget(self.table)
         layout.addWidget(self.notice)
-        self.hops: list[Hop] = []
+        self.hops: list[RouteHop] = []
 
     @Slot(list)
-    def show_route(self, hops: list[Hop]) -> None:
+    def show_route(self, hops: list[RouteHop]) -> None:
         self.hops = list(hops)
         self.table.setRowCount(len(hops))
         for row, hop in enumerate(hops):
-            peer = QTableWidgetItem(_short(hop.peer))
-            peer.setToolTip(hop.peer)
+            peer = QTableWidgetItem(_short(hop.peer_id))
+            peer.setToolTip(hop.peer_id)
             self.table.setItem(row, 0, peer)
-            self.table.setItem(row, 1, QTableWidgetItem(hop.blocks))
-            latency = "–" if hop.latency_ms is None else f"{hop.latency_ms:.1f} ms"
+            self.table.setItem(row, 1, QTableWidgetItem(f"{hop.start}–{hop.end - 1}"))
+            latency = f"{hop.server.rtt_ms:.1f} ms" if hop.server.rtt_ms else "–"
             self.table.setItem(row, 2, QTableWidgetItem(latency))
 
     @Slot(str)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
 
-from corolla.app.settings import Sampling
+from corolla.core.generation import CHAT_SAMPLING, SamplingParams
 
 
 class SamplingPanel(QWidget):
-    changed = Signal(object)  # Sampling
+    changed = Signal(object)  # SamplingParams
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -28,14 +28,14 @@ class SamplingPanel(QWidget):
         form.addRow("Top-k", self.top_k)
         form.addRow("Max new tokens", self.max_new_tokens)
         form.addRow("Repetition penalty", self.repetition_penalty)
-        self.show_sampling(Sampling())
+        self.show_sampling(CHAT_SAMPLING)
         for box in (self.temperature, self.top_p, self.repetition_penalty):
             box.valueChanged.connect(self._emit)
         for ibox in (self.top_k, self.max_new_tokens):
             ibox.valueChanged.connect(self._emit)
 
-    def sampling(self) -> Sampling:
-        return Sampling(
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
             temperature=round(self.temperature.value(), 4),
             top_p=round(self.top_p.value(), 4),
             top_k=self.top_k.value(),
@@ -44,7 +44,7 @@ class SamplingPanel(QWidget):
         ).validated()
 
     @Slot(object)
-    def show_sampling(self, s: Sampling) -> None:
+    def show_sampling(self, s: SamplingParams) -> None:
         boxes = (self.temperature, self.top_p, self.top_k, self.max_new_tokens, self.repetition_penalty)
         for b in boxes:
             b.blockSignals(True)

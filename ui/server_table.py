@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
-from corolla.app.swarm.snapshot import ServerRow
+from corolla.p2p.records import ServerInfo
 
 COLUMNS = ["Peer", "Blocks", "State", "Tokens/s", "Sessions", "Latency"]
 
@@ -19,23 +18,17 @@ class ServerTable(QTableWidget):
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.setSortingEnabled(False)
 
-    @Slot(list)
-    def show_servers(self, servers: list[ServerRow]) -> None:
-        rows = sorted(servers, key=lambda s: (s.start, s.end, s.peer))
+    def show_servers(self, servers: list[ServerInfo], silent: list[str] = ()) -> None:
+        """The servers that answered, then the peers announced in the DHT that did not."""
+        rows = [[s.peer_id, f"{s.start}–{s.end - 1}", s.state, f"{s.throughput:.1f}", str(s.active_sessions),
+                 f"{s.rtt_ms:.1f} ms"] for s in sorted(servers, key=lambda s: (s.start, s.end, s.peer_id))]
+        rows += [[peer, "?", "not answering", "–", "–", "–"] for peer in silent]
         self.setRowCount(len(rows))
-        for r, s in enumerate(rows):
-            cells = [
-                s.peer,
-                f"{s.start}–{s.end - 1}" if s.end > s.start else "?",
-                s.state,
-                "–" if s.throughput is None else f"{s.throughput:.1f}",
-                "–" if s.sessions is None else str(s.sessions),
-                "–" if s.latency_ms is None else f"{s.latency_ms:.1f} ms",
-            ]
+        for r, cells in enumerate(rows):
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if c == 0:
-                    item.setToolTip(s.peer)
+                    item.setToolTip(text)
                 self.setItem(r, c, item)
 
     def peers(self) -> list[str]:

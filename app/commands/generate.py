@@ -30,69 +30,75 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def build_decoder(args: argparse.Namespace, path, on_text):
-    """The tokenizer, client head and decoder for this command's prompt and sampling flags."""
-    from transformers import AutoTokenizer
+def sampling_of(args: argparse.Namespace):
+    """The sampling flags as core's SamplingParams (--greedy is temperature 0)."""
+    from corolla.core.generation import SamplingParams
 
-    from corolla.core.generation import Decoder, SamplingParams, chat_prompt_ids
-    from corolla.core.head import ClientHead
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if args.chat:
-        messages = ([{"role": "system", "content": args.system}] if args.system else [])
-        messages.append({"role": "user", "content": args.prompt})
-        prompt_ids = chat_prompt_ids(tokenizer, messages)
-    else:
-        prompt_ids = tokenizer(args.prompt).input_ids
-    params = SamplingParams(
-        max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
+    return SamplingParams(
+        max_new_tokens=args.max_new_tokens, temperature=0.0 if args.greedy else args.temperature,
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-        seed=args.seed, stop=list(args.stop),
-    )
-    return Decoder(ClientHead.load(path), tokenizer, params, prompt_ids, on_text=on_text)
+        seed=args.seed, stop=tuple(args.stop),
+    ).validated()
 
 
 def run(args: argparse.Namespace) -> int:
+    from corolla.app.trio_run import run_trio
     from corolla.core.errors import CorollaError
-    from corolla.core.model import resolve_model
 
     if args.spans and not args.local:
         raise CorollaError("--spans runs in-process spans: use it with --local")
     if not args.local and args.initial_peers is None:
         raise CorollaError("say where the blocks run: --local, or --initial-peers MADDR to use a swarm")
-    path = resolve_model(args.model)
     stream = not args.no_stream
-
-    def on_text(delta: str) -> None:
-        if stream:
-            sys.stdout.write(delta)
-            sys.stdout.flush()
-
-    decoder = build_decoder(args, path, on_text)
-    if args.local:
-        text = _run_local(args, path, decoder)
-    else:
-        text = _run_swarm(args, path, decoder)
+    reply = run_trio(_generate, args, stream)
     if stream:
         sys.stdout.write("\n")
     else:
-        print(text)
+        print(reply.text)
     return 0
 
 
-def _run_local(args: argparse.Namespace, path, decoder) -> str:
-    from corolla.core.chain import LocalChain, parse_spans
-    from corolla.core.generation import generate
-    from corolla.core.model import ModelInfo
+async def _generate(args: argparse.Namespace, stream: bool):
+    import trio
 
-    num_blocks = ModelInfo.load(path).num_blocks
-    spans = parse_spans(args.spans, num_blocks) if args.spans else [(0, num_blocks)]
-    with LocalChain.load(path, spans, max_cache_tokens=decoder.max_length) as chain:
-        chain.open(decoder.max_length)
-        return generate(decoder, chain.forward)
+    from corolla.app.chat.reply import ReplyEvents, ReplyWriter
+    from corolla.core.model import ModelInfo, resolve_model
 
+    path = await trio.to_thread.run_sync(resolve_model, args.model)
 
-def _run_swarm(args: argparse.Namespace, path, decoder) -> str:
-    from corolla.app.swarm.generate import run_swarm_generation
+    def out(text: str) -> None:
+        if stream:
+            sys.stdout.write(text)
+            sys.stdout.flush()
 
-    return run_swarm_generation(path, decoder, args.initial_peers, verbose=args.verbose)
+    def err(text: str) -> None:
+        print(f"[swarm] {text}", file=sys.stderr, flush=True)
+
+    def on_route(hops) -> None:
+        if args.verbose:
+            err("route: " + " -> ".join(f"blocks {h.start}:{h.end} on {h.peer_id} ({h.server.rtt_ms:.1f} ms rtt, "
+                                        f"{h.server.block_ms:.2f} ms/block)" for h in hops))
+
+    events = ReplyEvents(on_route=on_route, on_reroute=lambda notice, hops: err(notice), on_notice=err, on_text=out)
+    messages: list[dict[str, str]] | str = args.prompt
+    if args.chat:
+        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        messages.append({"role": "user", "content": args.prompt})
+    async with trio.open_nursery() as nursery:
+        if args.local:
+            from corolla.app.swarm.local import LocalRouteFactory
+            from corolla.core.chain import parse_spans
+
+            num_blocks = ModelInfo.load(path).num_blocks
+            routes = LocalRouteFactory(path, parse_spans(args.spans, num_blocks) if args.spans else [(0, num_blocks)])
+        else:
+            from corolla.app.swarm.connection import SwarmConnection
+            from corolla.app.swarm.remote import SwarmRouteFactory
+
+            routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery))
+        writer = ReplyWriter(lambda: path, routes)
+        try:
+            return await writer.write(messages, sampling_of(args), events)
+        finally:
+            await writer.aclose()
+            nursery.cancel_scope.cancel()

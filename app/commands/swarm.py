@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from corolla.app.serve.runtime import run_trio
+    from corolla.app.trio_run import run_trio
     from corolla.core.model import ModelInfo, resolve_model
 
     model = ModelInfo.load(resolve_model(args.model))

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import trio
 
+from corolla.app.trio_run import run_trio
 from corolla.core.errors import CorollaError
 from corolla.p2p.discovery import announce
 from corolla.p2p.host import Peer, open_peer
@@ -213,27 +214,6 @@ async def choose_blocks(cfg: NodeConfig, peer: Peer, model) -> BlockRange:
     n = min(cfg.num_blocks or model.num_blocks, model.num_blocks)
     servers, _ = await SwarmClient(peer, model.name, model.hash, model.num_blocks).all_servers()
     return choose_span(servers, model.num_blocks, n)
-
-
-def run_trio(fn, *args):
-    """trio.run, with a Corolla error raised inside nurseries surfacing as itself (not as an exception
-    group), so that the command line prints its message instead of a traceback."""
-    try:
-        return trio.run(fn, *args)
-    except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
-        first = next((e for e in leaves if isinstance(e, CorollaError | KeyboardInterrupt)), None)
-        if first is not None:
-            raise first from group
-        raise
-
-
-def _leaves(exc: BaseException):
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            yield from _leaves(sub)
-    else:
-        yield exc
 
 
 def main_bootstrap(host: str, port: int, identity: Path | None) -> int:

@@ -1,4 +1,4 @@
-"""Routes through spans loaded in this process (core.chain.LocalChain): the chat without a swarm."""
+"""Routes through spans loaded in this process (core.chain.LocalChain): generation without a swarm."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ from pathlib import Path
 import torch
 import trio
 
-from corolla.app.swarm.route import Hop, RouteListener
+from corolla.app.swarm.route import RouteListener
 from corolla.core.chain import LocalChain
+from corolla.p2p.records import ServerInfo
+from corolla.p2p.routing import RouteHop
+
+THIS_COMPUTER = "this computer"
 
 
 class LocalRoute:
-    def __init__(self, chain: LocalChain, hops: list[Hop]) -> None:
+    def __init__(self, chain: LocalChain, route: list[RouteHop]) -> None:
         self._chain = chain
-        self.hops = hops
+        self.route = route
 
     async def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return await trio.to_thread.run_sync(self._chain.forward, hidden)
@@ -37,11 +41,11 @@ class LocalRouteFactory:
             if self._chain is None:
                 self._chain = await trio.to_thread.run_sync(LocalChain.load, self.path, self.spans)
             chain = self._chain
-            hops = [Hop("this computer", a, b, 0.0) for a, b in self.spans]
+            route = [RouteHop(ServerInfo(THIS_COMPUTER, self.path.name, "", a, b), a, b) for a, b in self.spans]
             await trio.to_thread.run_sync(chain.open, max_length)
-            listener.on_route(hops)
+            listener.on_route(route)
             try:
-                yield LocalRoute(chain, hops)
+                yield LocalRoute(chain, route)
             finally:
                 chain.close()
 

@@ -1,9 +1,9 @@
-"""What the chat needs from whatever carries hidden states through the blocks: a route of spans.
+"""What a reply needs from whatever carries hidden states through the blocks: a route of spans.
 
-`RouteFactory.open()` gives an `InferenceRoute` (an open inference session over every block);
-`step()` sends hidden states through all spans and returns the last span's output. The local
-implementation runs spans in-process; the swarm implementation goes through servers. Route and
-reroute events go to a `RouteListener`, which the chat backend turns into Qt signals.
+`RouteFactory.open()` gives an `InferenceRoute`: an open inference session over every block, whose
+`forward()` sends hidden states through all spans and returns the last span's output. Spans in this
+process (app/swarm/local.py) and servers of the swarm (app/swarm/remote.py: a p2p InferenceSession)
+both fit. Route and reroute events go to a `RouteListener`.
 """
 
 from __future__ import annotations
@@ -15,32 +15,23 @@ from typing import Protocol
 
 import torch
 
-
-@dataclass(frozen=True)
-class Hop:
-    """One span on the route: which peer serves blocks [start, end), and its latency."""
-
-    peer: str
-    start: int
-    end: int
-    latency_ms: float | None = None
-
-    @property
-    def blocks(self) -> str:
-        return f"{self.start}–{self.end - 1}"
+from corolla.p2p.routing import RouteHop
 
 
 @dataclass(frozen=True)
 class RouteListener:
-    """Callbacks a route calls from the trio thread (the backend forwards them to the GUI)."""
+    """Callbacks a route calls from the event loop's thread, as things happen."""
 
-    on_route: Callable[[list[Hop]], None] = lambda hops: None
-    on_reroute: Callable[[str, list[Hop]], None] = lambda notice, hops: None
+    on_route: Callable[[list[RouteHop]], None] = lambda hops: None
+    on_reroute: Callable[[str, list[RouteHop]], None] = lambda notice, hops: None
     on_notice: Callable[[str], None] = lambda notice: None  # e.g. waiting for missing blocks
 
 
 class InferenceRoute(Protocol):
-    hops: list[Hop]
+    @property
+    def route(self) -> list[RouteHop]:
+        """The spans, in order, and who serves each."""
+        ...
 
     async def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Run `hidden` [batch, new_tokens, hidden_size] through every block; same shape back."""

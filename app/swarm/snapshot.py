@@ -4,30 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class ServerRow:
-    peer: str
-    start: int
-    end: int  # one past the last block
-    state: str = "online"
-    throughput: float | None = None  # tokens/s (or blocks·tokens/s, as the server reports)
-    sessions: int | None = None
-    latency_ms: float | None = None
+from corolla.p2p.records import ONLINE, ServerInfo
 
 
 @dataclass(frozen=True)
 class SwarmSnapshot:
     model: str
     num_blocks: int
-    servers: list[ServerRow] = field(default_factory=list)
+    servers: list[ServerInfo] = field(default_factory=list)  # those that answered
+    silent: list[str] = field(default_factory=list)  # peer ids announced in the DHT that did not answer
     error: str = ""
 
     def coverage(self) -> list[int]:
         """For each block, how many online servers hold it."""
         counts = [0] * self.num_blocks
         for s in self.servers:
-            if s.state != "online":
+            if s.state != ONLINE:
                 continue
             for b in range(max(0, s.start), min(self.num_blocks, s.end)):
                 counts[b] += 1

@@ -5,7 +5,8 @@ import pytest
 from corolla.app import settings as settings_file
 from corolla.app.errors import SettingsError
 from corolla.app.paths import config_dir
-from corolla.app.settings import Sampling, Settings, block_range
+from corolla.app.settings import Settings, block_range
+from corolla.core.generation import CHAT_SAMPLING
 
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWEjqq2Jvhq87y75M4jHXoztEX7846jLQEdMf6MXnm8zWG"
 
@@ -13,7 +14,7 @@ PEER = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWEjqq2Jvhq87y75M4jHXoztEX7846jLQEdMf6
 def test_defaults_when_no_file_and_saved_in_config_dir(corolla_dirs):
     assert settings_file.load() == Settings()
     s = Settings().replace(initial_peers=(PEER,), blocks="0:10", port=31337, contribute=True,
-                           sampling=Sampling(temperature=0.2, top_k=0))
+                           sampling=CHAT_SAMPLING.replace(temperature=0.2, top_k=0))
     path = settings_file.save(s)
     assert path.parent == config_dir() == corolla_dirs / "config"
     assert settings_file.load() == s
@@ -29,9 +30,9 @@ def test_defaults_when_no_file_and_saved_in_config_dir(corolla_dirs):
     ({"model": " "}, "model"),
     ({"initial_peers": ("/ip4/1.2.3.4/tcp/1",)}, "/p2p/"),
     ({"initial_peers": ("not an address",)}, "multiaddress"),
-    ({"sampling": Sampling(top_p=0.0)}, "top-p"),
-    ({"sampling": Sampling(temperature="hot")}, "temperature"),
-    ({"sampling": Sampling(max_new_tokens=0)}, "max new tokens"),
+    ({"sampling": CHAT_SAMPLING.replace(top_p=0.0)}, "top-p"),
+    ({"sampling": CHAT_SAMPLING.replace(temperature="hot")}, "temperature"),
+    ({"sampling": CHAT_SAMPLING.replace(max_new_tokens=0)}, "max new tokens"),
 ])
 def test_invalid_values_are_refused_with_the_setting_named(change, words):
     with pytest.raises(SettingsError, match=words):

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from corolla.core.chain import LocalChain
 from corolla.core.errors import CorollaError
-from corolla.core.generation import Decoder, Sampler, SamplingParams, chat_prompt_ids, generate
+from corolla.core.generation import Decoder, Sampler, SamplingParams, chat_prompt_ids, decode_in_process
 from corolla.core.head import ClientHead
 
 
@@ -23,7 +23,7 @@ def _run(llama, params, prompt="Once upon a time", eos_ids=None, on_text=None):
     decoder = Decoder(head, tokenizer, params, tokenizer(prompt).input_ids, on_text=on_text, eos_ids=eos_ids)
     with LocalChain.load(path, [(0, 3), (3, 6)]) as chain:
         chain.open(decoder.max_length)
-        generate(decoder, chain.forward)
+        decode_in_process(decoder, chain.forward)
     return decoder
 
 
@@ -35,7 +35,7 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ(llama):
 
 
 def test_top_k_one_is_greedy(llama):
-    greedy = _run(llama, SamplingParams(max_new_tokens=10, greedy=True), eos_ids=set())
+    greedy = _run(llama, SamplingParams(max_new_tokens=10, temperature=0), eos_ids=set())
     top1 = _run(llama, SamplingParams(max_new_tokens=10, temperature=3.0, top_k=1, seed=1), eos_ids=set())
     assert top1.token_ids == greedy.token_ids
 
@@ -50,33 +50,33 @@ def test_top_p_keeps_the_nucleus_only():
 
 def test_repetition_penalty_discourages_seen_tokens():
     logits = torch.tensor([2.0, 1.9, -1.0])
-    plain = Sampler(SamplingParams(greedy=True))
-    penalized = Sampler(SamplingParams(greedy=True, repetition_penalty=1.3))
+    plain = Sampler(SamplingParams(temperature=0))
+    penalized = Sampler(SamplingParams(temperature=0, repetition_penalty=1.3))
     assert plain.choose(logits, [0]) == 0
     assert penalized.choose(logits, [0]) == 1
 
 
 def test_max_new_tokens_eos_and_stop_strings(llama):
-    d = _run(llama, SamplingParams(max_new_tokens=5, greedy=True), eos_ids=set())
+    d = _run(llama, SamplingParams(max_new_tokens=5, temperature=0), eos_ids=set())
     assert len(d.token_ids) == 5 and d.finish_reason == "length"
     # make the 3rd greedy token the EOS: generation ends before it, and it is not part of the text
     third = d.token_ids[2]
-    e = _run(llama, SamplingParams(max_new_tokens=5, greedy=True), eos_ids={third})
+    e = _run(llama, SamplingParams(max_new_tokens=5, temperature=0), eos_ids={third})
     assert e.token_ids == d.token_ids[:2] and e.finish_reason == "eos"
     stop = d.text[len(d.text) // 2:][:3]
     assert stop.strip(), "need a non-blank stop string"
-    s = _run(llama, SamplingParams(max_new_tokens=5, greedy=True, stop=[stop]), eos_ids=set())
+    s = _run(llama, SamplingParams(max_new_tokens=5, temperature=0, stop=(stop,)), eos_ids=set())
     assert s.finish_reason == "stop" and stop not in s.text and d.text.startswith(s.text)
 
 
 def test_streamed_text_adds_up_to_the_final_text(llama):
     pieces: list[str] = []
-    d = _run(llama, SamplingParams(max_new_tokens=12, greedy=True), eos_ids=set(), on_text=pieces.append)
+    d = _run(llama, SamplingParams(max_new_tokens=12, temperature=0), eos_ids=set(), on_text=pieces.append)
     assert "".join(pieces) == d.text and len(pieces) > 1
 
 
 def test_bad_sampling_settings_are_refused():
-    for bad in ({"max_new_tokens": 0}, {"temperature": 0.0}, {"top_p": 0.0}, {"top_k": -1},
+    for bad in ({"max_new_tokens": 0}, {"temperature": -1.0}, {"top_p": 0.0}, {"top_k": -1},
                 {"repetition_penalty": 0.0}):
         with pytest.raises(CorollaError):
             Sampler(SamplingParams(**bad))

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corolla.core.chain import LocalChain
-from corolla.core.generation import Decoder, SamplingParams, generate
+from corolla.core.generation import Decoder, SamplingParams, decode_in_process
 from corolla.core.head import ClientHead
 from corolla.core.span import Span, SpanRuntime
 from tests.models import make_tiny_model
@@ -26,12 +26,12 @@ def tiny_llama(tmp_path_factory):
 def test_cuda_chain_generates_what_generate_does_on_cpu(tiny_llama):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     prompt = tokenizer("w5 w17 w200 w9").input_ids
-    decoder = Decoder(ClientHead.load(tiny_llama), tokenizer, SamplingParams(max_new_tokens=12, greedy=True),
+    decoder = Decoder(ClientHead.load(tiny_llama), tokenizer, SamplingParams(max_new_tokens=12, temperature=0),
                       prompt, eos_ids=set())
     runtimes = [SpanRuntime(Span.load(tiny_llama, a, b, device="cuda")) for a, b in [(0, 3), (3, 6)]]
     with LocalChain(runtimes) as chain:
         chain.open(decoder.max_length)
-        generate(decoder, chain.forward)
+        decode_in_process(decoder, chain.forward)
     reference = AutoModelForCausalLM.from_pretrained(tiny_llama).generate(
         torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert decoder.token_ids == reference[0, len(prompt):].tolist()

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corolla.core.chain import LocalChain
-from corolla.core.generation import Decoder, SamplingParams, generate
+from corolla.core.generation import Decoder, SamplingParams, decode_in_process
 from corolla.core.head import ClientHead
 from tests.models import FAMILIES
 
@@ -23,11 +23,11 @@ def _reference(path, prompt_ids, n):
 
 def _chain_tokens(path, tokenizer, spans, n, eos_ids=None):
     prompt_ids = tokenizer(PROMPT).input_ids
-    decoder = Decoder(ClientHead.load(path), tokenizer, SamplingParams(max_new_tokens=n, greedy=True),
+    decoder = Decoder(ClientHead.load(path), tokenizer, SamplingParams(max_new_tokens=n, temperature=0),
                       prompt_ids, eos_ids=eos_ids)
     with LocalChain.load(path, spans) as chain:
         chain.open(decoder.max_length)
-        generate(decoder, chain.forward)
+        decode_in_process(decoder, chain.forward)
     return prompt_ids, decoder
 
 

@@ -49,19 +49,19 @@ def local_text(path, prompt: str, max_new_tokens: int = 10) -> str:
     from transformers import AutoTokenizer
 
     from corolla.core.chain import LocalChain
-    from corolla.core.generation import Decoder, SamplingParams, generate
+    from corolla.core.generation import Decoder, SamplingParams, decode_in_process
     from corolla.core.head import ClientHead
 
     # Busy-waiting OpenMP workers collapse when the cores are shared with idle servers: one thread.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(path)
-    decoder = Decoder(ClientHead.load(path), tok, SamplingParams(max_new_tokens=max_new_tokens, greedy=True),
+    decoder = Decoder(ClientHead.load(path), tok, SamplingParams(max_new_tokens=max_new_tokens, temperature=0),
                       tok(prompt).input_ids)
     try:
         with LocalChain.load(path, [(0, 30)]) as chain:
             chain.open(decoder.max_length)
-            return generate(decoder, chain.forward)
+            return decode_in_process(decoder, chain.forward)
     finally:
         torch.set_num_threads(threads)
 

@@ -5,7 +5,8 @@ import pytest
 
 from corolla.app import settings as settings_file
 from corolla.app.demo.swarm import DemoSwarm
-from corolla.app.settings import Sampling, Settings
+from corolla.app.settings import Settings
+from corolla.core.generation import CHAT_SAMPLING
 from corolla.ui.bridge.contribution import Phase
 from corolla.ui.bridge.services import Services
 from corolla.ui.tray_app import TrayApp
@@ -24,7 +25,7 @@ def swarm():
 
 def open_app(qtbot, swarm, persist=False, **changes):
     settings = Settings(initial_peers=tuple(swarm.initial_peers),
-                        sampling=Sampling(temperature=0.0, max_new_tokens=200), **changes)
+                        sampling=CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=200), **changes)
     services = Services(settings, persist=persist)
     app = TrayApp(services)
     qtbot.addWidget(app.tray.window)
@@ -73,7 +74,7 @@ def test_chat_streams_from_the_swarm_stop_stops_and_reopening_keeps_it(qtbot, sw
             chat.composer.send_button.click()
         hops = route.args[0]
         assert [h.start for h in hops] == [0, 15] and hops[-1].end == 30
-        assert {h.peer for h in hops} <= {s.peer_id for s in swarm.servers}
+        assert {h.peer_id for h in hops} <= {s.peer_id for s in swarm.servers}
         assert chat.route.table.rowCount() == 2
         qtbot.waitUntil(lambda: len(pieces) >= 2, timeout=90_000)
         with qtbot.waitSignal(services.conversations.reply_finished, timeout=30_000) as finished:
@@ -101,7 +102,7 @@ def test_headless_terminal_chat_streams_from_the_swarm(swarm):
 
     out = io.StringIO()
     inp = io.StringIO("What is the capital of France?\n/quit\n")
-    sampling = Sampling(temperature=0.0, max_new_tokens=6)
+    sampling = CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=6)
     assert trio.run(terminal_chat, swarm.initial_peers, resolve_model("default"), sampling, "", out, inp) == 0
     text = out.getvalue()
     assert "[route: blocks 0–14 on …" in text and "blocks 15–29 on …" in text
@@ -118,7 +119,7 @@ def test_killing_the_server_in_use_shows_a_reroute_notice(qtbot, swarm):
         chat.composer.editor.setPlainText("Explain how bridges are built, step by step.")
         with qtbot.waitSignal(services.backend.route_changed, timeout=90_000) as route:
             chat.composer.send_button.click()
-        in_use = next(h.peer for h in route.args[0] if h.start == 15)
+        in_use = next(h.peer_id for h in route.args[0] if h.start == 15)
         qtbot.waitUntil(lambda: len(pieces) >= 1, timeout=90_000)
         victim = next(s for s in swarm.servers if s.peer_id == in_use)
         victim.kill()
@@ -126,7 +127,7 @@ def test_killing_the_server_in_use_shows_a_reroute_notice(qtbot, swarm):
             pass
         assert in_use[-8:] in rerouted.args[0]
         assert chat.route.notice.isVisible() and "Rerouted" in chat.route.notice.text()
-        assert in_use not in [h.peer for h in chat.route.hops]
+        assert in_use not in [h.peer_id for h in chat.route.hops]
         before = len(pieces)
         qtbot.waitUntil(lambda: len(pieces) > before, timeout=90_000)  # the reply goes on
         with qtbot.waitSignal(services.conversations.reply_finished, timeout=30_000):

@@ -3,7 +3,8 @@
 import pytest
 
 from corolla.app.demo.swarm import DemoSwarm
-from corolla.app.settings import Sampling, Settings
+from corolla.app.settings import Settings
+from corolla.core.generation import CHAT_SAMPLING
 from corolla.ui.bridge.services import Services
 from corolla.ui.tray_app import TrayApp
 
@@ -11,7 +12,7 @@ UNREACHABLE = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWEjqq2Jvhq87y75M4jHXoztEX7846jLQE
 
 
 def send(qtbot, peers, text="Hello?"):
-    services = Services(Settings(initial_peers=peers, sampling=Sampling(max_new_tokens=4)), persist=False)
+    services = Services(Settings(initial_peers=peers, sampling=CHAT_SAMPLING.replace(max_new_tokens=4)), persist=False)
     app = TrayApp(services)
     qtbot.addWidget(app.tray.window)
     chat = app.open_chat()

@@ -3,13 +3,14 @@ run in-process as a chain of spans; tests/ui/test_app_swarm.py does the same thr
 
 import pytest
 
-from corolla.app.settings import Sampling, Settings
+from corolla.app.settings import Settings
+from corolla.core.generation import CHAT_SAMPLING
 from corolla.ui.bridge.services import Services
 from corolla.ui.tray_app import TrayApp
 
 
 def make_app(qtbot, max_new_tokens=4):
-    settings = Settings(sampling=Sampling(temperature=0.0, max_new_tokens=max_new_tokens))
+    settings = Settings(sampling=CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=max_new_tokens))
     services = Services(settings, persist=False, local_spans=[(0, 15), (15, 30)])
     app = TrayApp(services)
     qtbot.addWidget(app.tray.window)
@@ -58,7 +59,7 @@ def test_conversations_new_rename_delete_and_survive_reopening(qtbot, chat_app):
 @pytest.mark.slow
 def test_reply_streams_token_by_token_and_stop_stops_it(qtbot, chat_app):
     services, app = chat_app
-    services.conversations.set_sampling(Sampling(temperature=0.0, max_new_tokens=300))
+    services.conversations.set_sampling(CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=300))
     chat = app.open_chat()
     pieces = []
     services.backend.token.connect(lambda rid, text: pieces.append(text))
@@ -81,7 +82,7 @@ def test_reply_streams_token_by_token_and_stop_stops_it(qtbot, chat_app):
     assert chat.conversations.titles() == ["Tell me a long story about a dragon."]
 
     with qtbot.waitSignal(services.conversations.reply_finished, timeout=60000) as finished:
-        services.conversations.set_sampling(Sampling(temperature=0.0, max_new_tokens=3))
+        services.conversations.set_sampling(CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=3))
         chat.composer.regenerate_button.click()
     assert finished.args == ["complete"]
     replies = [m for m in services.store.messages(services.conversations.current) if m.role == "assistant"]
@@ -93,7 +94,7 @@ def test_reply_streams_token_by_token_and_stop_stops_it(qtbot, chat_app):
 @pytest.mark.slow
 def test_opening_another_conversation_stops_the_reply_where_it_belongs(qtbot, chat_app):
     services, app = chat_app
-    services.conversations.set_sampling(Sampling(temperature=0.0, max_new_tokens=300))
+    services.conversations.set_sampling(CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=300))
     chat = app.open_chat()
     first = services.conversations.current
     pieces = []
@@ -106,7 +107,7 @@ def test_opening_another_conversation_stops_the_reply_where_it_belongs(qtbot, ch
     assert chat.messages.toPlainText() == ""  # nothing of the old reply leaks into the new view
     (reply,) = [m for m in services.store.messages(first) if m.role == "assistant"]
     assert reply.state == "stopped" and reply.content.startswith("".join(pieces[:2]))
-    services.conversations.set_sampling(Sampling(temperature=0.0, max_new_tokens=3))
+    services.conversations.set_sampling(CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=3))
     chat.composer.editor.setPlainText("Hi!")
     with qtbot.waitSignal(services.conversations.reply_finished, timeout=60000) as finished:
         chat.composer.send_button.click()  # at once: the stopped reply does not block the next

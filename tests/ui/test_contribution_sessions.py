@@ -6,7 +6,8 @@ import signal
 
 import pytest
 
-from corolla.app.settings import Sampling, Settings
+from corolla.app.settings import Settings
+from corolla.core.generation import CHAT_SAMPLING
 from corolla.ui.bridge.contribution import Phase
 from corolla.ui.bridge.services import Services
 from corolla.ui.tray_app import TrayApp
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_tray_counts_sessions_and_reports_a_dead_server(qtbot):
-    services = Services(Settings(blocks="0:30", sampling=Sampling(temperature=0.0, max_new_tokens=200)),
+    services = Services(Settings(blocks="0:30", sampling=CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=200)),
                         persist=False)
     app = TrayApp(services)
     qtbot.addWidget(app.tray.window)
@@ -29,7 +30,7 @@ def test_tray_counts_sessions_and_reports_a_dead_server(qtbot):
         chat.composer.editor.setPlainText("Count from one to one hundred.")
         with qtbot.waitSignal(services.backend.route_changed, timeout=90_000) as route:
             chat.composer.send_button.click()
-        assert [h.peer for h in route.args[0]] == [services.contribution.state.peer_id]
+        assert [h.peer_id for h in route.args[0]] == [services.contribution.state.peer_id]
         qtbot.waitUntil(lambda: services.contribution.state.sessions == 1, timeout=30_000)
         assert app.menu.contribute_action.text() == "Contribute GPU: serving blocks 0–29, 1 session"
 

@@ -11,7 +11,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from corolla.app.chat.history import ConversationStore, Message
 from corolla.app.errors import ChatBackendError, HistoryError
-from corolla.app.settings import Sampling
+from corolla.core.generation import SamplingParams
 from corolla.ui.bridge.chat_backend import ChatBackend
 
 FLUSH_MS = 100  # streamed text reaches the disk at least this often
@@ -28,7 +28,7 @@ class ConversationController(QObject):
     busy_changed = Signal(bool)
     error = Signal(str)
 
-    def __init__(self, store: ConversationStore, backend: ChatBackend, sampling: Sampling,
+    def __init__(self, store: ConversationStore, backend: ChatBackend, sampling: SamplingParams,
                  default_system_prompt: str = "", parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.store = store
@@ -114,7 +114,7 @@ class ConversationController(QObject):
             self.store.set_system_prompt(self.current, text)
 
     @Slot(object)
-    def set_sampling(self, sampling: Sampling) -> None:
+    def set_sampling(self, sampling: SamplingParams) -> None:
         self.sampling = sampling.validated()
 
     @Slot(str)

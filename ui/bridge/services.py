@@ -15,11 +15,12 @@ from PySide6.QtCore import QObject, Signal
 from corolla.app import settings as settings_file
 from corolla.app.chat.history import ConversationStore
 from corolla.app.errors import SettingsError
-from corolla.app.settings import Sampling, Settings
+from corolla.app.settings import Settings
 from corolla.app.swarm.connection import SwarmConnection
 from corolla.app.swarm.local import LocalRouteFactory
 from corolla.app.swarm.remote import SwarmRouteFactory
 from corolla.app.swarm.route import InferenceRoute, RouteFactory, RouteListener
+from corolla.core.generation import SamplingParams
 from corolla.ui.bridge.chat_backend import ChatBackend
 from corolla.ui.bridge.contribution import ContributionController, ContributionState, Phase
 from corolla.ui.bridge.conversation import ConversationController
@@ -118,7 +119,7 @@ class Services(QObject):
                                                                       old.num_blocks, old.port, old.initial_peers):
             self.contribution.restart(new)
 
-    def remember_sampling(self, sampling: Sampling) -> None:
+    def remember_sampling(self, sampling: SamplingParams) -> None:
         """The chat's sampling knobs, kept as the default for next time."""
         self._save(self.settings.replace(sampling=sampling))
 

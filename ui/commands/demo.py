@@ -21,8 +21,8 @@ def run(args: argparse.Namespace) -> int:
     import trio
 
     from corolla.app.demo.swarm import DemoSwarm
-    from corolla.app.settings import Sampling
     from corolla.core.chain import parse_spans
+    from corolla.core.generation import CHAT_SAMPLING
     from corolla.core.model import ModelInfo, resolve_model
 
     path = resolve_model(args.model)
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         if args.headless:
             from corolla.app.chat.terminal import terminal_chat
 
-            sampling = Sampling(max_new_tokens=args.max_new_tokens).validated()
+            sampling = CHAT_SAMPLING.replace(max_new_tokens=args.max_new_tokens).validated()
             return trio.run(terminal_chat, swarm.initial_peers, path, sampling, "You are a helpful assistant.")
         from corolla.ui.commands.app import start_gui
 

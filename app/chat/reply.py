@@ -1,0 +1,117 @@
+"""Writing a reply: prompt -> route -> tokens and events -> finished. The one place that decodes.
+
+Qt-free and async (trio). The chat window's Qt adapter (ui/bridge/chat_backend.py), the terminal
+chat and `corolla generate` all call `ReplyWriter.write`; where the blocks run is the route
+factory's business (spans in this process, or servers of the swarm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from corolla.app.errors import ChatBackendError
+from corolla.app.swarm.route import RouteFactory, RouteListener
+from corolla.core.generation import Decoder, SamplingParams, chat_prompt_ids, decode
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    num_blocks: int
+    context_length: int  # tokens
+
+
+class ClientModel:
+    """The client's share of the model: tokenizer and head (embeddings, final norm, LM head)."""
+
+    def __init__(self, path: Path) -> None:
+        from transformers import AutoTokenizer
+
+        from corolla.core.head import ClientHead
+
+        self.path = path
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.head = ClientHead.load(path)
+        config = self.head.config
+        self.card = ModelCard(
+            name=path.name,
+            num_blocks=int(config.num_hidden_layers),
+            context_length=int(getattr(config, "max_position_embeddings", 2048) or 2048),
+        )
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """A conversation ({"role", "content"} each) through the chat template, ready for the reply."""
+        return chat_prompt_ids(self.tokenizer, messages)
+
+    def text_ids(self, text: str) -> list[int]:
+        """A plain prompt to complete, as token ids."""
+        return list(self.tokenizer(text).input_ids)
+
+
+@dataclass(frozen=True)
+class ReplyEvents(RouteListener):
+    """What a reply reports as it is written (all called in the event loop's thread)."""
+
+    on_text: Callable[[str], None] = lambda text: None  # text to append
+    on_usage: Callable[[int, int], None] = lambda used, limit: None  # tokens in the context, its size
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    finish_reason: str  # "eos" | "length" | "stop"
+    tokens: int
+
+
+class ReplyWriter:
+    """Writes replies with one model through one route factory. The model loads on first use."""
+
+    def __init__(self, model_path: Callable[[], Path], routes: RouteFactory) -> None:
+        self._model_path = model_path
+        self.routes = routes
+        self._model: ClientModel | None = None
+        self._lock: trio.Lock | None = None
+
+    async def model(self) -> ClientModel:
+        """The tokenizer and head, loaded in a worker thread the first time."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        async with self._lock:
+            if self._model is None:
+                path = await trio.to_thread.run_sync(self._model_path)
+                self._model = await trio.to_thread.run_sync(ClientModel, path)
+        return self._model
+
+    async def write(self, prompt: list[dict[str, str]] | str, params: SamplingParams,
+                    events: ReplyEvents | None = None) -> Reply:
+        """Write the reply to a conversation (a list of messages) or the completion of a text."""
+        events = events or ReplyEvents()
+        model = await self.model()
+        prompt_ids = model.text_ids(prompt) if isinstance(prompt, str) else model.prompt_ids(prompt)
+        limit = model.card.context_length
+        if len(prompt_ids) + 1 > limit:
+            raise ChatBackendError(
+                f"the conversation is {len(prompt_ids)} tokens, over the model's context of {limit}; "
+                "start a new conversation or delete old messages")
+        params = params.replace(max_new_tokens=min(params.max_new_tokens, limit - len(prompt_ids))).validated()
+        events.on_usage(len(prompt_ids), limit)
+        pending: list[str] = []  # the head runs in a worker thread; text is reported from the loop's
+
+        def after_token(decoder: Decoder) -> None:
+            if pending:
+                text = "".join(pending)
+                pending.clear()
+                events.on_text(text)
+            events.on_usage(len(prompt_ids) + len(decoder.token_ids), limit)
+
+        decoder = Decoder(model.head, model.tokenizer, params, prompt_ids, on_text=pending.append)
+        async with self.routes.open(decoder.max_length, events) as route:
+            await decode(decoder, route.forward, offload=trio.to_thread.run_sync, on_step=after_token)
+        return Reply(decoder.text, decoder.finish_reason or "eos", len(decoder.token_ids))
+
+    async def aclose(self) -> None:
+        await self.routes.aclose()

@@ -27,10 +27,10 @@ def main() -> int:
     from PySide6.QtCore import QEventLoop, QPoint, QTimer
     from PySide6.QtWidgets import QApplication, QWidget
 
+    from corolla.app.contribute.state import Phase
     from corolla.app.demo.swarm import DemoSwarm
     from corolla.app.settings import Settings
     from corolla.core.generation import CHAT_SAMPLING
-    from corolla.ui.bridge.contribution import Phase
     from corolla.ui.bridge.services import Services
     from corolla.ui.tray_app import TrayApp
 

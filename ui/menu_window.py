@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
-from corolla.ui.bridge.contribution import ContributionState
+from corolla.app.contribute.state import ContributionState
 from corolla.ui.tray_menu import TrayMenu
 
 

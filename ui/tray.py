@@ -6,7 +6,7 @@ from PySide6.QtCore import QObject, Slot
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QSystemTrayIcon
 
-from corolla.ui.bridge.contribution import ContributionState, Phase
+from corolla.app.contribute.state import ContributionState, Phase
 from corolla.ui.menu_window import MenuWindow
 from corolla.ui.tray_menu import TrayMenu
 

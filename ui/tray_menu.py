@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QMenu, QWidget
 
-from corolla.ui.bridge.contribution import ContributionState, Phase
+from corolla.app.contribute.state import ContributionState, Phase
 
 
 class TrayMenu(QMenu):

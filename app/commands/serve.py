@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --num-blocks: seconds between checks whether another span is needed more (0: never)")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds to let open sessions finish when stopping")
+    p.add_argument("--status-json", action="store_true",
+                   help="write status messages as JSON lines on stdout (for the app that starts this server; "
+                        "words for people go to stderr)")
     p.set_defaults(func=run)
 
 
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_sessions", "cache_tokens"):
         if getattr(args, name) < 1:
             raise CorollaError(f"--{name.replace('_', '-')} must be at least 1")
-    # One line per session opened and closed is part of what a server shows its operator.
+    # An operator watching the server sees a line per session opened and closed (words for people;
+    # programs follow the server on the status channel, --status-json).
     logging.getLogger("corolla").setLevel(min(logging.INFO, logging.getLogger().level or logging.INFO))
     cfg = NodeConfig(
         model=args.model, blocks=blocks, num_blocks=args.num_blocks, initial_peers=list(args.initial_peers),
@@ -59,6 +63,6 @@ def run(args: argparse.Namespace) -> int:
         quant=args.quant,
         max_sessions=args.max_sessions, cache_tokens=args.cache_tokens, identity=args.identity,
         announce_period=args.announce_period, drain_timeout=args.drain_timeout,
-        rebalance_period=args.rebalance_period,
+        rebalance_period=args.rebalance_period, status_json=args.status_json,
     )
     return main_server(cfg)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import trio
 
+from corolla.app.serve.status import Event, ServerStatus, StatusWriter
 from corolla.app.trio_run import run_trio
 from corolla.core.errors import CorollaError
 from corolla.p2p.discovery import announce
@@ -47,11 +48,15 @@ class NodeConfig:
     announce_period: float = 30.0
     drain_timeout: float = 10.0
     rebalance_period: float = 120.0  # 0: never move (always the case with explicit blocks)
+    status_json: bool = False  # status messages on stdout (app/serve/status.py), words for people on stderr
+
+
+_people = None  # where say() writes (None: stdout); stderr when stdout carries the status channel
 
 
 def say(text: str) -> None:
-    """A line for the person running the node (stdout, flushed: tests and launchers read it)."""
-    print(text, flush=True)
+    """A line for the person running the node (flushed: people and test harnesses read it as it comes)."""
+    print(text, file=_people or sys.stdout, flush=True)
 
 
 def lan_address() -> str:
@@ -120,12 +125,14 @@ async def run_server(cfg: NodeConfig) -> None:
     from corolla.core.span import Span
     from corolla.p2p.server import ServerNode
 
+    status = StatusWriter(enabled=cfg.status_json)
     dtype = check_device(cfg.device, cfg.dtype)
     path = await trio.to_thread.run_sync(resolve_model, cfg.model)
     model = ModelInfo.load(path)
     key = load_or_create_identity(cfg.identity or default_identity_path("server", cfg.port))
     async with open_peer(key, host=cfg.host, port=cfg.port, initial_peers=cfg.initial_peers) as peer:
         blocks = await choose_blocks(cfg, peer, model)
+        status.send(ServerStatus(Event.LOADING, blocks.start, blocks.end))
         say(f"loading blocks {blocks} of {model.name} ({model.num_blocks} blocks) on {cfg.device}")
         span = await trio.to_thread.run_sync(lambda: Span.load(path, blocks.start, blocks.end,
                                                                device=cfg.device, dtype=dtype, quant=cfg.quant))
@@ -139,22 +146,39 @@ async def run_server(cfg: NodeConfig) -> None:
             await nursery.start(_announce_forever, peer, node, cfg.announce_period)
             nursery.start_soon(_prune_clients_forever, peer)
             if cfg.blocks is None and cfg.rebalance_period > 0:
-                nursery.start_soon(_rebalance_forever, cfg, peer, node, model, dtype)
+                nursery.start_soon(_rebalance_forever, cfg, peer, node, model, dtype, status)
+            nursery.start_soon(_report_sessions, node, status)
             say(f"serving blocks {blocks} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
                 f"{node.block_ms:.2f} ms per block per token")
             for addr in printable_addrs(peer, cfg.host):
                 say(f"server listening on {addr}")
-            if not cfg.initial_peers:
-                say("started a new swarm; others join with: --initial-peers " + printable_addrs(peer, cfg.host)[0])
+            join = "" if cfg.initial_peers else printable_addrs(peer, cfg.host)[0]
+            if join:
+                say("started a new swarm; others join with: --initial-peers " + join)
+            status.send(ServerStatus(Event.SERVING, blocks.start, blocks.end, sessions=node.active_sessions,
+                                     peer_id=str(peer.peer_id), join_address=join))
             await stop.wait()
+            status.send(ServerStatus(Event.STOPPING, sessions=node.active_sessions))
             say(f"leaving the swarm: no new sessions; waiting up to {cfg.drain_timeout:.0f} s "
                 f"for {node.active_sessions} open session(s)")
             await node.leave(cfg.drain_timeout)
             nursery.cancel_scope.cancel()
     say("server stopped")
+    status.send(ServerStatus(Event.STOPPED))
 
 
-async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: torch.dtype) -> None:
+async def _report_sessions(node, status: StatusWriter) -> None:
+    """Tell the status channel each time the number of open sessions changes."""
+    last = node.active_sessions
+    while True:
+        await node.sessions_changed.wait()
+        if node.active_sessions != last:
+            last = node.active_sessions
+            status.send(ServerStatus(Event.SESSIONS, sessions=last))
+
+
+async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: torch.dtype,
+                             status: StatusWriter) -> None:
     """Now and then, move to where the swarm needs blocks most, if that is a large gain (see
     better_span); drain first: the server says it is leaving and clients move off between steps."""
     from corolla.core.span import Span
@@ -170,6 +194,7 @@ async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: to
         if target is None:
             continue
         say(f"moving to blocks {target}: waiting for {node.active_sessions} open session(s) to move off")
+        status.send(ServerStatus(Event.MOVING, target.start, target.end))
         node.state = LEAVING
         with trio.move_on_after(cfg.drain_timeout * 6):
             while node.active_sessions:
@@ -185,6 +210,8 @@ async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: to
         await trio.to_thread.run_sync(node.measure_throughput)
         node.state = ONLINE
         await announce(peer, model.name, model.hash, node.blocks)
+        status.send(ServerStatus(Event.SERVING, target.start, target.end, sessions=node.active_sessions,
+                                 peer_id=str(peer.peer_id)))
         say(f"serving blocks {target} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
             f"{node.block_ms:.2f} ms per block per token")
 
@@ -222,6 +249,14 @@ def main_bootstrap(host: str, port: int, identity: Path | None) -> int:
 
 
 def main_server(cfg: NodeConfig) -> int:
-    run_trio(run_server, cfg)
+    global _people
+    if cfg.status_json:
+        _people = sys.stderr
+    try:
+        run_trio(run_server, cfg)
+    except Exception as exc:  # the app learns why on the status channel, then the CLI reports it as usual
+        why = str(exc) if isinstance(exc, CorollaError) else f"{type(exc).__name__}: {exc}"
+        StatusWriter(enabled=cfg.status_json).send(ServerStatus(Event.ERROR, message=why))
+        raise
     sys.stdout.flush()
     return 0

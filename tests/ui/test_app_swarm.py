@@ -4,10 +4,10 @@ real server, the chat streaming through the swarm, Stop, and a reroute when a se
 import pytest
 
 from corolla.app import settings as settings_file
+from corolla.app.contribute.state import Phase
 from corolla.app.demo.swarm import DemoSwarm
 from corolla.app.settings import Settings
 from corolla.core.generation import CHAT_SAMPLING
-from corolla.ui.bridge.contribution import Phase
 from corolla.ui.bridge.services import Services
 from corolla.ui.tray_app import TrayApp
 

@@ -3,21 +3,41 @@ shows why when the server dies."""
 
 import os
 import signal
+import sys
 
 import pytest
 
+from corolla.app.contribute.state import Phase
 from corolla.app.settings import Settings
 from corolla.core.generation import CHAT_SAMPLING
-from corolla.ui.bridge.contribution import Phase
 from corolla.ui.bridge.services import Services
 from corolla.ui.tray_app import TrayApp
 
 pytestmark = pytest.mark.slow
 
+# `corolla serve` with every log line and every line for people worded differently: the tray must
+# follow the server through the status channel, not through what it says to people.
+REWORDED_SERVER = [sys.executable, "-c", """
+import logging, sys
+plain = logging.getLogRecordFactory()
+def reworded(*args, **kwargs):
+    record = plain(*args, **kwargs)
+    record.msg, record.args = "something happened", ()
+    return record
+logging.setLogRecordFactory(reworded)
+import corolla.app.serve.runtime as runtime
+runtime.say = lambda text: print("(reworded)", file=sys.stderr, flush=True)
+from corolla.app.serve.child import main
+sys.exit(main(sys.argv[1:]))
+"""]
+
 
 def test_tray_counts_sessions_and_reports_a_dead_server(qtbot):
     services = Services(Settings(blocks="0:30", sampling=CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=200)),
                         persist=False)
+    services.contribution.command = REWORDED_SERVER
+    said: list[str] = []
+    services.contribution.output.connect(said.append)
     app = TrayApp(services)
     qtbot.addWidget(app.tray.window)
     try:
@@ -33,6 +53,7 @@ def test_tray_counts_sessions_and_reports_a_dead_server(qtbot):
         assert [h.peer_id for h in route.args[0]] == [services.contribution.state.peer_id]
         qtbot.waitUntil(lambda: services.contribution.state.sessions == 1, timeout=30_000)
         assert app.menu.contribute_action.text() == "Contribute GPU: serving blocks 0–29, 1 session"
+        assert "(reworded)" in said and not any("session" in line or "serving" in line for line in said), said
 
         os.kill(services.contribution.pid, getattr(signal, "SIGKILL", signal.SIGTERM))  # a crash
         qtbot.waitUntil(lambda: services.contribution.state.phase is Phase.ERROR, timeout=30_000)

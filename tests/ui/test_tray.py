@@ -2,8 +2,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QSystemTrayIcon, QToolButton
 
 from corolla.app import settings as settings_file
+from corolla.app.contribute.state import ContributionState, Phase
 from corolla.app.settings import Settings
-from corolla.ui.bridge.contribution import ContributionState, Phase
 from corolla.ui.bridge.services import Services
 from corolla.ui.tray import Tray
 from corolla.ui.tray_app import TrayApp

@@ -1,120 +1,23 @@
-"""The "Contribute GPU" toggle's engine: starts and stops a real server process and tracks its state.
+"""The "Contribute GPU" toggle's engine: starts and stops a real server process and follows its state.
 
-The server is always a separate process (`sys.executable -m app.server_process serve ...`: the
-`corolla serve` command, which also stops when this app's end closes its stdin), never inside the GUI.
-Its output is read line by line and turned into a `ContributionState`:
-off / starting / serving blocks A–B, N sessions / error and why.
+The server is always a separate process (`sys.executable -m corolla.app.serve.child serve
+--status-json ...`: the `corolla serve` command, which also stops when this app's end closes its
+stdin), never inside the GUI. Its stdout is the status channel (app/serve/status.py), which drives
+the `ContributionState`; its stderr is words for people, passed on for a log view.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
 import sys
-from dataclasses import dataclass
-from enum import Enum
-from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal, Slot
 
-from corolla.app.paths import data_dir
-from corolla.app.settings import Settings, block_range
+from corolla.app.contribute.state import ContributionState, Phase, apply_status, server_arguments
+from corolla.app.serve.status import ServerStatus, StatusError
+from corolla.app.settings import Settings
 
 STOP_GRACE_MS = 15000  # the server drains open sessions (10 s by default), then is killed
-
-
-class Phase(str, Enum):
-    OFF = "off"
-    STARTING = "starting"
-    SERVING = "serving"
-    STOPPING = "stopping"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class ContributionState:
-    phase: Phase = Phase.OFF
-    start: int | None = None  # first block served
-    end: int | None = None  # one past the last block served
-    sessions: int = 0
-    error: str = ""
-    peer_id: str = ""
-    join_address: str = ""  # set when the server started a new swarm: where others join it
-
-    @property
-    def active(self) -> bool:
-        return self.phase in (Phase.STARTING, Phase.SERVING)
-
-    def describe(self) -> str:
-        """What the tray shows, e.g. "serving blocks 0–9, 2 sessions"."""
-        if self.phase is Phase.SERVING and self.start is not None and self.end is not None:
-            n = self.sessions
-            return f"serving blocks {self.start}–{self.end - 1}, {n} session{'s' if n != 1 else ''}"
-        if self.phase is Phase.STARTING and self.start is not None and self.end is not None:
-            return f"starting (loading blocks {self.start}–{self.end - 1})…"
-        if self.phase is Phase.ERROR:
-            return f"error: {self.error}" if self.error else "error"
-        return {Phase.OFF: "off", Phase.STARTING: "starting…", Phase.STOPPING: "stopping…"}.get(
-            self.phase, self.phase.value
-        )
-
-
-# What the server prints, as recognised here. Each pattern is tried against every output line.
-_SERVING = re.compile(r"serving\s+blocks?\s*\[?\s*(\d+)\s*(?::|-|–|,|\.\.)\s*(\d+)\s*([\])]?)", re.IGNORECASE)
-_LOADING = re.compile(r"\bloading blocks (\d+):(\d+)", re.IGNORECASE)
-# "session opened 1a2b3c4d blocks 0:10 max_length 300 (2 active)", "session closed 1a2b3c4d (1 active)"
-_SESSIONS = re.compile(r"\bsession (?:opened|closed)\b.*\((\d+) active\)", re.IGNORECASE)
-_PEER = re.compile(r"(?:\bas|peer(?: id)?:?)\s+((?:Qm|12D3)[1-9A-HJ-NP-Za-km-z]{20,})", re.IGNORECASE)
-# "corolla: error: …", or the last line of a traceback, "p2p.errors.SwarmError: …" (even inside the
-# "| " frame of an exception group); the group's own summary line says nothing and is skipped.
-_ERROR = re.compile(r"(?:^corolla: error: |\b\w*(?:Error|Exception): )(.+)$")
-_GROUP_SUMMARY = re.compile(r"Exceptions? from .*nursery|sub-exception", re.IGNORECASE)
-_JOIN = re.compile(r"others join with: --initial-peers (\S+)")
-
-
-def parse_line(line: str, state: ContributionState) -> ContributionState:
-    """The state after the server printed `line` (unchanged if the line says nothing about state)."""
-    m = _LOADING.search(line)
-    if m and state.phase is Phase.STARTING:
-        state = ContributionState(Phase.STARTING, int(m.group(1)), int(m.group(2)), peer_id=state.peer_id)
-    m = _SERVING.search(line)
-    if m:
-        start, end = int(m.group(1)), int(m.group(2))
-        if m.group(3) == "]":  # an inclusive range, "[0, 9]"
-            end += 1
-        state = dataclasses.replace(state, phase=Phase.SERVING, start=start, end=end, error="")
-    m = _SESSIONS.search(line)
-    if m and state.phase is Phase.SERVING:
-        n = int(m.group(1))
-        state = dataclasses.replace(state, sessions=n)
-    m = _PEER.search(line)
-    if m and not state.peer_id:
-        state = dataclasses.replace(state, peer_id=m.group(1))
-    m = _JOIN.search(line)
-    if m:
-        state = dataclasses.replace(state, join_address=m.group(1))
-    return state
-
-
-def identity_file() -> Path:
-    """The contributed server's key: its peer id stays the same across restarts."""
-    return data_dir() / "identity" / "server.key"
-
-
-def server_arguments(settings: Settings, identity: Path | None = None) -> list[str]:
-    """The `corolla serve` arguments for these settings."""
-    args = ["serve", "--model", settings.model, "--port", str(settings.port),
-            "--identity", str(identity or identity_file())]
-    if settings.blocks:
-        start, end = block_range(settings.blocks)
-        args += ["--blocks", f"{start}:{end}"]
-    else:
-        args += ["--num-blocks", str(settings.num_blocks)]
-    if settings.device != "auto":
-        args += ["--device", settings.device]
-    if settings.initial_peers:
-        args += ["--initial-peers", *settings.initial_peers]
-    return args
+SERVER_COMMAND = [sys.executable, "-m", "corolla.app.serve.child"]
 
 
 class ContributionController(QObject):
@@ -123,12 +26,13 @@ class ContributionController(QObject):
     state_changed = Signal(object)  # ContributionState
     output = Signal(str)  # each line the server prints, for a log view
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None, command: list[str] | None = None) -> None:
         super().__init__(parent)
+        self.command = list(command or SERVER_COMMAND)  # a program and its first arguments
         self._state = ContributionState()
         self._process: QProcess | None = None
-        self._buffer = b""
-        self._last_error = ""
+        self._status_buffer = b""
+        self._log_buffer = b""
         self._tail: list[str] = []
         self._stopping = False
         self._restart_with: Settings | None = None
@@ -153,17 +57,18 @@ class ContributionController(QObject):
             return
         settings.validated()
         proc = QProcess(self)
-        proc.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        proc.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")
         proc.setProcessEnvironment(env)
-        proc.readyReadStandardOutput.connect(self._read)
+        proc.readyReadStandardOutput.connect(self._read_status)
+        proc.readyReadStandardError.connect(self._read_log)
         proc.finished.connect(self._finished)
         proc.errorOccurred.connect(self._error)
-        self._process, self._buffer, self._last_error, self._tail = proc, b"", "", []
+        self._process, self._status_buffer, self._log_buffer, self._tail = proc, b"", b"", []
         self._stopping = False
         self._set(ContributionState(Phase.STARTING))
-        proc.start(sys.executable, ["-m", "corolla.app.serve.child", *server_arguments(settings)])
+        proc.start(self.command[0], [*self.command[1:], *server_arguments(settings), "--status-json"])
 
     def restart(self, settings: Settings) -> None:
         """Serve with new settings: stop the running server (without blocking), then start again."""
@@ -206,26 +111,41 @@ class ContributionController(QObject):
             self.state_changed.emit(state)
 
     @Slot()
-    def _read(self) -> None:
+    def _read_status(self) -> None:
         if self._process is None:
             return
-        self._buffer += bytes(self._process.readAllStandardOutput().data())
-        *lines, self._buffer = self._buffer.split(b"\n")
+        self._status_buffer += bytes(self._process.readAllStandardOutput().data())
+        *lines, self._status_buffer = self._status_buffer.split(b"\n")
         for raw in lines:
-            line = raw.decode("utf-8", "replace").rstrip()
+            line = raw.decode("utf-8", "replace").strip()
             if not line:
                 continue
-            self.output.emit(line)
-            self._tail = [*self._tail[-19:], line]
-            m = _ERROR.search(line)
-            if m and not _GROUP_SUMMARY.search(line):
-                self._last_error = m.group(1).strip()
+            try:
+                status = ServerStatus.from_line(line)
+            except StatusError:
+                self.output.emit(line)  # something else printed on stdout: show it, do not act on it
+                continue
             if self._state.phase in (Phase.STARTING, Phase.SERVING):
-                self._set(parse_line(line, self._state))
+                self._set(apply_status(self._state, status))
+            elif status.message:
+                self._state = apply_status(self._state, status)  # keep why, for when the process ends
+
+    @Slot()
+    def _read_log(self) -> None:
+        if self._process is None:
+            return
+        self._log_buffer += bytes(self._process.readAllStandardError().data())
+        *lines, self._log_buffer = self._log_buffer.split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.output.emit(line)
+                self._tail = [*self._tail[-19:], line]
 
     @Slot(int, QProcess.ExitStatus)
     def _finished(self, code: int, status: QProcess.ExitStatus) -> None:
-        self._read()
+        self._read_status()
+        self._read_log()
         self._kill_timer.stop()
         self._process = None
         if self._stopping:
@@ -234,7 +154,7 @@ class ContributionController(QObject):
                 settings, self._restart_with = self._restart_with, None
                 self.start(settings)
             return
-        why = self._last_error or (self._tail[-1] if self._tail else "")
+        why = self._state.error or (self._tail[-1] if self._tail else "")
         self._set(ContributionState(Phase.ERROR, error=f"server exited (code {code}){': ' + why if why else ''}"))
 
     @Slot(QProcess.ProcessError)

@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, Signal
 
 from corolla.app import settings as settings_file
 from corolla.app.chat.history import ConversationStore
+from corolla.app.contribute.state import ContributionState, Phase
 from corolla.app.errors import SettingsError
 from corolla.app.settings import Settings
 from corolla.app.swarm.connection import SwarmConnection
@@ -22,7 +23,7 @@ from corolla.app.swarm.remote import SwarmRouteFactory
 from corolla.app.swarm.route import InferenceRoute, RouteFactory, RouteListener
 from corolla.core.generation import SamplingParams
 from corolla.ui.bridge.chat_backend import ChatBackend
-from corolla.ui.bridge.contribution import ContributionController, ContributionState, Phase
+from corolla.ui.bridge.contribution import ContributionController
 from corolla.ui.bridge.conversation import ConversationController
 from corolla.ui.bridge.swarm_monitor import SwarmMonitor
 from corolla.ui.bridge.trio_thread import TrioThread

@@ -1,4 +1,4 @@
-"""The contribution controller's parsing, and real server processes: one that fails, one orphaned."""
+"""The contribution controller with real server processes: one that fails, one orphaned."""
 
 import subprocess
 import sys
@@ -6,41 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from corolla.app.contribute.state import Phase
 from corolla.app.settings import Settings
-from corolla.ui.bridge.contribution import (
-    ContributionController,
-    ContributionState,
-    Phase,
-    parse_line,
-    server_arguments,
-)
-
-PEER = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBdmqXbZzXdKMvH"
-BOOT = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWEjqq2Jvhq87y75M4jHXoztEX7846jLQEdMf6MXnm8zWG"
-
-
-def test_server_output_becomes_state():
-    s = ContributionState(Phase.STARTING)
-    s = parse_line("loading blocks 0:10 of SmolLM2-135M-Instruct (30 blocks) on cpu", s)
-    assert s.describe() == "starting (loading blocks 0–9)…"
-    s = parse_line(f"serving blocks 0:10 of SmolLM2-135M-Instruct (hash b4a0) as {PEER}; 12.36 ms per block", s)
-    assert (s.phase, s.start, s.end, s.peer_id) == (Phase.SERVING, 0, 10, PEER)
-    assert s.describe() == "serving blocks 0–9, 0 sessions"
-    s = parse_line("2026-11-28 INFO corolla.server: session opened 1a2b3c4d blocks 0:10 max_length 90 (2 active)", s)
-    assert s.describe() == "serving blocks 0–9, 2 sessions"
-    s = parse_line("2026-11-28 INFO corolla.server: session closed 1a2b3c4d (1 active)", s)
-    assert s.describe() == "serving blocks 0–9, 1 session"
-    assert parse_line("server listening on /ip4/127.0.0.1/tcp/1", s) == s
-    s = parse_line(f"started a new swarm; others join with: --initial-peers {BOOT}", s)
-    assert s.join_address == BOOT
-
-
-def test_settings_become_serve_arguments(tmp_path):
-    key = tmp_path / "k"
-    args = server_arguments(Settings(initial_peers=(BOOT,), blocks="5:9", port=31337, device="cuda"), key)
-    assert args == ["serve", "--model", "default", "--port", "31337", "--identity", str(key),
-                    "--blocks", "5:9", "--device", "cuda", "--initial-peers", BOOT]
-    assert "--num-blocks" in server_arguments(Settings(num_blocks=4), key)
+from corolla.ui.bridge.contribution import ContributionController
 
 
 @pytest.mark.slow
@@ -61,7 +29,8 @@ def test_a_server_that_fails_shows_why(qtbot):
 CRASHING_APP = """
 import os, sys
 from PySide6.QtCore import QCoreApplication, QTimer
-from corolla.ui.bridge.contribution import ContributionController, Phase
+from corolla.app.contribute.state import Phase
+from corolla.ui.bridge.contribution import ContributionController
 from corolla.app.settings import Settings
 qt = QCoreApplication([])
 c = ContributionController()

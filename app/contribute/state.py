@@ -1,0 +1,92 @@
+"""What the "Contribute GPU" toggle shows, and the `corolla serve` arguments it starts with.
+
+The server process reports itself on the status channel (app/serve/status.py); `apply_status` turns
+each message into the next `ContributionState`: off / starting / serving blocks A–B, N sessions /
+error and why. Qt-free: ui/bridge/contribution.py runs the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from corolla.app.paths import data_dir
+from corolla.app.serve.status import Event, ServerStatus
+from corolla.app.settings import Settings, block_range
+
+
+class Phase(str, Enum):
+    OFF = "off"
+    STARTING = "starting"
+    SERVING = "serving"
+    STOPPING = "stopping"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class ContributionState:
+    phase: Phase = Phase.OFF
+    start: int | None = None  # first block served
+    end: int | None = None  # one past the last block served
+    sessions: int = 0
+    error: str = ""
+    peer_id: str = ""
+    join_address: str = ""  # set when the server started a new swarm: where others join it
+
+    @property
+    def active(self) -> bool:
+        return self.phase in (Phase.STARTING, Phase.SERVING)
+
+    def describe(self) -> str:
+        """What the tray shows, e.g. "serving blocks 0–9, 2 sessions"."""
+        if self.phase is Phase.SERVING and self.start is not None and self.end is not None:
+            n = self.sessions
+            return f"serving blocks {self.start}–{self.end - 1}, {n} session{'s' if n != 1 else ''}"
+        if self.phase is Phase.STARTING and self.start is not None and self.end is not None:
+            return f"starting (loading blocks {self.start}–{self.end - 1})…"
+        if self.phase is Phase.ERROR:
+            return f"error: {self.error}" if self.error else "error"
+        return {Phase.OFF: "off", Phase.STARTING: "starting…", Phase.STOPPING: "stopping…"}.get(
+            self.phase, self.phase.value
+        )
+
+
+def apply_status(state: ContributionState, status: ServerStatus) -> ContributionState:
+    """The state after the server sent `status`."""
+    if status.event is Event.LOADING:
+        return dataclasses.replace(state, phase=Phase.STARTING, start=status.start, end=status.end)
+    if status.event is Event.SERVING:
+        return dataclasses.replace(state, phase=Phase.SERVING, start=status.start, end=status.end,
+                                   sessions=status.sessions or 0, error="",
+                                   peer_id=status.peer_id or state.peer_id,
+                                   join_address=status.join_address or state.join_address)
+    if status.event is Event.SESSIONS and state.phase is Phase.SERVING:
+        return dataclasses.replace(state, sessions=status.sessions or 0)
+    if status.event is Event.MOVING:
+        return dataclasses.replace(state, phase=Phase.STARTING, start=status.start, end=status.end)
+    if status.event is Event.ERROR:
+        return dataclasses.replace(state, error=status.message)  # the phase changes when the process ends
+    return state
+
+
+def identity_file() -> Path:
+    """The contributed server's key: its peer id stays the same across restarts."""
+    return data_dir() / "identity" / "server.key"
+
+
+def server_arguments(settings: Settings, identity: Path | None = None) -> list[str]:
+    """The `corolla serve` arguments for these settings."""
+    args = ["serve", "--model", settings.model, "--port", str(settings.port),
+            "--identity", str(identity or identity_file())]
+    if settings.blocks:
+        start, end = block_range(settings.blocks)
+        args += ["--blocks", f"{start}:{end}"]
+    else:
+        args += ["--num-blocks", str(settings.num_blocks)]
+    if settings.device != "auto":
+        args += ["--device", settings.device]
+    if settings.initial_peers:
+        args += ["--initial-peers", *settings.initial_peers]
+    return args

@@ -1,0 +1,58 @@
+"""The status channel between a server and the app, and the toggle's state it drives."""
+
+import pytest
+
+from corolla.app.contribute.state import ContributionState, Phase, apply_status, server_arguments
+from corolla.app.serve.status import Event, ServerStatus, StatusError
+from corolla.app.settings import Settings
+
+PEER = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBdmqXbZzXdKMvH"
+BOOT = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWEjqq2Jvhq87y75M4jHXoztEX7846jLQEdMf6MXnm8zWG"
+
+
+def through_the_wire(status: ServerStatus) -> ServerStatus:
+    line = status.to_line()
+    assert "\n" not in line
+    return ServerStatus.from_line(line)
+
+
+def test_status_messages_become_state():
+    s = ContributionState(Phase.STARTING)
+    s = apply_status(s, through_the_wire(ServerStatus(Event.LOADING, 0, 10)))
+    assert s.describe() == "starting (loading blocks 0–9)…"
+    s = apply_status(s, through_the_wire(ServerStatus(Event.SERVING, 0, 10, sessions=0, peer_id=PEER,
+                                                      join_address=BOOT)))
+    assert (s.phase, s.start, s.end, s.peer_id, s.join_address) == (Phase.SERVING, 0, 10, PEER, BOOT)
+    assert s.describe() == "serving blocks 0–9, 0 sessions"
+    s = apply_status(s, through_the_wire(ServerStatus(Event.SESSIONS, sessions=2)))
+    assert s.describe() == "serving blocks 0–9, 2 sessions"
+    s = apply_status(s, through_the_wire(ServerStatus(Event.SESSIONS, sessions=1)))
+    assert s.describe() == "serving blocks 0–9, 1 session"
+    s = apply_status(s, through_the_wire(ServerStatus(Event.MOVING, 20, 30)))
+    assert s.describe() == "starting (loading blocks 20–29)…"
+    s = apply_status(s, through_the_wire(ServerStatus(Event.ERROR, message="out of memory")))
+    assert s.error == "out of memory"
+
+
+@pytest.mark.parametrize("line", [
+    "serving blocks 0:10 of SmolLM2 as 12D3KooW…",  # words for people are not status
+    '{"event": "serving"}',  # no version
+    '{"status": 2, "event": "serving"}',  # another version
+    '{"status": 1, "event": "dancing"}',
+    '{"status": 1, "event": "sessions", "sessions": "2"}',
+    '{"status": 1, "event": "sessions", "sessions": -1}',
+    '{"status": 1, "event": "serving", "peer_id": 7}',
+    '[1, 2]',
+    "x" * 70000,
+])
+def test_anything_else_is_refused(line):
+    with pytest.raises(StatusError):
+        ServerStatus.from_line(line)
+
+
+def test_settings_become_serve_arguments(tmp_path):
+    key = tmp_path / "k"
+    args = server_arguments(Settings(initial_peers=(BOOT,), blocks="5:9", port=31337, device="cuda"), key)
+    assert args == ["serve", "--model", "default", "--port", "31337", "--identity", str(key),
+                    "--blocks", "5:9", "--device", "cuda", "--initial-peers", BOOT]
+    assert "--num-blocks" in server_arguments(Settings(num_blocks=4), key)

@@ -4,10 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from corolla.ui.commands.app import READY_LINE
 
 psutil = pytest.importorskip("psutil")
 
@@ -24,13 +25,13 @@ def test_demo_opens_the_app_on_a_local_swarm_and_ctrl_c_stops_everything():
         lines = []
         for line in proc.stdout:
             lines.append(line)
-            if "local swarm is up" in line:
+            if READY_LINE in line:  # the swarm is up, then the app's event loop runs
                 break
         assert any("local swarm is up" in line for line in lines), "".join(lines)
+        assert any(READY_LINE in line for line in lines), "".join(lines)
         children = psutil.Process(proc.pid).children()
         commands = [" ".join(c.cmdline()) for c in children]
         assert sum(" serve " in c for c in commands) == 3 and sum(" bootstrap " in c for c in commands) == 1
-        time.sleep(3)  # the app is up (its chat window opens on the swarm)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         _, alive = psutil.wait_procs(children, timeout=30)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+READY_LINE = "corolla: the app is running"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="start the tray app (the default command)")
@@ -71,6 +73,8 @@ def start_gui(args: argparse.Namespace, initial_peers: list[str] | None = None,
         gui.open_chat()
     if on_quit is not None:
         gui.quit_requested.connect(on_quit)
+    # Once the event loop runs, the app is up: say so (launchers and tests wait for this line).
+    QTimer.singleShot(0, lambda: print(READY_LINE, flush=True))
     try:
         return int(qt.exec())
     finally:

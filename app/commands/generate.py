@@ -64,6 +64,7 @@ async def _generate(args: argparse.Namespace, stream: bool):
     import trio
 
     from corolla.app.chat.reply import ReplyEvents, ReplyWriter
+    from corolla.app.swarm.events import describe_event
     from corolla.core.model import ModelInfo, resolve_model
 
     path = await trio.to_thread.run_sync(resolve_model, args.model)
@@ -81,7 +82,8 @@ async def _generate(args: argparse.Namespace, stream: bool):
             err("route: " + " -> ".join(f"blocks {h.start}:{h.end} on {h.peer_id} ({h.server.rtt_ms:.1f} ms rtt, "
                                         f"{h.server.block_ms:.2f} ms/block)" for h in hops))
 
-    events = ReplyEvents(on_route=on_route, on_reroute=lambda notice, hops: err(notice), on_notice=err, on_text=out)
+    events = ReplyEvents(on_route=on_route, on_reroute=lambda event, hops: err(describe_event(event)),
+                         on_wait=lambda event: err(describe_event(event)), on_text=out)
     messages: list[dict[str, str]] | str = args.prompt
     if args.chat:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])

@@ -163,3 +163,12 @@ def test_a_killed_app_loses_no_character_that_was_shown(tmp_path):
     reply = [m for m in store.messages(conversation.id) if m.role == "assistant"][0]
     assert reply.state == "interrupted"
     assert reply.content.startswith(shown)
+
+
+def test_dark_and_light_themes(qapp):
+    from corolla.ui.theme import apply_theme
+
+    assert apply_theme(qapp, "dark") == "dark"
+    assert qapp.palette().color(qapp.palette().ColorRole.Window).lightness() < 60
+    assert apply_theme(qapp, "light") == "light"
+    assert qapp.palette().color(qapp.palette().ColorRole.Window).lightness() > 180

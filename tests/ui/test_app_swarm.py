@@ -134,3 +134,23 @@ def test_killing_the_server_in_use_shows_a_reroute_notice(qtbot, swarm):
             chat.composer.stop_button.click()
     finally:
         app.quit()
+
+
+def test_the_local_api_toggle_serves_the_swarm_to_openai_clients(qtbot, swarm):
+    import httpx
+
+    services, app = open_app(qtbot, swarm)
+    services.api.port = 0  # any free port (8000 by default)
+    try:
+        app.menu.api_action.trigger()
+        qtbot.waitUntil(lambda: services.api.url != "", timeout=120_000)
+        assert app.menu.api_action.text().startswith("Local API (OpenAI-compatible): on http://127.0.0.1:")
+        reply = httpx.post(services.api.url + "/chat/completions", timeout=120, json={
+            "model": "default", "temperature": 0, "max_tokens": 8,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        assert reply.status_code == 200, reply.text
+        assert "Paris" in reply.json()["choices"][0]["message"]["content"]
+        app.menu.api_action.trigger()
+        assert services.api.state == "off" and app.menu.api_action.text().endswith(": off")
+    finally:
+        app.quit()

@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 
 import platformdirs
+from filelock import FileLock, Timeout
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 
@@ -15,10 +16,40 @@ from corolla.p2p.errors import SwarmError
 SEED_BYTES = 32
 
 
-def default_identity_path(role: str, port: int) -> Path:
-    """Where a peer of this role keeps its key; the port tells apart several peers on one machine."""
-    name = f"{role}.key" if port == 0 else f"{role}-{port}.key"
-    return Path(platformdirs.user_data_dir("corolla", appauthor=False)) / "identity" / name
+EPHEMERAL = "ephemeral"  # as an identity path: a fresh key for this run only, written nowhere
+_held: list[FileLock] = []  # the locks of the identities this process uses, held until it exits
+
+
+def identity_dir() -> Path:
+    """This installation's peer keys (COROLLA_DATA_DIR/identity when that is set)."""
+    base = os.environ.get("COROLLA_DATA_DIR") or platformdirs.user_data_dir("corolla", appauthor=False)
+    return Path(base) / "identity"
+
+
+def claim_identity_path(role: str, directory: Path | None = None) -> Path:
+    """This installation's key file for `role` ("server", "bootstrap"), the same whatever the port.
+
+    A second peer of the same role running on this machine at the same time gets the next free
+    key (role-2.key, ...): each file is locked by the process using it."""
+    directory = directory or identity_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = directory / (f"{role}.key" if n == 1 else f"{role}-{n}.key")
+        lock = FileLock(str(path) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        _held.append(lock)
+        return path
+    raise SwarmError(f"every {role} identity in {directory} is in use")
+
+
+def identity_key(path: Path | None, role: str) -> KeyPair:
+    """The peer's key: from `path`; a fresh one for "ephemeral"; else this installation's for `role`."""
+    if path is not None and str(path) == EPHEMERAL:
+        return create_new_key_pair(secrets.token_bytes(SEED_BYTES))
+    return load_or_create_identity(path or claim_identity_path(role))
 
 
 def load_or_create_identity(path: Path) -> KeyPair:

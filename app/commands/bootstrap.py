@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all interfaces)")
     p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     p.add_argument("--identity", type=Path, default=None,
-                   help="file holding this peer's key (created if missing; keeps the peer id across restarts)")
+                   help="file holding this peer's key (created if missing; 'ephemeral': a new key for this run only; "
+                        "default: this installation's key for the role, the same whatever the port)")
     p.set_defaults(func=run)
 
 

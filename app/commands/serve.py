@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-tokens", type=int, default=8192,
                    help="attention-cache budget in tokens, shared by all sessions")
     p.add_argument("--identity", type=Path, default=None,
-                   help="file holding this peer's key (created if missing; keeps the peer id across restarts)")
+                   help="file holding this peer's key (created if missing; 'ephemeral': a new key for this run only; "
+                        "default: this installation's key for the role, the same whatever the port)")
     p.add_argument("--announce-period", type=float, default=30.0, help="seconds between DHT announcements")
     p.add_argument("--rebalance-period", type=float, default=120.0,
                    help="with --num-blocks: seconds between checks whether another span is needed more (0: never)")

@@ -1,5 +1,8 @@
 """A swarm of real processes on this machine (a bootstrap peer and servers), for demos, tests and
-benchmarks. Every child is `sys.executable -m app ...`, so it works wherever Python does."""
+benchmarks. Every child is `sys.executable -m corolla.app.serve.child ...` (the `corolla` command
+line), so it works wherever Python does, and it ends with the process that started it: its stdin
+is a pipe held here, and a child whose stdin closes (this process exited, crashed or was killed)
+leaves as on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -26,18 +29,19 @@ class LocalSwarmError(CorollaError):
 class ChildProcess:
     """One `corolla` child whose output is collected line by line (stdout and stderr together)."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, args: list[str], log_dir: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.peer_id = ""  # set by whoever reads it from the "serving blocks ... as <peer>;" line
         self.lines: list[str] = []
         self._new_line = threading.Condition()
-        self.log_path = log_dir / f"{name}.log"
+        self.log_path = log_dir / f"{name}.log" if log_dir is not None else None  # None: kept in memory only
         # Servers on one machine take turns computing; busy-waiting OpenMP workers of an idle one
         # would steal the cores of the busy one.
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corolla.app", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
+            [sys.executable, "-m", "corolla.app.serve.child", *args], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent,
             text=True, encoding="utf-8", errors="replace", env=full_env, bufsize=1,
             creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
         )
@@ -52,13 +56,18 @@ class ChildProcess:
         stdout = self.proc.stdout
         if stdout is None:
             return
-        with open(self.log_path, "w", encoding="utf-8") as log:
+        log = open(self.log_path, "w", encoding="utf-8") if self.log_path is not None else None  # noqa: SIM115
+        try:
             for line in stdout:
-                log.write(line)
-                log.flush()
+                if log is not None:
+                    log.write(line)
+                    log.flush()
                 with self._new_line:
                     self.lines.append(line.rstrip("\n"))
                     self._new_line.notify_all()
+        finally:
+            if log is not None:
+                log.close()
         with self._new_line:
             self._new_line.notify_all()
 
@@ -87,12 +96,15 @@ class ChildProcess:
                 self._new_line.wait(min(left, 0.5))
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """Ask the child to leave (SIGTERM / CTRL_BREAK on Windows), kill it after `timeout` s."""
+        """Ask the child to leave (its stdin closes, as when this process ends), kill it after `timeout` s."""
         if self.proc.poll() is None:
-            if sys.platform == "win32":
-                self.proc.send_signal(signal.CTRL_BREAK_EVENT)
-            else:
-                self.proc.terminate()
+            try:
+                self.proc.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                if sys.platform == "win32":
+                    self.proc.send_signal(signal.CTRL_BREAK_EVENT)
+                else:
+                    self.proc.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

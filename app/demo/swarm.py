@@ -6,12 +6,12 @@ Used by the demo command, by the GUI's tests against real processes and by bench
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
 from corolla.app.demo.processes import ChildProcess
+from corolla.p2p.identity import EPHEMERAL
 
 DEFAULT_SPANS = ((0, 10), (10, 20), (20, 30))
 _JOIN = re.compile(r"join with: --initial-peers (\S+)")
@@ -25,8 +25,9 @@ class DemoSwarm:
                  workdir: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.model = model
         self.spans = spans
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="corolla-demo-")
-        self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        # Nothing on disk unless asked: keys are made fresh for the run and output is kept in memory,
+        # so a demo that is killed leaves no folder behind.
+        self.workdir = Path(workdir) if workdir is not None else None
         self.extra_args = extra_args
         self.bootstrap: ChildProcess | None = None
         self.servers: list[ChildProcess] = []
@@ -47,7 +48,7 @@ class DemoSwarm:
         resolve_model(self.model)  # once here, so the servers do not all convert it at the same time
         try:
             self.bootstrap = self._spawn("bootstrap", ["bootstrap", "--host", "127.0.0.1",
-                                                       "--identity", str(self.workdir / "bootstrap.key")])
+                                                       "--identity", self._identity("bootstrap")])
             addr = self.bootstrap.wait_for(_JOIN.pattern).group(1)
             self.initial_peers = [addr]
             progress(f"bootstrap peer: {addr}")
@@ -66,7 +67,7 @@ class DemoSwarm:
         n = len(self.servers)
         server = self._spawn(f"server{n}", [
             "serve", "--model", self.model, "--blocks", f"{start}:{end}", "--host", "127.0.0.1",
-            "--identity", str(self.workdir / f"server{n}.key"), "--initial-peers", *self.initial_peers,
+            "--identity", self._identity(f"server{n}"), "--initial-peers", *self.initial_peers,
             *self.extra_args,
         ])
         server.name = f"server {n} (blocks {start}:{end})"  # for messages; its log file is server{n}.log
@@ -78,6 +79,9 @@ class DemoSwarm:
     def _wait_serving(self, server: ChildProcess) -> None:
         server.peer_id = server.wait_for(_SERVING.pattern).group(3)
 
+    def _identity(self, name: str) -> str:
+        return str(self.workdir / f"{name}.key") if self.workdir is not None else EPHEMERAL
+
     def _spawn(self, name: str, args: list[str]) -> ChildProcess:
         return ChildProcess(name, ["--log-level", "INFO", *args], self.workdir)
 
@@ -85,7 +89,4 @@ class DemoSwarm:
         for node in [*self.servers, *([self.bootstrap] if self.bootstrap else [])]:
             node.stop()
         self.servers, self.bootstrap = [], None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
 

@@ -20,7 +20,7 @@ from corolla.app.trio_run import run_trio
 from corolla.core.errors import CorollaError
 from corolla.p2p.discovery import announce
 from corolla.p2p.host import Peer, open_peer
-from corolla.p2p.identity import default_identity_path, load_or_create_identity
+from corolla.p2p.identity import identity_key
 from corolla.p2p.records import LEAVING, ONLINE, BlockRange
 
 log = logging.getLogger("corolla.node")
@@ -97,7 +97,7 @@ async def stop_signals(cancel: Callable[[], None], *, task_status=trio.TASK_STAT
 
 async def run_bootstrap(host: str, port: int, identity: Path | None) -> None:
     """A DHT-only peer that helps others find each other; prints its address and waits."""
-    key = load_or_create_identity(identity or default_identity_path("bootstrap", port))
+    key = identity_key(identity, "bootstrap")
     async with open_peer(key, host=host, port=port, dht_server=True) as peer:
         for addr in printable_addrs(peer, host):
             say(f"bootstrap peer listening on {addr}")
@@ -129,7 +129,7 @@ async def run_server(cfg: NodeConfig) -> None:
     dtype = check_device(cfg.device, cfg.dtype)
     path = await trio.to_thread.run_sync(resolve_model, cfg.model)
     model = ModelInfo.load(path)
-    key = load_or_create_identity(cfg.identity or default_identity_path("server", cfg.port))
+    key = identity_key(cfg.identity, "server")
     async with open_peer(key, host=cfg.host, port=cfg.port, initial_peers=cfg.initial_peers) as peer:
         blocks = await choose_blocks(cfg, peer, model)
         status.send(ServerStatus(Event.LOADING, blocks.start, blocks.end))

@@ -24,7 +24,7 @@ class ClientHead(nn.Module):
         self.lm_head_weight = nn.Parameter(lm_head, requires_grad=False)
         self.norm_params = nn.ParameterList(nn.Parameter(t, requires_grad=False) for t in norm)
         self.embed_norm_params = nn.ParameterList(nn.Parameter(t, requires_grad=False) for t in embed_norm)
-        self.is_rms = config.model_type != "bloom"
+        self.family = family_for(config)  # how embeddings are scaled and logits finished
         self.eps = getattr(config, "rms_norm_eps", None) or getattr(config, "layer_norm_epsilon", 1e-5)
 
     @classmethod
@@ -51,18 +51,11 @@ class ClientHead(nn.Module):
         if self.embed_norm_params:
             weight, bias = self.embed_norm_params
             hidden = F.layer_norm(hidden, (self.hidden_size,), weight, bias, self.eps)
-        return hidden
+        return self.family.scale_embeddings(self.config, hidden)
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[batch, tokens, hidden] outputs of the last block -> [batch, tokens, vocab] float32 logits."""
         hidden = hidden.to(self.embed_weight.dtype)
-        if self.is_rms:
-            (weight,) = self.norm_params
-            x = hidden.to(torch.float32)
-            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-            hidden = weight * x.to(hidden.dtype)
-        else:
-            weight, bias = self.norm_params
-            hidden = F.layer_norm(hidden, (self.hidden_size,), weight, bias, self.eps)
-        return F.linear(hidden, self.lm_head_weight).float()
+        hidden = self.family.final_norm(self.config, hidden, tuple(self.norm_params))
+        return self.family.finish_logits(self.config, F.linear(hidden, self.lm_head_weight).float())

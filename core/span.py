@@ -56,7 +56,7 @@ class Span(nn.Module):
         for local, block in enumerate(blocks):
             prefix = family.block_prefix(start + local)
             tensors = load_tensors(path, names_with_prefix(path, prefix), dtype=dtype)
-            state = {name[len(prefix):]: t for name, t in tensors.items()}
+            state = family.block_state(config, {name[len(prefix):]: t for name, t in tensors.items()})
             block.load_state_dict(state, strict=True, assign=True)
         blocks = blocks.to(dtype=dtype).eval().requires_grad_(False)
         quantize_linears(blocks, quant, compute_dtype=dtype)

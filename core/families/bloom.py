@@ -12,6 +12,7 @@ from corolla.core.families.base import Family, HeadKeys, layer_index
 
 
 class BloomFamily(Family):
+    name = "BLOOM"
     model_types = ("bloom",)
     attn_implementation = "eager"
     head_keys = HeadKeys(

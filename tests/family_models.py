@@ -28,6 +28,8 @@ def _config(name: str):
         return tf.LlamaConfig(**c, tie_word_embeddings=False, rope_parameters={
             "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
             "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+    if name == "mistral-sliding":
+        return tf.MistralConfig(**c, sliding_window=5, tie_word_embeddings=False)
     if name == "qwen2.5":
         return tf.Qwen2Config(**c, tie_word_embeddings=False)
     if name == "qwen3":
@@ -35,6 +37,8 @@ def _config(name: str):
     if name == "qwen3-sliding":
         return tf.Qwen3Config(**c, head_dim=16, use_sliding_window=True, sliding_window=5, max_window_layers=2,
                               layer_types=["full_attention", "full_attention", "sliding_attention", "sliding_attention"])
+    if name == "gemma":
+        return tf.GemmaConfig(**c, head_dim=16, tie_word_embeddings=False)
     if name == "gemma2":
         return tf.Gemma2Config(**c, head_dim=16, sliding_window=5, layer_types=_MIXED, final_logit_softcapping=3.0,
                                attn_logit_softcapping=5.0, query_pre_attn_scalar=16, tie_word_embeddings=False)
@@ -74,7 +78,7 @@ def _config(name: str):
     raise ValueError(f"no tiny config named {name!r}")
 
 
-NEW_FAMILIES = ("llama3", "qwen2.5", "qwen3", "qwen3-sliding", "gemma2", "gemma3", "phi3", "phi4-mini", "falcon",
+NEW_FAMILIES = ("llama3", "mistral-sliding", "qwen2.5", "qwen3", "qwen3-sliding", "gemma", "gemma2", "gemma3", "phi3", "phi4-mini", "falcon",
                 "falcon-rw", "mixtral", "qwen2-moe", "qwen3-moe", "olmoe", "deepseek-v3")
 MOE_FAMILIES = ("mixtral", "qwen2-moe", "qwen3-moe", "olmoe", "deepseek-v3")
 

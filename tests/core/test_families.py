@@ -4,10 +4,13 @@ conversation exactly as a span loaded for its blocks."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from corolla.core.families import family_for
 from corolla.core.generation import Decoder, SamplingParams, generate
 from corolla.core.head import ClientHead
 from corolla.core.span import Span, SpanRuntime
@@ -29,11 +32,24 @@ def _tokenizer(path):
     return PreTrainedTokenizerFast.from_pretrained(path)
 
 
-def _reference(path, prompt_ids: list[int]) -> list[int]:
-    model = AutoModelForCausalLM.from_pretrained(path)
+def _transformers_model(path):
+    """The whole model in transformers, on the attention kernel the family runs: Gemma 2's soft-capped
+    attention needs eager, which transformers 5.24 picks by itself and 5.17 does not."""
+    config = AutoConfig.from_pretrained(path)
+    kernel = family_for(config).span_config(config, 0, 1)._attn_implementation
+    return AutoModelForCausalLM.from_pretrained(path, attn_implementation=kernel)
+
+
+@functools.cache
+def _generated(path, prompt_ids: tuple[int, ...]) -> tuple[int, ...]:
+    model = _transformers_model(path)
     out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None,
                          pad_token_id=0)
-    return out[0, len(prompt_ids):].tolist()
+    return tuple(out[0, len(prompt_ids):].tolist())
+
+
+def _reference(path, prompt_ids: list[int]) -> list[int]:
+    return list(_generated(path, tuple(prompt_ids)))
 
 
 def _decoder(path) -> Decoder:
@@ -86,7 +102,7 @@ def test_head_and_spans_give_transformers_logits(family_models, name):
     hidden = head.embed(ids)
     for a, b in SPANS:
         hidden = Span.load(path, a, b)(hidden)
-    want = AutoModelForCausalLM.from_pretrained(path)(ids).logits
+    want = _transformers_model(path)(ids).logits
     torch.testing.assert_close(head.logits(hidden), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 

@@ -101,8 +101,8 @@ def test_layers_that_take_past_key_values_get_the_cache(models):
                     use_cache=False, position_embeddings=None, **kwargs):
             received.append(past_key_values)
             return super().forward(hidden_states, attention_mask=attention_mask, position_ids=position_ids,
-                                   cache=past_key_values, use_cache=use_cache,
-                                   position_embeddings=position_embeddings, **kwargs)
+                                   use_cache=use_cache, position_embeddings=position_embeddings,
+                                   **{cache_keyword(base_cls.forward): past_key_values}, **kwargs)
 
     new, old = Span.load(path, 0, LAYERS), Span.load(path, 0, LAYERS)
     for block in old.blocks:

@@ -45,6 +45,13 @@ def _config(name: str):
     if name == "gemma3":
         return tf.Gemma3TextConfig(**c, head_dim=16, sliding_window=5, layer_types=_MIXED,
                                    final_logit_softcapping=3.0, query_pre_attn_scalar=16, tie_word_embeddings=False)
+    if name == "gemma3-image-text":  # Gemma 3 4B+ checkpoints: a text decoder beside a vision tower
+        text = dict(c, head_dim=16, sliding_window=5, layer_types=_MIXED, query_pre_attn_scalar=16,
+                    final_logit_softcapping=3.0)
+        vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                  "image_size": 28, "patch_size": 14}
+        return tf.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                               tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=2)
     if name == "phi3":
         return tf.Phi3Config(**c, tie_word_embeddings=False)
     if name == "phi4-mini":  # partial rotary and longrope scaling, as Phi-4-mini / Phi-3.5 long-context
@@ -78,7 +85,7 @@ def _config(name: str):
     raise ValueError(f"no tiny config named {name!r}")
 
 
-NEW_FAMILIES = ("llama3", "mistral-sliding", "qwen2.5", "qwen3", "qwen3-sliding", "gemma", "gemma2", "gemma3", "phi3", "phi4-mini", "falcon",
+NEW_FAMILIES = ("llama3", "mistral-sliding", "qwen2.5", "qwen3", "qwen3-sliding", "gemma", "gemma2", "gemma3-image-text", "gemma3", "phi3", "phi4-mini", "falcon",
                 "falcon-rw", "mixtral", "qwen2-moe", "qwen3-moe", "olmoe", "deepseek-v3")
 MOE_FAMILIES = ("mixtral", "qwen2-moe", "qwen3-moe", "olmoe", "deepseek-v3")
 
@@ -88,7 +95,13 @@ def make_family_model(folder: Path, name: str, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(_config(name))
+    config = _config(name)
+    if config.model_type == "gemma3":
+        from transformers import Gemma3ForConditionalGeneration as image_text_model
+
+        model = image_text_model(config)
+    else:
+        model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder, max_shard_size="100KB")
     tokenizer = word_level_tokenizer(VOCAB)
     tokenizer.chat_template = CHAT_TEMPLATE

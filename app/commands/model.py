@@ -42,7 +42,7 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"hidden size: {info.hidden_size}")
     print(f"memory per block: {_spread(stored)} as stored, {_spread(half)} in bfloat16 "
           f"(all blocks: {_size(sum(stored))} as stored)")
-    kv = family.kv_bytes_per_token(config, 1, torch.bfloat16)
+    kv = family.kv_bytes_per_token(family.decoder_config(config), 1, torch.bfloat16)
     print(f"attention cache: {_size(kv)} per token per block in bfloat16")
     print(f"hash:        {info.hash}")
     template = _chat_template(info.path)

@@ -101,6 +101,10 @@ class Family:
         """A block's checkpoint tensors (names without the block prefix) as its module expects them."""
         return state
 
+    def decoder_config(self, config: PretrainedConfig) -> PretrainedConfig:
+        """The config of the decoder stack: the model's own, or its text part for image-text models."""
+        return config
+
     def span_config(self, config: PretrainedConfig, start: int, end: int) -> PretrainedConfig:
         """The config seen by blocks [start, end): they are indexed 0..n-1 inside a span's cache."""
         cfg = copy.deepcopy(config)

@@ -8,6 +8,7 @@ import inspect
 import torch
 from transformers import PretrainedConfig
 
+from corolla.core.families.base import HeadKeys
 from corolla.core.families.llama import RotaryFamily
 
 
@@ -45,3 +46,21 @@ class GemmaFamily(RotaryFamily):
         if cap is None:
             return logits
         return torch.tanh(logits / cap) * cap
+
+
+class Gemma3ImageTextFamily(GemmaFamily):
+    """Gemma 3 4B/12B/27B checkpoints (model type gemma3): their text decoder, under `language_model.`.
+    Text in, text out; the vision tower is never loaded."""
+
+    model_types = ("gemma3",)  # type: ignore[assignment]
+    head_keys = HeadKeys(embed="language_model.model.embed_tokens.weight",
+                         final_norm=("language_model.model.norm.weight",), lm_head="language_model.lm_head.weight")
+
+    def block_prefix(self, index: int) -> str:
+        return f"language_model.model.layers.{index}."
+
+    def decoder_config(self, config: PretrainedConfig) -> PretrainedConfig:
+        return config.get_text_config()
+
+    def finish_logits(self, config: PretrainedConfig, logits: torch.Tensor) -> torch.Tensor:
+        return logits  # transformers' image-text Gemma 3 applies no final soft-capping

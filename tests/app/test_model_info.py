@@ -32,3 +32,13 @@ def test_model_info_without_a_chat_template(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "family:      Gemma (gemma2)" in out
     assert "chat template: none" in out
+
+
+def test_model_info_of_an_image_text_gemma3_counts_its_text_blocks(tmp_path, capsys):
+    path = make_family_model(tmp_path / "gemma3", "gemma3-image-text")
+    assert run_info(argparse.Namespace(model=str(path))) == 0
+    out = capsys.readouterr().out
+    assert "family:      Gemma (gemma3)" in out
+    assert "blocks:      4" in out
+    block = Span.load(path, 0, 1).weight_bytes()  # the vision tower is no block
+    assert f"memory per block: {block / 1024:.1f} KiB as stored" in out

@@ -63,6 +63,10 @@ def _config(name: str):
         return tf.FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=LAYERS, num_attention_heads=4,
                                new_decoder_architecture=True, num_kv_heads=2, initializer_range=0.3,
                                bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    if name == "falcon-7b":  # one key/value head shared by all (multi-query), attention beside the MLP
+        return tf.FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=LAYERS, num_attention_heads=4,
+                               new_decoder_architecture=False, multi_query=True, parallel_attn=True,
+                               initializer_range=0.3, bos_token_id=1, eos_token_id=2, pad_token_id=2)
     if name == "falcon-rw":  # the ALiBi variant
         return tf.FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=LAYERS, num_attention_heads=4,
                                alibi=True, parallel_attn=False, bias=True, multi_query=False,
@@ -85,7 +89,7 @@ def _config(name: str):
     raise ValueError(f"no tiny config named {name!r}")
 
 
-NEW_FAMILIES = ("llama3", "mistral-sliding", "qwen2.5", "qwen3", "qwen3-sliding", "gemma", "gemma2", "gemma3-image-text", "gemma3", "phi3", "phi4-mini", "falcon",
+NEW_FAMILIES = ("llama3", "mistral-sliding", "qwen2.5", "qwen3", "qwen3-sliding", "gemma", "gemma2", "gemma3-image-text", "gemma3", "phi3", "phi4-mini", "falcon", "falcon-7b",
                 "falcon-rw", "mixtral", "qwen2-moe", "qwen3-moe", "olmoe", "deepseek-v3")
 MOE_FAMILIES = ("mixtral", "qwen2-moe", "qwen3-moe", "olmoe", "deepseek-v3")
 

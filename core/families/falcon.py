@@ -62,9 +62,11 @@ class FalconFamily(Family):
 
     def kv_bytes_per_token(self, config: PretrainedConfig, num_blocks: int, dtype: torch.dtype) -> int:
         heads = config.num_attention_heads
+        # FalconAttention caches keys and values already spread to every query head in the new
+        # (40B/180B) layout, one shared head with multi-query (7B).
         if config.new_decoder_architecture:
-            kv_heads = config.num_kv_heads
+            kv_heads = heads
         else:
-            kv_heads = 1 if config.multi_query else heads
+            kv_heads = 1 if config.multi_query else config.num_kv_heads
         head_dim = config.hidden_size // heads
         return num_blocks * 2 * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()

@@ -79,6 +79,6 @@ class MoeFamily(RotaryFamily):
     def kv_bytes_per_token(self, config: PretrainedConfig, num_blocks: int, dtype: torch.dtype) -> int:
         if config.model_type != "deepseek_v3":
             return super().kv_bytes_per_token(config, num_blocks, dtype)
-        # transformers keeps DeepSeek's latent attention cache expanded: full keys and values per head.
-        per_head = config.qk_nope_head_dim + config.qk_rope_head_dim + config.v_head_dim
-        return num_blocks * config.num_attention_heads * per_head * torch.empty((), dtype=dtype).element_size()
+        # Latent attention caches the compressed key/value and the one shared rotary key, not per-head ones.
+        per_token = config.kv_lora_rank + config.qk_rope_head_dim
+        return num_blocks * per_token * torch.empty((), dtype=dtype).element_size()

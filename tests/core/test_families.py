@@ -142,3 +142,14 @@ def test_sub_span_continues_a_conversation_like_its_own_span(family_models, name
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     whole = own(torch.cat(turns, dim=1))
     torch.testing.assert_close(torch.cat(outs[1], dim=1), whole, rtol=1e-4, atol=1e-5 * whole.abs().max().item())
+
+
+@pytest.mark.parametrize("name", NEW_FAMILIES)
+def test_cache_bytes_per_token_are_what_the_cache_holds(family_models, name):
+    """Admission control reserves kv_bytes_per_token() per token: it must be the real size (four
+    tokens stay inside every sliding window, so no layer has dropped any yet)."""
+    span = Span.load(family_models[name], 0, LAYERS)
+    cache = span.new_cache()
+    span.run(torch.randn(1, 4, 64), cache, 0)
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert held == 4 * span.kv_bytes_per_token()

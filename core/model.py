@@ -74,8 +74,8 @@ class ModelInfo:
             hash=model_hash(path),
             config=config,
             family=family,
-            num_blocks=config.num_hidden_layers,
-            hidden_size=config.hidden_size,
+            num_blocks=family.decoder_config(config).num_hidden_layers,
+            hidden_size=family.decoder_config(config).hidden_size,
         )
 
 

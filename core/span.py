@@ -45,8 +45,9 @@ class Span(nn.Module):
         """Build blocks [start, end) on the meta device and fill them from their shards only."""
         path = Path(path)
         quant = Quantization(quant)
-        full_config = AutoConfig.from_pretrained(path)
-        family = family_for(full_config)
+        model_config = AutoConfig.from_pretrained(path)
+        family = family_for(model_config)
+        full_config = family.decoder_config(model_config)
         total = full_config.num_hidden_layers
         if not 0 <= start < end <= total:
             raise ShapeError(f"blocks {start}:{end} are not a span of this model's {total} blocks")
@@ -56,7 +57,7 @@ class Span(nn.Module):
         for local, block in enumerate(blocks):
             prefix = family.block_prefix(start + local)
             tensors = load_tensors(path, names_with_prefix(path, prefix), dtype=dtype)
-            state = {name[len(prefix):]: t for name, t in tensors.items()}
+            state = family.block_state(config, {name[len(prefix):]: t for name, t in tensors.items()})
             block.load_state_dict(state, strict=True, assign=True)
         blocks = blocks.to(dtype=dtype).eval().requires_grad_(False)
         quantize_linears(blocks, quant, compute_dtype=dtype)

@@ -7,9 +7,15 @@ from transformers import PretrainedConfig
 from corolla.core.errors import UnsupportedModelError
 from corolla.core.families.base import Family, HeadKeys
 from corolla.core.families.bloom import BloomFamily
+from corolla.core.families.falcon import FalconFamily
+from corolla.core.families.gemma import Gemma3ImageTextFamily, GemmaFamily
 from corolla.core.families.llama import LlamaFamily
+from corolla.core.families.moe import MoeFamily
+from corolla.core.families.phi import PhiFamily
+from corolla.core.families.qwen import QwenFamily
 
-FAMILIES: tuple[Family, ...] = (LlamaFamily(), BloomFamily())
+FAMILIES: tuple[Family, ...] = (LlamaFamily(), QwenFamily(), GemmaFamily(), Gemma3ImageTextFamily(), PhiFamily(),
+                                FalconFamily(), BloomFamily(), MoeFamily())
 
 
 def family_for(config: PretrainedConfig) -> Family:

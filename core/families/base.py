@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 from transformers import PretrainedConfig
+
+from corolla.core.weights import weight_map
 
 
 @dataclass(frozen=True)
@@ -29,9 +37,54 @@ def layer_index(block: nn.Module) -> int:
     return 0
 
 
+@functools.cache
+def cache_keyword(fn: Callable) -> str:
+    """The name under which `fn` (a layer's forward, a mask builder) takes the attention cache.
+
+    transformers 5.24 calls it `cache`; 5.17 (the GPU machine's) calls it `past_key_values`.
+    Asking the signature once per function lets one family run on both."""
+    params = inspect.signature(fn).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def call_with_cache(fn: Callable, cache, **kwargs):
+    """`fn(**kwargs)` with the cache passed under the name `fn` takes it by."""
+    kwargs[cache_keyword(fn)] = cache
+    return fn(**kwargs)
+
+
+def tensor_bytes(folder: Path, names: list[str], dtype: torch.dtype | None = None) -> int:
+    """Bytes the named checkpoint tensors take in memory, read from the safetensors headers only.
+
+    With `dtype`, floating-point tensors count at that dtype's size (what loading would cast to)."""
+    mapping = weight_map(folder)
+    by_shard: dict[str, list[str]] = {}
+    for name in names:
+        by_shard.setdefault(mapping[name], []).append(name)
+    total = 0
+    for shard, shard_names in by_shard.items():
+        with safe_open(str(folder / shard), framework="pt") as f:
+            for name in shard_names:
+                part = f.get_slice(name)
+                numel = 1
+                for size in part.get_shape():
+                    numel *= size
+                stored = _SAFETENSORS_DTYPES.get(part.get_dtype(), torch.float32)
+                target = dtype if dtype is not None and stored.is_floating_point else stored
+                total += numel * torch.empty((), dtype=target).element_size()
+    return total
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn,
+                       "F8_E5M2": torch.float8_e5m2}
+
+
 class Family:
     """One family of decoder-only models (Llama-like, BLOOM, ...): how blocks are built and run."""
 
+    name: str = ""  # what `model info` prints
     model_types: tuple[str, ...] = ()
     attn_implementation = "sdpa"
     head_keys: HeadKeys
@@ -43,6 +96,14 @@ class Family:
     def build_block(self, config: PretrainedConfig, local_index: int) -> nn.Module:
         """An empty decoder block (built on whatever device is current, usually meta)."""
         raise NotImplementedError
+
+    def block_state(self, config: PretrainedConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A block's checkpoint tensors (names without the block prefix) as its module expects them."""
+        return state
+
+    def decoder_config(self, config: PretrainedConfig) -> PretrainedConfig:
+        """The config of the decoder stack: the model's own, or its text part for image-text models."""
+        return config
 
     def span_config(self, config: PretrainedConfig, start: int, end: int) -> PretrainedConfig:
         """The config seen by blocks [start, end): they are indexed 0..n-1 inside a span's cache."""
@@ -77,3 +138,28 @@ class Family:
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         return num_blocks * 2 * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+    def block_bytes(self, folder: Path, index: int, dtype: torch.dtype | None = None) -> int:
+        """Weight bytes of block `index` (all its experts, for mixture-of-experts), at `dtype` if given."""
+        prefix = self.block_prefix(index)
+        return tensor_bytes(folder, [n for n in weight_map(folder) if n.startswith(prefix)], dtype)
+
+    # The client head's share: the family says how embeddings are scaled and logits are finished.
+
+    def scale_embeddings(self, config: PretrainedConfig, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+    def final_norm(self, config: PretrainedConfig, hidden: torch.Tensor,
+                   params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The norm after the last block: LayerNorm when the checkpoint has a bias, else RMSNorm."""
+        eps = getattr(config, "rms_norm_eps", None) or getattr(config, "layer_norm_epsilon", 1e-5)
+        if len(params) == 2:
+            weight, bias = params
+            return F.layer_norm(hidden, (hidden.shape[-1],), weight, bias, eps)
+        (weight,) = params
+        x = hidden.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return weight * x.to(hidden.dtype)
+
+    def finish_logits(self, config: PretrainedConfig, logits: torch.Tensor) -> torch.Tensor:
+        return logits

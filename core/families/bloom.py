@@ -6,12 +6,13 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 from transformers.masking_utils import create_causal_mask
-from transformers.models.bloom.modeling_bloom import BloomBlock, _get_alibi_slopes
+from transformers.models.bloom.modeling_bloom import BloomBlock, build_alibi_tensor
 
-from corolla.core.families.base import Family, HeadKeys, layer_index
+from corolla.core.families.base import Family, HeadKeys, call_with_cache, layer_index
 
 
 class BloomFamily(Family):
+    name = "BLOOM"
     model_types = ("bloom",)
     attn_implementation = "eager"
     head_keys = HeadKeys(
@@ -30,12 +31,11 @@ class BloomFamily(Family):
     def run_blocks(self, blocks, positional, config, hidden, cache, past_length) -> torch.Tensor:
         batch, tokens, _ = hidden.shape
         kv_length = past_length + tokens
-        slopes = _get_alibi_slopes(config.n_head, hidden.device)
-        alibi = (slopes[:, None, None] * torch.arange(kv_length, device=hidden.device)).repeat(batch, 1, 1)
-        alibi = alibi.to(hidden.dtype)
+        ones = torch.ones((batch, kv_length), device=hidden.device, dtype=torch.long)
+        alibi = build_alibi_tensor(ones, config.n_head, dtype=hidden.dtype)  # [batch * heads, 1, kv_length]
         position_ids = torch.arange(past_length, kv_length, device=hidden.device).unsqueeze(0)
-        mask = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
-                                  position_ids=position_ids, layer_idx=layer_index(blocks[0]))
+        mask = call_with_cache(create_causal_mask, cache, config=config, inputs_embeds=hidden, attention_mask=None,
+                               position_ids=position_ids, layer_idx=layer_index(blocks[0]))
         for block in blocks:
             hidden = block(hidden, alibi=alibi, attention_mask=mask, layer_past=cache,
                            use_cache=cache is not None)[0]

@@ -1,4 +1,5 @@
-"""Llama-like decoders (Llama, Mistral, Qwen2): rotary positions, RMSNorm, transformers' own layers."""
+"""Llama-shaped decoders: rotary positions, pre-norm blocks called as transformers' own models call
+them. `RotaryFamily` is the shared runner; Llama 2/3.x and Mistral are its plainest members."""
 
 from __future__ import annotations
 
@@ -9,25 +10,35 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-from corolla.core.families.base import Family, HeadKeys, layer_index
+from corolla.core.families.base import Family, HeadKeys, cache_keyword, call_with_cache, layer_index
 
-_CLASS_PREFIX = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
+LLAMA_HEAD_KEYS = HeadKeys(embed="model.embed_tokens.weight", final_norm=("model.norm.weight",),
+                           lm_head="lm_head.weight")
 
 
-def _modeling(model_type: str):
+def modeling(model_type: str):
+    """transformers' modeling module of `model_type` (e.g. transformers.models.qwen3.modeling_qwen3)."""
     return importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
 
 
-class LlamaFamily(Family):
-    model_types = tuple(_CLASS_PREFIX)
-    head_keys = HeadKeys(embed="model.embed_tokens.weight", final_norm=("model.norm.weight",),
-                         lm_head="lm_head.weight")
+class RotaryFamily(Family):
+    """Decoders whose layers take (hidden, mask, position ids, cache, rotary cos/sin) and whose
+    checkpoints keep blocks under `model.layers.N.`. Subclasses name their classes per model type."""
+
+    class_prefix: dict[str, str] = {}  # model_type -> class name prefix, e.g. "qwen3" -> "Qwen3"
+    module_of: dict[str, str] = {}  # model_type -> transformers module, where the two differ
+    head_keys = LLAMA_HEAD_KEYS
+
+    @property
+    def model_types(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self.class_prefix)
 
     def block_prefix(self, index: int) -> str:
         return f"model.layers.{index}."
 
     def _cls(self, config: PretrainedConfig, suffix: str):
-        return getattr(_modeling(config.model_type), _CLASS_PREFIX[config.model_type] + suffix)
+        module = modeling(self.module_of.get(config.model_type, config.model_type))
+        return getattr(module, self.class_prefix[config.model_type] + suffix)
 
     def build_block(self, config: PretrainedConfig, local_index: int) -> nn.Module:
         return self._cls(config, "DecoderLayer")(config, local_index)
@@ -35,12 +46,13 @@ class LlamaFamily(Family):
     def make_positional(self, config: PretrainedConfig) -> nn.Module:
         return self._cls(config, "RotaryEmbedding")(config=config)
 
-    @staticmethod
-    def _attention_kind(config: PretrainedConfig, index: int) -> str:
-        if config.model_type == "mistral" and getattr(config, "sliding_window", None):
-            return "sliding_attention"
-        layer_types = getattr(config, "layer_types", None) or []
-        return layer_types[index] if index < len(layer_types) else "full_attention"
+    def attention_kind(self, config: PretrainedConfig, index: int) -> str:
+        """'sliding_attention' or 'full_attention' for the block in cache slot `index`."""
+        # The same rule transformers' DynamicCache follows, so masks and cache slots agree.
+        layer_types = getattr(config, "layer_types", None)
+        if layer_types:
+            return layer_types[index]
+        return "sliding_attention" if getattr(config, "sliding_window", None) is not None else "full_attention"
 
     def _masks(self, blocks, config, hidden, cache, position_ids) -> list:
         """One mask per block. Sizes come from the cache slot of a block of the same kind: a span
@@ -49,28 +61,41 @@ class LlamaFamily(Family):
         kinds = []
         for block in blocks:
             index = layer_index(block)
-            kind = self._attention_kind(config, index)
+            kind = self.attention_kind(config, index)
             if kind not in masks:
                 make = create_sliding_window_causal_mask if kind == "sliding_attention" else create_causal_mask
-                masks[kind] = make(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
-                                   position_ids=position_ids, layer_idx=index)
+                masks[kind] = call_with_cache(make, cache, config=config, inputs_embeds=hidden, attention_mask=None,
+                                              position_ids=position_ids, layer_idx=index)
             kinds.append(kind)
         return [masks[kind] for kind in kinds]
+
+    def position_embeddings(self, positional, hidden, position_ids, kinds: set[str]) -> dict[str, object]:
+        """Rotary cos/sin per attention kind (one table for all kinds unless the family has several)."""
+        table = positional(hidden, position_ids=position_ids)
+        return dict.fromkeys(kinds, table)
 
     def run_blocks(self, blocks, positional, config, hidden, cache, past_length) -> torch.Tensor:
         tokens = hidden.shape[1]
         position_ids = torch.arange(past_length, past_length + tokens, device=hidden.device).unsqueeze(0)
         masks = self._masks(blocks, config, hidden, cache, position_ids)
-        position_embeddings = positional(hidden, position_ids=position_ids)
-        for block, mask in zip(blocks, masks):
+        kinds = [self.attention_kind(config, layer_index(block)) for block in blocks]
+        tables = self.position_embeddings(positional, hidden, position_ids, set(kinds))
+        for block, mask, kind in zip(blocks, masks, kinds):
             hidden = block(
                 hidden,
                 attention_mask=mask,
                 position_ids=position_ids,
-                cache=cache,
                 use_cache=cache is not None,
-                position_embeddings=position_embeddings,
+                position_embeddings=tables[kind],
+                **{cache_keyword(type(block).forward): cache},
             )
             if isinstance(hidden, tuple):
                 hidden = hidden[0]
         return hidden
+
+
+class LlamaFamily(RotaryFamily):
+    """Llama 2, Llama 3.x (its rope scaling lives in the rotary module built from the config), Mistral."""
+
+    name = "Llama"
+    class_prefix = {"llama": "Llama", "mistral": "Mistral"}

@@ -35,6 +35,7 @@ class Settings:
     port: int = 0  # 0: any free port
     contribute: bool = False
     system_prompt: str = "You are a helpful assistant."
+    welcomed: bool = False  # the first-run welcome was answered
     sampling: SamplingParams = CHAT_SAMPLING
 
     def validated(self) -> Settings:
@@ -52,6 +53,7 @@ class Settings:
         _check(_is_int(self.port) and 0 <= self.port <= 65535, "port", self.port,
                "must be from 0 (any) to 65535")
         _check(isinstance(self.contribute, bool), "contribute", self.contribute, "must be true or false")
+        _check(isinstance(self.welcomed, bool), "welcomed", self.welcomed, "must be true or false")
         _check(isinstance(self.system_prompt, str), "system prompt", self.system_prompt, "must be text")
         try:
             self.sampling.validated()
@@ -90,6 +92,14 @@ class Settings:
             sampling["stop"] = tuple(sampling["stop"])
         return cls(initial_peers=tuple(peers), sampling=SamplingParams(**{**dataclasses.asdict(CHAT_SAMPLING),
                                                                          **sampling}), **data).validated()
+
+
+def default_bootstrap_peers() -> tuple[str, ...]:
+    """The public swarm's bootstrap peers shipped with Corolla (resources/bootstrap.txt)."""
+    from corolla.resources import files
+
+    lines = files().joinpath("bootstrap.txt").read_text(encoding="utf-8").splitlines()
+    return tuple(check_multiaddr(line.strip()) for line in lines if line.strip() and not line.startswith("#"))
 
 
 def block_range(text: str) -> tuple[int, int]:

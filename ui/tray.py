@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Slot
+from PySide6.QtCore import QByteArray, QObject, Slot
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtWidgets import QSystemTrayIcon
 
 from corolla.app.contribute.state import ContributionState, Phase
+from corolla.resources import files
 from corolla.ui.menu_window import MenuWindow
 from corolla.ui.tray_menu import TrayMenu
 
@@ -15,19 +17,19 @@ _COLORS = {Phase.OFF: "#8a8f98", Phase.STARTING: "#e0a030", Phase.SERVING: "#3aa
 
 
 def state_icon(phase: Phase) -> QIcon:
-    """A round icon coloured by the contribution state (a flower bud: the corolla)."""
-    pix = QPixmap(64, 64)
-    pix.fill(QColor(0, 0, 0, 0))
-    p = QPainter(pix)
-    p.setRenderHint(QPainter.RenderHint.Antialiasing)
-    p.setPen(QColor("#ffffff"))
-    p.setBrush(QColor(_COLORS[phase]))
-    for dx, dy in ((0, -14), (14, 0), (0, 14), (-14, 0)):
-        p.drawEllipse(20 + dx, 20 + dy, 24, 24)
-    p.setBrush(QColor("#f5d04a"))
-    p.drawEllipse(24, 24, 16, 16)
-    p.end()
-    return QIcon(pix)
+    """The app's icon (resources/icon.svg, a corolla) with its petals coloured by the contribution
+    state, rendered at the sizes trays and window managers ask for."""
+    svg = files().joinpath("icon.svg").read_text(encoding="utf-8").replace("#3aa55d", _COLORS[phase])
+    renderer = QSvgRenderer(QByteArray(svg.encode()))
+    icon = QIcon()
+    for size in (16, 22, 24, 32, 48, 64, 128):
+        pix = QPixmap(size, size)
+        pix.fill(QColor(0, 0, 0, 0))
+        painter = QPainter(pix)
+        renderer.render(painter)
+        painter.end()
+        icon.addPixmap(pix)
+    return icon
 
 
 class Tray(QObject):

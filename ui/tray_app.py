@@ -12,6 +12,7 @@ from corolla.ui.settings_dialog import SettingsDialog
 from corolla.ui.swarm_view import SwarmView
 from corolla.ui.tray import Tray
 from corolla.ui.tray_menu import TrayMenu
+from corolla.ui.welcome_dialog import WelcomeDialog
 
 
 class TrayApp(QObject):
@@ -44,6 +45,21 @@ class TrayApp(QObject):
         self.tray.show()
         if self.services.settings_error:
             self._warn(self.services.settings_error)
+        elif self.services.first_run:
+            self.open_welcome()
+
+    @Slot()
+    def open_welcome(self) -> WelcomeDialog:
+        from corolla.app.settings import default_bootstrap_peers
+
+        s = self.services
+        self.welcome = WelcomeDialog(default_bootstrap_peers())
+        self.welcome.join_public.connect(lambda: s.welcome("public"))
+        self.welcome.join_private.connect(lambda address: s.welcome("private", address))
+        self.welcome.start_here.connect(lambda: s.welcome("here"))
+        self.welcome.later.connect(lambda: s.welcome("later"))
+        self.welcome.show()
+        return self.welcome
 
     @Slot()
     def open_chat(self) -> ChatWindow:

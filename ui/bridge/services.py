@@ -54,9 +54,11 @@ class Services(QObject):
         super().__init__()
         self.persist = persist
         self.settings_error = ""
+        self.first_run = False  # the welcome is shown when the user's own settings never answered it
         if settings is None:
             try:
                 settings = settings_file.load()
+                self.first_run = not settings.welcomed
             except SettingsError as exc:  # shown to the user; the file is left as it is
                 self.settings_error = f"{exc}. Using defaults until the settings are saved again."
                 settings = Settings()
@@ -110,6 +112,25 @@ class Services(QObject):
         else:
             self.contribution.stop()
         self._save(self.settings.replace(contribute=on))
+
+    def welcome(self, choice: str, address: str = "") -> None:
+        """The first-run choice: "public", "private" (with `address`), "here" or "later"."""
+        from corolla.app.settings import default_bootstrap_peers
+
+        new = self.settings.replace(welcomed=True)
+        if choice == "public":
+            new = new.replace(initial_peers=default_bootstrap_peers())
+        elif choice == "private":
+            new = new.replace(initial_peers=(address,))
+        elif choice == "here":  # a new swarm on this PC: it must serve every block
+            from corolla.core.model import ModelInfo, resolve_model
+
+            num_blocks = ModelInfo.load(resolve_model(new.model, progress=False)).num_blocks
+            new = new.replace(initial_peers=(), blocks=f"0:{num_blocks}")
+        self.first_run = False
+        self.apply_settings(new)
+        if choice == "here":
+            self.set_contributing(True)
 
     def set_api(self, on: bool) -> None:
         """Serve the OpenAI-compatible API on this computer, on the swarm the chat uses."""

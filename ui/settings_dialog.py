@@ -21,6 +21,16 @@ from PySide6.QtWidgets import (
 
 from corolla.app.errors import SettingsError
 from corolla.app.settings import Settings
+from corolla.core.errors import CorollaError
+
+
+def _model_info(model: str):
+    """The model's description if it can be found here (a local folder, 'default', or a cached hub id)."""
+    from corolla.core.model import ModelInfo, resolve_model
+
+    if not model:
+        raise CorollaError("name a model: \"default\", a folder or a hub id")
+    return ModelInfo.load(resolve_model(model, progress=False))
 
 
 class SettingsDialog(QDialog):
@@ -73,6 +83,42 @@ class SettingsDialog(QDialog):
         self.num_blocks.setValue(s.num_blocks)
         self.port.setText(str(s.port))
 
+    def problems(self) -> dict[QWidget, str]:
+        """Every field that cannot be used, with the reason in a sentence (empty: all good)."""
+        found: dict[QWidget, str] = {}
+        checks = [
+            (self.peers, lambda: self._base.replace(initial_peers=self._peers())),
+            (self.device, lambda: self._base.replace(device=self.device.currentText().strip())),
+            (self.blocks, lambda: self._base.replace(blocks=self.blocks.text().strip())),
+            (self.port, lambda: self._base.replace(port=self._port())),
+        ]
+        for widget, check in checks:
+            try:
+                check()
+            except SettingsError as exc:
+                found[widget] = str(exc)
+        model = self.model.text().strip()
+        try:
+            info = _model_info(model)
+        except CorollaError as exc:
+            found[self.model] = f"model {model!r} cannot be used: {exc}"
+        else:
+            blocks = self.blocks.text().strip()
+            if self.blocks not in found and blocks and int(blocks.split(":")[1]) > info.num_blocks:
+                found[self.blocks] = (f"blocks {blocks} go past the end of {info.name}, which has "
+                                      f"{info.num_blocks} blocks (0:{info.num_blocks} serves them all)")
+        return found
+
+    def _peers(self) -> tuple[str, ...]:
+        return tuple(line.strip() for line in self.peers.toPlainText().splitlines() if line.strip())
+
+    def _port(self) -> int:
+        text = self.port.text().strip()
+        try:
+            return int(text)
+        except ValueError:
+            raise SettingsError(f"port {text!r} must be a number from 0 (any) to 65535") from None
+
     def settings(self) -> Settings:
         """The settings as entered; raises SettingsError naming the first invalid value."""
         port_text = self.port.text().strip()
@@ -92,6 +138,14 @@ class SettingsDialog(QDialog):
 
     @Slot()
     def try_accept(self) -> None:
+        """Save only settings that work: every bad field is marked at once, with a sentence each."""
+        problems = self.problems()
+        for widget in (self.peers, self.model, self.device, self.blocks, self.port):
+            widget.setStyleSheet("border: 1px solid #b00020" if widget in problems else "")
+        if problems:
+            self.error.setText("\n".join(f"• {why}" for why in problems.values()))
+            self.error.show()
+            return
         try:
             s = self.settings()
         except SettingsError as exc:

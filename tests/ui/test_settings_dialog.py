@@ -38,3 +38,26 @@ def test_valid_values_are_emitted(qtbot, dialog):
     s = got.args[0]
     assert (s.initial_peers, s.device, s.num_blocks, s.blocks) == ((PEER,), "cuda:1", 12, "")
     assert not dialog.isVisible()
+
+
+def test_every_bad_field_is_marked_at_once_and_the_model_is_checked(qtbot, dialog, tmp_path):
+    dialog.model.setText(str(tmp_path / "no-such-model"))
+    dialog.blocks.setText("0:50")
+    dialog.port.setText("http")
+    with qtbot.assertNotEmitted(dialog.accepted_settings):
+        dialog.try_accept()
+    problems = dialog.problems()
+    assert set(problems) == {dialog.model, dialog.port}  # blocks are checked once the model is known
+    assert "cannot be used" in dialog.error.text() and "port" in dialog.error.text()
+    assert "b00020" in dialog.model.styleSheet() and "b00020" in dialog.port.styleSheet()
+    assert "Error" not in dialog.error.text() and "Traceback" not in dialog.error.text()
+
+    dialog.model.setText("default")
+    dialog.port.setText("0")
+    with qtbot.assertNotEmitted(dialog.accepted_settings):
+        dialog.try_accept()
+    assert "has 30 blocks" in dialog.error.text() and "b00020" in dialog.blocks.styleSheet()
+    assert dialog.model.styleSheet() == ""
+    dialog.blocks.setText("0:30")
+    with qtbot.waitSignal(dialog.accepted_settings):
+        dialog.try_accept()

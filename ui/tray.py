@@ -13,7 +13,7 @@ from corolla.ui.menu_window import MenuWindow
 from corolla.ui.tray_menu import TrayMenu
 
 _COLORS = {Phase.OFF: "#8a8f98", Phase.STARTING: "#e0a030", Phase.SERVING: "#3aa55d",
-           Phase.STOPPING: "#e0a030", Phase.ERROR: "#d04040"}
+           Phase.STOPPING: "#e0a030", Phase.PAUSED: "#5b8bd0", Phase.ERROR: "#d04040"}
 
 
 def state_icon(phase: Phase) -> QIcon:

@@ -41,7 +41,7 @@ class TrayMenu(QMenu):
         """Reflect the server's state in the toggle's text and tick (without re-emitting)."""
         self._updating = True
         try:
-            self.contribute_action.setChecked(state.active or state.phase is Phase.STOPPING)
+            self.contribute_action.setChecked(state.active or state.phase in (Phase.STOPPING, Phase.PAUSED))
             self.contribute_action.setText(f"Contribute GPU: {state.describe()}")
             self.contribute_action.setToolTip(state.error or state.describe())
         finally:

@@ -22,6 +22,7 @@ class Phase(str, Enum):
     STARTING = "starting"
     SERVING = "serving"
     STOPPING = "stopping"
+    PAUSED = "paused"  # the volunteer's rules paused serving (a game runs, on battery, ...); resumes by itself
     ERROR = "error"
 
 
@@ -48,6 +49,8 @@ class ContributionState:
             return f"starting (loading blocks {self.start}–{self.end - 1})…"
         if self.phase is Phase.ERROR:
             return f"error: {self.error}" if self.error else "error"
+        if self.phase is Phase.PAUSED:
+            return f"paused: {self.error}" if self.error else "paused"
         return {Phase.OFF: "off", Phase.STARTING: "starting…", Phase.STOPPING: "stopping…"}.get(
             self.phase, self.phase.value
         )

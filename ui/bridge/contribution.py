@@ -36,6 +36,8 @@ class ContributionController(QObject):
         self._tail: list[str] = []
         self._stopping = False
         self._restart_with: Settings | None = None
+        self._settings: Settings | None = None  # what the server runs with (to resume after a pause)
+        self._pausing = ""  # why the server is being stopped for a pause
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._kill)
@@ -56,6 +58,7 @@ class ContributionController(QObject):
                 self._restart_with = settings.validated()
             return
         settings.validated()
+        self._settings, self._pausing = settings, ""
         proc = QProcess(self)
         proc.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
         env = QProcessEnvironment.systemEnvironment()
@@ -79,12 +82,30 @@ class ContributionController(QObject):
         self.stop()
         self._restart_with = settings
 
+    def pause(self, reason: str) -> None:
+        """Leave the swarm for now (open sessions move off first); `resume()` serves again."""
+        if self._process is None or self._stopping:
+            return
+        self.stop()
+        self._pausing = reason
+        self._set(ContributionState(Phase.STOPPING, error=reason, peer_id=self._state.peer_id))
+
+    def resume(self) -> None:
+        """Serve again with the settings it had before the pause."""
+        if self._state.phase is Phase.PAUSED and self._settings is not None:
+            self.start(self._settings)
+
+    @property
+    def paused(self) -> bool:
+        return self._state.phase is Phase.PAUSED or bool(self._pausing)
+
     @Slot()
     def stop(self) -> None:
         """Ask the server to stop; it is killed if it has not exited after STOP_GRACE_MS."""
         self._restart_with = None
+        self._pausing = ""
         if self._process is None:
-            if self._state.phase is Phase.ERROR:
+            if self._state.phase in (Phase.ERROR, Phase.PAUSED):
                 self._set(ContributionState())
             return
         self._stopping = True
@@ -149,6 +170,10 @@ class ContributionController(QObject):
         self._kill_timer.stop()
         self._process = None
         if self._stopping:
+            if self._pausing:
+                self._set(ContributionState(Phase.PAUSED, error=self._pausing))
+                self._pausing = ""
+                return
             self._set(ContributionState())
             if self._restart_with is not None:
                 settings, self._restart_with = self._restart_with, None

@@ -28,6 +28,7 @@ from corolla.ui.bridge.contribution import ContributionController
 from corolla.ui.bridge.conversation import ConversationController
 from corolla.ui.bridge.swarm_monitor import SwarmMonitor
 from corolla.ui.bridge.trio_thread import TrioThread
+from corolla.ui.bridge.volunteer import VolunteerControl
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Services(QObject):
                                                     settings.system_prompt)
         self.contribution = ContributionController()
         self.api = ApiProcess()
+        self.volunteer = VolunteerControl(self.contribution)
         self.contribution.state_changed.connect(self._contribution_changed)
         self.monitor = SwarmMonitor(self.trio, self.connection)
 
@@ -176,6 +178,7 @@ class Services(QObject):
         """Stop everything this app started: the reply, the server process, the network thread."""
         self.conversations.close()
         self.monitor.stop()
+        self.volunteer.stop()
         self.contribution.shutdown()
         self.api.stop(wait_ms=5000)
         self.trio.stop(timeout=5)  # cancels every task, the swarm connection's included

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +30,37 @@ def layer_index(block: nn.Module) -> int:
         if isinstance(index, int):
             return index
     return 0
+
+
+@functools.cache
+def _cache_keyword(block_type: type) -> str:
+    params = inspect.signature(block_type.forward).parameters
+    # transformers 5.24 names it `cache`, 5.17 `past_key_values`; BLOOM's block says `layer_past`.
+    for name in ("cache", "past_key_values", "layer_past"):
+        if name in params:
+            return name
+    raise TypeError(f"{block_type.__name__}.forward takes no cache argument this version of Corolla knows")
+
+
+def cache_kwargs(block: nn.Module, cache) -> dict:
+    """The cache as the keyword argument this transformers version's `block` takes (checked once per class)."""
+    return {_cache_keyword(type(block)): cache}
+
+
+def step_positions(past_length: int | Sequence[int], tokens: int,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Position ids [rows or 1, tokens] of a step's new tokens, and its padding mask [rows, kv] or None.
+
+    A sequence `past_length` (one entry per row) is a batch of sessions with different pasts whose
+    caches are left-padded to the longest: the mask hides the padding, positions stay each row's own.
+    """
+    if isinstance(past_length, int):
+        return torch.arange(past_length, past_length + tokens, device=device).unsqueeze(0), None
+    longest = max(past_length)
+    past = torch.tensor(list(past_length), device=device)
+    position_ids = past[:, None] + torch.arange(tokens, device=device)
+    mask = torch.arange(longest + tokens, device=device)[None, :] >= (longest - past)[:, None]
+    return position_ids, mask.long()
 
 
 class Family:
@@ -66,9 +100,12 @@ class Family:
         config: PretrainedConfig,
         hidden: torch.Tensor,
         cache,
-        past_length: int,
+        past_length: int | Sequence[int],
     ) -> torch.Tensor:
-        """Run `hidden` [batch, tokens, hidden] through the blocks, appending to `cache` if given."""
+        """Run `hidden` [batch, tokens, hidden] through the blocks, appending to `cache` if given.
+
+        `past_length` is the tokens already in the cache, or one count per row for a padded batch of
+        sessions (see `step_positions`)."""
         raise NotImplementedError
 
     def kv_bytes_per_token(self, config: PretrainedConfig, num_blocks: int, dtype: torch.dtype) -> int:

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 from transformers.masking_utils import create_causal_mask
-from transformers.models.bloom.modeling_bloom import BloomBlock, _get_alibi_slopes
+from transformers.models.bloom.modeling_bloom import BloomBlock, build_alibi_tensor
 
-from corolla.core.families.base import Family, HeadKeys, layer_index
+from corolla.core.families.base import Family, HeadKeys, cache_kwargs, layer_index, step_positions
 
 
 class BloomFamily(Family):
@@ -29,14 +29,15 @@ class BloomFamily(Family):
 
     def run_blocks(self, blocks, positional, config, hidden, cache, past_length) -> torch.Tensor:
         batch, tokens, _ = hidden.shape
-        kv_length = past_length + tokens
-        slopes = _get_alibi_slopes(config.n_head, hidden.device)
-        alibi = (slopes[:, None, None] * torch.arange(kv_length, device=hidden.device)).repeat(batch, 1, 1)
-        alibi = alibi.to(hidden.dtype)
-        position_ids = torch.arange(past_length, kv_length, device=hidden.device).unsqueeze(0)
-        mask = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
-                                  position_ids=position_ids, layer_idx=layer_index(blocks[0]))
+        position_ids, attention_mask = step_positions(past_length, tokens, hidden.device)
+        # In a left-padded batch ALiBi counts each row's positions from its first real token.
+        rows = attention_mask if attention_mask is not None else torch.ones(
+            batch, past_length + tokens, dtype=torch.long, device=hidden.device)
+        alibi = build_alibi_tensor(rows, config.n_head, hidden.dtype)
+        # The cache goes by position: its keyword changed name across transformers 5.x.
+        mask = create_causal_mask(config, hidden, attention_mask, cache, position_ids=position_ids,
+                                  layer_idx=layer_index(blocks[0]))
         for block in blocks:
-            hidden = block(hidden, alibi=alibi, attention_mask=mask, layer_past=cache,
+            hidden = block(hidden, alibi=alibi, attention_mask=mask, **cache_kwargs(block, cache),
                            use_cache=cache is not None)[0]
         return hidden

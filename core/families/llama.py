@@ -9,7 +9,7 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-from corolla.core.families.base import Family, HeadKeys, layer_index
+from corolla.core.families.base import Family, HeadKeys, cache_kwargs, layer_index, step_positions
 
 _CLASS_PREFIX = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
 
@@ -42,7 +42,7 @@ class LlamaFamily(Family):
         layer_types = getattr(config, "layer_types", None) or []
         return layer_types[index] if index < len(layer_types) else "full_attention"
 
-    def _masks(self, blocks, config, hidden, cache, position_ids) -> list:
+    def _masks(self, blocks, config, hidden, cache, position_ids, attention_mask) -> list:
         """One mask per block. Sizes come from the cache slot of a block of the same kind: a span
         may run only some of its blocks (a sub-span), so slot 0 may be empty."""
         masks: dict[str, object] = {}
@@ -52,22 +52,21 @@ class LlamaFamily(Family):
             kind = self._attention_kind(config, index)
             if kind not in masks:
                 make = create_sliding_window_causal_mask if kind == "sliding_attention" else create_causal_mask
-                masks[kind] = make(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
-                                   position_ids=position_ids, layer_idx=index)
+                # The cache goes by position: its keyword changed name across transformers 5.x.
+                masks[kind] = make(config, hidden, attention_mask, cache, position_ids=position_ids, layer_idx=index)
             kinds.append(kind)
         return [masks[kind] for kind in kinds]
 
     def run_blocks(self, blocks, positional, config, hidden, cache, past_length) -> torch.Tensor:
-        tokens = hidden.shape[1]
-        position_ids = torch.arange(past_length, past_length + tokens, device=hidden.device).unsqueeze(0)
-        masks = self._masks(blocks, config, hidden, cache, position_ids)
+        position_ids, attention_mask = step_positions(past_length, hidden.shape[1], hidden.device)
+        masks = self._masks(blocks, config, hidden, cache, position_ids, attention_mask)
         position_embeddings = positional(hidden, position_ids=position_ids)
         for block, mask in zip(blocks, masks):
             hidden = block(
                 hidden,
                 attention_mask=mask,
                 position_ids=position_ids,
-                cache=cache,
+                **cache_kwargs(block, cache),
                 use_cache=cache is not None,
                 position_embeddings=position_embeddings,
             )

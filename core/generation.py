@@ -121,7 +121,7 @@ class Sampler:
     def _shaped(self, logits: torch.Tensor, history: list[int]) -> torch.Tensor:
         """Logits after repetition penalty, temperature, top-k and top-p (as they are, when greedy)."""
         p = self.params
-        logits = logits.float().clone()
+        logits = logits.float().cpu().clone()  # the generator and the token ids live on the CPU
         if p.repetition_penalty != 1.0 and history:
             seen = torch.tensor(sorted(set(history)), dtype=torch.long)
             scores = logits[seen]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig
 
+from corolla.core.errors import CorollaError
 from corolla.core.families import family_for
 from corolla.core.weights import load_tensors
 
@@ -28,8 +29,15 @@ class ClientHead(nn.Module):
         self.eps = getattr(config, "rms_norm_eps", None) or getattr(config, "layer_norm_epsilon", 1e-5)
 
     @classmethod
-    def load(cls, path: Path | str, dtype: torch.dtype = torch.float32) -> ClientHead:
+    def load(cls, path: Path | str, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> ClientHead:
+        """The head of the model at `path` on `device` ("auto": a CUDA GPU when there is one).
+
+        dtype None: bfloat16 on a GPU (the logits of sampled rows are still float32), float32 on a CPU.
+        """
         path = Path(path)
+        device = resolve_device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         config = AutoConfig.from_pretrained(path)
         keys = family_for(config).head_keys
         wanted = [keys.embed, keys.lm_head, *keys.final_norm, *keys.embed_norm]
@@ -37,8 +45,13 @@ class ClientHead(nn.Module):
         embed = t[keys.embed]
         # Tied checkpoints store no LM head: it is the embedding matrix.
         lm_head = t.get(keys.lm_head, embed)
-        return cls(config, embed, tuple(t[k] for k in keys.final_norm), lm_head,
+        head = cls(config, embed, tuple(t[k] for k in keys.final_norm), lm_head,
                    tuple(t[k] for k in keys.embed_norm))
+        return head.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_weight.device
 
     @property
     def hidden_size(self) -> int:
@@ -47,7 +60,7 @@ class ClientHead(nn.Module):
     @torch.inference_mode()
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[batch, tokens] ids -> [batch, tokens, hidden] inputs of the first block."""
-        hidden = F.embedding(input_ids, self.embed_weight)
+        hidden = F.embedding(input_ids.to(self.embed_weight.device), self.embed_weight)
         if self.embed_norm_params:
             weight, bias = self.embed_norm_params
             hidden = F.layer_norm(hidden, (self.hidden_size,), weight, bias, self.eps)
@@ -55,14 +68,36 @@ class ClientHead(nn.Module):
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[batch, tokens, hidden] outputs of the last block -> [batch, tokens, vocab] float32 logits."""
-        hidden = hidden.to(self.embed_weight.dtype)
+        """[batch, tokens, hidden] outputs of the last block -> [batch, tokens, vocab] float32 logits.
+
+        Callers pass only the rows they sample. With half-precision weights the norm runs in float32
+        and the LM head accumulates and returns float32 (a bfloat16 result flips near-ties)."""
+        dtype = self.embed_weight.dtype
+        x = hidden.to(device=self.device, dtype=torch.float32)
         if self.is_rms:
             (weight,) = self.norm_params
-            x = hidden.to(torch.float32)
             x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-            hidden = weight * x.to(hidden.dtype)
+            # as the model does it: normalized in float32, scaled in the weights' dtype
+            x = (weight * x.to(dtype)).float()
         else:
             weight, bias = self.norm_params
-            hidden = F.layer_norm(hidden, (self.hidden_size,), weight, bias, self.eps)
-        return F.linear(hidden, self.lm_head_weight).float()
+            x = F.layer_norm(x.to(dtype), (self.hidden_size,), weight, bias, self.eps).float()
+        if dtype == torch.float32:
+            return F.linear(x, self.lm_head_weight)
+        flat = x.reshape(-1, self.hidden_size).to(dtype)
+        if self.device.type == "cuda":
+            out = torch.mm(flat, self.lm_head_weight.t(), out_dtype=torch.float32)
+        else:  # CPU kernels have no half-in, float32-out product
+            out = F.linear(flat.float(), self.lm_head_weight.float())
+        return out.reshape(*x.shape[:-1], -1)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> the first CUDA GPU if there is one, else the CPU; other names as torch reads them."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CorollaError(f"device {device} asked for, but this machine has no CUDA GPU that torch can use; "
+                           "use --client-device cpu")
+    return device

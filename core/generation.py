@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -64,6 +66,34 @@ MAX_NEW_TOKENS = 8192
 MAX_SPECULATIVE = 16  # guessed tokens per step: more rarely pays, and each costs compute on every server
 # What the chat starts with (a user changes them in the window; they are kept in the settings).
 CHAT_SAMPLING = SamplingParams(temperature=0.7, top_p=0.9, top_k=50, max_new_tokens=256, repetition_penalty=1.1)
+
+
+# For a model whose generation_config.json says nothing about sampling: close to what small instruct
+# models' authors recommend (SmolLM2-Instruct: temperature 0.2, top-p 0.9); higher temperatures
+# make small models ramble.
+CONSERVATIVE_SAMPLING = SamplingParams(temperature=0.2, top_p=0.9, max_new_tokens=256)
+
+
+def model_sampling(path: Path | str) -> SamplingParams:
+    """The sampling the model's authors ship in generation_config.json, else CONSERVATIVE_SAMPLING."""
+    try:
+        config = json.loads((Path(path) / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return CONSERVATIVE_SAMPLING
+    if not isinstance(config, dict):
+        return CONSERVATIVE_SAMPLING
+    changes: dict[str, object] = {}
+    for name in ("temperature", "top_p", "top_k", "repetition_penalty"):
+        if config.get(name) is not None:
+            changes[name] = config[name]
+    if config.get("do_sample") is False:
+        changes["temperature"] = 0.0
+    if not changes:
+        return CONSERVATIVE_SAMPLING
+    try:
+        return CONSERVATIVE_SAMPLING.replace(**changes).validated()
+    except SamplingError:
+        return CONSERVATIVE_SAMPLING
 
 
 def _is_int(value: object) -> bool:

@@ -1,12 +1,25 @@
-"""The chat window: conversations on the left, the conversation in the middle, route and knobs right."""
+"""The chat window: conversations (with search) on the left, the transcript in the middle, and the
+route and sampling on the right in collapsible sections. Its size and splitter are remembered."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import QLabel, QMainWindow, QSplitter, QVBoxLayout, QWidget
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, Signal, Slot
+from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from corolla.app.chat.history import Conversation, Message
+from corolla.app.paths import config_dir
 from corolla.ui.bridge.chat_backend import ChatBackend, ModelCard
 from corolla.ui.bridge.conversation import ConversationController
 from corolla.ui.composer import Composer
@@ -34,7 +47,15 @@ class ChatWindow(QMainWindow):
         self.context = ContextMeter(self)
         self.model_label = QLabel("Model: loading…", self)
         self.sampling.show_sampling(controller.sampling)
+        self.search = QLineEdit(self)
+        self.search.setPlaceholderText("Search conversations")
+        self.search.setClearButtonEnabled(True)
 
+        left = QWidget(self)
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.search)
+        left_layout.addWidget(self.conversations, 1)
         middle = QWidget(self)
         mid = QVBoxLayout(middle)
         mid.setContentsMargins(0, 0, 0, 0)
@@ -45,18 +66,26 @@ class ChatWindow(QMainWindow):
         right = QVBoxLayout(side)
         right.setContentsMargins(0, 0, 0, 0)
         right.addWidget(self.model_label)
+        right.addWidget(_section("Route", self.route, True, self))
         right.addWidget(self.route, 1)
         right.addWidget(self.system_prompt)
-        right.addWidget(QLabel("<b>Sampling</b>", self))
+        right.addWidget(_section("Sampling", self.sampling, False, self))
         right.addWidget(self.sampling)
-        splitter = QSplitter(Qt.Orientation.Horizontal, self)
-        splitter.addWidget(self.conversations)
-        splitter.addWidget(middle)
-        splitter.addWidget(side)
-        splitter.setStretchFactor(1, 1)
-        splitter.setSizes([200, 520, 280])
-        self.setCentralWidget(splitter)
+        right.addStretch(0)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(middle)
+        self.splitter.addWidget(side)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([200, 620, 260])
+        self.setCentralWidget(self.splitter)
         self.resize(1080, 720)
+        menu = self.menuBar().addMenu("&Conversation")
+        for label, fmt in (("Export as &Markdown…", "markdown"), ("Export as &JSON…", "json")):
+            action = QAction(label, self)
+            action.triggered.connect(lambda _=False, fmt=fmt: self._ask_export(fmt))
+            menu.addAction(action)
+        self._restore_geometry()
 
         c = controller
         self.conversations.selected.connect(c.open)
@@ -64,6 +93,9 @@ class ChatWindow(QMainWindow):
         self.conversations.rename_requested.connect(c.rename)
         self.conversations.delete_requested.connect(c.delete)
         self.composer.send_requested.connect(c.send)
+        self.composer.edit_submitted.connect(c.edit)
+        self.messages.edit_requested.connect(self.composer.start_edit)
+        self.search.textChanged.connect(lambda text: self.conversations.show_only(c.search(text)))
         self.composer.stop_requested.connect(c.stop)
         self.composer.regenerate_requested.connect(c.regenerate)
         self.composer.draft_changed.connect(c.set_draft)
@@ -78,8 +110,12 @@ class ChatWindow(QMainWindow):
         c.reply_finished.connect(self.messages.end_reply)
         c.busy_changed.connect(self.composer.set_busy)
         c.error.connect(self.route.show_error)
+        c.error.connect(lambda text: self.messages.add_notice(text))
         backend.route_changed.connect(self.route.show_route)
         backend.rerouted.connect(self.route.show_reroute)
+        backend.rerouted.connect(self.messages.add_notice)
+        backend.notice.connect(lambda text: self.messages.add_notice(text))
+        backend.reply_stats.connect(lambda rid, stats: self.messages.show_stats(stats))
         backend.context_usage.connect(self.context.show_usage)
         backend.ready.connect(self._model_ready)
         if backend.card is not None:
@@ -98,7 +134,51 @@ class ChatWindow(QMainWindow):
         if self.context.limit == 0:
             self.context.show_usage(0, card.context_length)
 
+    def export_to(self, path: Path | str, fmt: str) -> Path:
+        """Write the open conversation to `path` (markdown or json)."""
+        return self.controller.export(Path(path), fmt)
+
+    def _ask_export(self, fmt: str) -> None:
+        suffix = {"markdown": "md", "json": "json"}[fmt]
+        path, _ = QFileDialog.getSaveFileName(self, "Export conversation", f"conversation.{suffix}",
+                                              f"{fmt.title()} (*.{suffix})")
+        if path:
+            self.export_to(path, fmt)
+
+    def _window_settings(self) -> QSettings:
+        return QSettings(str(config_dir() / "window.ini"), QSettings.Format.IniFormat)
+
+    def _restore_geometry(self) -> None:
+        saved = self._window_settings()
+        geometry, sizes = saved.value("chat/geometry"), saved.value("chat/splitter")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if sizes is not None:
+            self.splitter.restoreState(sizes)
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        saved = self._window_settings()
+        saved.setValue("chat/geometry", self.saveGeometry())
+        saved.setValue("chat/splitter", self.splitter.saveState())
         self.controller.close()
         self.closed.emit()
         super().closeEvent(event)
+
+
+def _section(title: str, body: QWidget, open_: bool, parent: QWidget) -> QToolButton:
+    """A header that shows or hides `body` when clicked."""
+    button = QToolButton(parent)
+    button.setText(title)
+    button.setCheckable(True)
+    button.setChecked(open_)
+    button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    button.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
+    button.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
+    body.setVisible(open_)
+
+    def toggled(on: bool) -> None:
+        body.setVisible(on)
+        button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+    button.toggled.connect(toggled)
+    return button

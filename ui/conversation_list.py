@@ -53,7 +53,15 @@ class ConversationList(QWidget):
         return int(item.data(_ID)) if item is not None else None
 
     def titles(self) -> list[str]:
-        return [self.list.item(i).text() for i in range(self.list.count())]
+        """The titles shown (those a search hides are left out)."""
+        return [self.list.item(i).text() for i in range(self.list.count()) if not self.list.item(i).isHidden()]
+
+    def show_only(self, ids: list[int]) -> None:
+        """Hide every conversation not in `ids` (a search's result)."""
+        keep = set(ids)
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            item.setHidden(int(item.data(_ID)) not in keep)
 
     @Slot(list, object)
     def show_conversations(self, conversations: list[Conversation], current: int | None = None) -> None:

@@ -40,9 +40,10 @@ class RoutePanel(QWidget):
             latency = f"{hop.server.rtt_ms:.1f} ms" if hop.server.rtt_ms else "–"
             self.table.setItem(row, 2, QTableWidgetItem(latency))
 
-    @Slot(str)
-    def show_reroute(self, text: str) -> None:
-        self._notice(f"⟳ Rerouted: {text}", "#fff4d6", "#8a5a00")
+    @Slot(str, str)
+    def show_reroute(self, text: str, details: str = "") -> None:
+        self._notice(f"⟳ {text}", "#fff4d6", "#8a5a00")
+        self.notice.setToolTip(details)
 
     @Slot(str)
     def show_error(self, text: str) -> None:

@@ -28,6 +28,8 @@ class TrayApp(QObject):
         self._quitting = False
         s = services
         self.menu.contribute_toggled.connect(s.set_contributing)
+        self.menu.api_toggled.connect(s.set_api)
+        s.api.state_changed.connect(self.menu.show_api)
         self.menu.open_chat_requested.connect(self.open_chat)
         self.menu.swarm_requested.connect(self.open_swarm)
         self.menu.settings_requested.connect(self.open_settings)

@@ -10,6 +10,7 @@ from corolla.app.contribute.state import ContributionState, Phase
 
 class TrayMenu(QMenu):
     contribute_toggled = Signal(bool)
+    api_toggled = Signal(bool)
     open_chat_requested = Signal()
     swarm_requested = Signal()
     settings_requested = Signal()
@@ -23,6 +24,9 @@ class TrayMenu(QMenu):
         self.addSeparator()
         self.open_chat_action = self.addAction("Open chat")
         self.open_chat_action.triggered.connect(self.open_chat_requested)
+        self.api_action = self.addAction("Local API (OpenAI-compatible): off")
+        self.api_action.setCheckable(True)
+        self.api_action.toggled.connect(self._api_toggled)
         self.swarm_action = self.addAction("Swarm status")
         self.swarm_action.triggered.connect(self.swarm_requested)
         self.settings_action = self.addAction("Settings…")
@@ -42,6 +46,20 @@ class TrayMenu(QMenu):
             self.contribute_action.setToolTip(state.error or state.describe())
         finally:
             self._updating = False
+
+    @Slot(str)
+    def show_api(self, state: str) -> None:
+        self._updating = True
+        try:
+            self.api_action.setChecked(state != "off" and not state.startswith("error"))
+            self.api_action.setText(f"Local API (OpenAI-compatible): {state}")
+        finally:
+            self._updating = False
+
+    @Slot(bool)
+    def _api_toggled(self, checked: bool) -> None:
+        if not self._updating:
+            self.api_toggled.emit(checked)
 
     @Slot(bool)
     def _toggled(self, checked: bool) -> None:

@@ -167,6 +167,15 @@ class ConversationStore:
     def delete_message(self, message_id: int) -> None:
         self._db.execute("DELETE FROM messages WHERE id=?", (message_id,))
 
+    def search(self, text: str) -> list[int]:
+        """Ids of the conversations whose title or any message contains `text` (any case), most recent first."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._db.execute(
+            "SELECT c.id FROM conversations c WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m "
+            "WHERE m.conversation_id = c.id AND m.content LIKE ? ESCAPE '\\') ORDER BY c.updated DESC, c.id DESC",
+            (pattern, pattern)).fetchall()
+        return [int(r[0]) for r in rows]
+
     def _update(self, conversation_id: int, column: str, value: str) -> None:
         cur = self._db.execute(
             f"UPDATE conversations SET {column}=?, updated=? WHERE id=?", (value, time.time(), conversation_id)

@@ -10,6 +10,7 @@ import trio
 
 from corolla.app.chat.reply import ReplyEvents, ReplyWriter
 from corolla.app.swarm.connection import SwarmConnection
+from corolla.app.swarm.events import plain_event
 from corolla.app.swarm.remote import SwarmRouteFactory
 from corolla.core.generation import SamplingParams
 from corolla.p2p.routing import RouteHop
@@ -32,8 +33,8 @@ async def terminal_chat(initial_peers: list[str], model_path: Path, sampling: Sa
 
     events = ReplyEvents(
         on_route=lambda hops: say(f"[route: {_route_text(hops)}]\nassistant> ", end=""),
-        on_reroute=lambda notice, hops: say(f"\n[rerouted: {notice}]"),
-        on_notice=lambda notice: say(f"\n[{notice}]"),
+        on_reroute=lambda event, hops: say(f"\n[{plain_event(event)}]"),
+        on_wait=lambda event: say(f"\n[{plain_event(event)}]"),
         on_text=lambda text: say(text, end=""),
     )
     async with trio.open_nursery() as nursery:

@@ -14,10 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", default=None, help="system prompt (with --chat)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    # Unset sampling knobs come from the model's generation_config.json, else a conservative setting.
+    p.add_argument("--temperature", type=float, default=None, help="0 is greedy (default: the model's own)")
+    p.add_argument("--top-k", type=int, default=None, help="0 is off (default: the model's own)")
+    p.add_argument("--top-p", type=float, default=None, help="1 is off (default: the model's own)")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="1 is off (default: the model's own)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop at this string (repeatable)")
     p.add_argument("--no-stream", action="store_true", help="print the completion only when it is finished")
@@ -35,15 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def sampling_of(args: argparse.Namespace):
-    """The sampling flags as core's SamplingParams (--greedy is temperature 0)."""
-    from corolla.core.generation import SamplingParams
+def sampling_of(args: argparse.Namespace, path):
+    """The sampling flags over the model's own defaults, as core's SamplingParams (--greedy: temperature 0)."""
+    from corolla.core.generation import model_sampling
 
-    return SamplingParams(
-        max_new_tokens=args.max_new_tokens, temperature=0.0 if args.greedy else args.temperature,
-        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-        seed=args.seed, stop=tuple(args.stop),
-    ).validated()
+    changes = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "repetition_penalty")
+               if getattr(args, name) is not None}
+    if args.greedy:
+        changes["temperature"] = 0.0
+    return model_sampling(path).replace(max_new_tokens=args.max_new_tokens, seed=args.seed, stop=tuple(args.stop),
+                                        **changes).validated()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +69,7 @@ async def _generate(args: argparse.Namespace, stream: bool):
     import trio
 
     from corolla.app.chat.reply import ReplyEvents, ReplyWriter
+    from corolla.app.swarm.events import describe_event
     from corolla.core.model import ModelInfo, resolve_model
 
     path = await trio.to_thread.run_sync(resolve_model, args.model)
@@ -84,7 +87,8 @@ async def _generate(args: argparse.Namespace, stream: bool):
             err("route: " + " -> ".join(f"blocks {h.start}:{h.end} on {h.peer_id} ({h.server.rtt_ms:.1f} ms rtt, "
                                         f"{h.server.block_ms:.2f} ms/block)" for h in hops))
 
-    events = ReplyEvents(on_route=on_route, on_reroute=lambda notice, hops: err(notice), on_notice=err, on_text=out)
+    events = ReplyEvents(on_route=on_route, on_reroute=lambda event, hops: err(describe_event(event)),
+                         on_wait=lambda event: err(describe_event(event)), on_text=out)
     messages: list[dict[str, str]] | str = args.prompt
     if args.chat:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
@@ -103,7 +107,7 @@ async def _generate(args: argparse.Namespace, stream: bool):
             routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery))
         writer = ReplyWriter(lambda: path, routes, head_device=args.client_device, speculative=args.speculative)
         try:
-            reply = await writer.write(messages, sampling_of(args), events)
+            reply = await writer.write(messages, sampling_of(args, path), events)
             if args.verbose or args.speculative:
                 err(f"{reply.tokens} tokens in {reply.rounds} round trips "
                     f"({reply.tokens / max(reply.rounds, 1):.2f} tokens per round trip)")

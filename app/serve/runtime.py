@@ -178,7 +178,7 @@ async def _report_sessions(node, status: StatusWriter) -> None:
 
 
 async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: torch.dtype,
-                             status: StatusWriter) -> None:
+                             status: StatusWriter | None = None) -> None:
     """Now and then, move to where the swarm needs blocks most, if that is a large gain (see
     better_span); drain first: the server says it is leaving and clients move off between steps."""
     from corolla.core.span import Span
@@ -186,6 +186,7 @@ async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: to
     from corolla.p2p.placement import better_span
 
     client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
+    status = status or StatusWriter(enabled=False)
     while True:
         await trio.sleep(cfg.rebalance_period * random.uniform(0.8, 1.2))  # jitter: servers don't move as a herd
         servers, _ = await client.all_servers()

@@ -1,4 +1,5 @@
-"""Failovers and waits of an inference session, in one sentence each (for the chat and the CLI)."""
+"""Failovers and waits of an inference session, in one sentence each: with the details (the CLI, the
+log, a tooltip) or in plain words (the chat's transcript)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,14 @@ def describe_event(event: FailoverEvent | WaitingEvent) -> str:
     to = ", ".join(p[-8:] for p in event.to_peers)
     return (f"blocks {event.start}:{event.end} moved from {event.from_peer[-8:]} to {to} ({event.reason}); "
             f"replayed {event.tokens} tokens in {event.seconds * 1000:.0f} ms")
+
+
+def plain_event(event: FailoverEvent | WaitingEvent) -> str:
+    """The same, in plain words for the chat's transcript."""
+    if isinstance(event, WaitingEvent):
+        return f"Waiting for a server for blocks {format_blocks(event.missing)} ({event.waited:.0f} s so far)…"
+    went = "left the swarm" if "leaving" in event.reason else "stopped answering"
+    if "request" in event.reason:
+        went = "was swapped for a faster one"
+    return (f"A server {went}; blocks {event.start}–{event.end - 1} moved to another and the reply "
+            f"continued ({event.seconds:.1f} s).")

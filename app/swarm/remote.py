@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 
 from corolla.app.errors import ChatBackendError
 from corolla.app.swarm.connection import SwarmConnection
-from corolla.app.swarm.events import describe_event
 from corolla.app.swarm.route import RouteListener
 from corolla.p2p.errors import NoRouteError
 from corolla.p2p.session import FailoverEvent, InferenceSession, WaitingEvent
@@ -23,10 +22,10 @@ class SwarmRouteFactory:
         holder: list[InferenceSession] = []
 
         def on_event(event: FailoverEvent | WaitingEvent) -> None:
-            if isinstance(event, FailoverEvent) and holder:
-                listener.on_reroute(describe_event(event), list(holder[0].route))
+            if isinstance(event, FailoverEvent):
+                listener.on_reroute(event, list(holder[0].route) if holder else [])
             else:
-                listener.on_notice(describe_event(event))
+                listener.on_wait(event)
 
         try:
             session = InferenceSession(client, max_length, on_event=on_event)

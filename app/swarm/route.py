@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from corolla.p2p.routing import RouteHop
+from corolla.p2p.session import FailoverEvent, WaitingEvent
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,8 @@ class RouteListener:
     """Callbacks a route calls from the event loop's thread, as things happen."""
 
     on_route: Callable[[list[RouteHop]], None] = lambda hops: None
-    on_reroute: Callable[[str, list[RouteHop]], None] = lambda notice, hops: None
-    on_notice: Callable[[str], None] = lambda notice: None  # e.g. waiting for missing blocks
+    on_reroute: Callable[[FailoverEvent, list[RouteHop]], None] = lambda event, hops: None
+    on_wait: Callable[[WaitingEvent], None] = lambda event: None  # no server holds some blocks yet
 
 
 class InferenceRoute(Protocol):

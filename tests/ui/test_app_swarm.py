@@ -125,12 +125,32 @@ def test_killing_the_server_in_use_shows_a_reroute_notice(qtbot, swarm):
         victim.kill()
         with qtbot.waitSignal(services.backend.rerouted, timeout=90_000) as rerouted:
             pass
-        assert in_use[-8:] in rerouted.args[0]
+        assert in_use[-8:] in rerouted.args[1] and "moved to another" in rerouted.args[0]
         assert chat.route.notice.isVisible() and "Rerouted" in chat.route.notice.text()
         assert in_use not in [h.peer_id for h in chat.route.hops]
         before = len(pieces)
         qtbot.waitUntil(lambda: len(pieces) > before, timeout=90_000)  # the reply goes on
         with qtbot.waitSignal(services.conversations.reply_finished, timeout=30_000):
             chat.composer.stop_button.click()
+    finally:
+        app.quit()
+
+
+def test_the_local_api_toggle_serves_the_swarm_to_openai_clients(qtbot, swarm):
+    import httpx
+
+    services, app = open_app(qtbot, swarm)
+    services.api.port = 0  # any free port (8000 by default)
+    try:
+        app.menu.api_action.trigger()
+        qtbot.waitUntil(lambda: services.api.url != "", timeout=120_000)
+        assert app.menu.api_action.text().startswith("Local API (OpenAI-compatible): on http://127.0.0.1:")
+        reply = httpx.post(services.api.url + "/chat/completions", timeout=120, json={
+            "model": "default", "temperature": 0, "max_tokens": 8,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        assert reply.status_code == 200, reply.text
+        assert "Paris" in reply.json()["choices"][0]["message"]["content"]
+        app.menu.api_action.trigger()
+        assert services.api.state == "off" and app.menu.api_action.text().endswith(": off")
     finally:
         app.quit()

@@ -69,7 +69,7 @@ def test_reply_streams_token_by_token_and_stop_stops_it(qtbot, chat_app):
     assert [(h.start, h.end) for h in route.args[0]] == [(0, 15), (15, 30)]
     assert chat.composer.stop_button.isEnabled() and not chat.composer.send_button.isEnabled()
     qtbot.waitUntil(lambda: len(pieces) >= 3, timeout=60000)
-    assert "".join(pieces) in chat.messages.toPlainText()
+    qtbot.waitUntil(lambda: "".join(pieces) in chat.messages.entries[-1].text, timeout=5000)
     with qtbot.waitSignal(services.conversations.reply_finished, timeout=30000) as finished:
         chat.composer.stop_button.click()
     assert finished.args == ["stopped"]
@@ -87,7 +87,7 @@ def test_reply_streams_token_by_token_and_stop_stops_it(qtbot, chat_app):
     assert finished.args == ["complete"]
     replies = [m for m in services.store.messages(services.conversations.current) if m.role == "assistant"]
     assert len(replies) == 1 and replies[0].state == "complete" and replies[0].content
-    assert replies[0].content in chat.messages.toPlainText()
+    assert replies[0].content == chat.messages.entries[-1].text
     assert "[stopped]" not in chat.messages.toPlainText()
 
 

@@ -7,6 +7,7 @@ signals. One reply streams at a time.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from corolla.app.chat.reply import ModelCard, ReplyEvents, ReplyWriter
 from corolla.app.errors import ChatBackendError, corolla_error_in
+from corolla.app.swarm.events import describe_event, plain_event
 from corolla.app.swarm.route import RouteFactory
 from corolla.core.generation import SamplingParams
 from corolla.p2p.routing import RouteHop
+from corolla.p2p.session import FailoverEvent
 from corolla.ui.bridge.trio_thread import Job, TrioThread
 
 log = logging.getLogger(__name__)
@@ -28,8 +31,9 @@ class ChatBackend(QObject):
     finished = Signal(int, str)  # request id, "eos" | "length" | "stop" | "stopped"
     failed = Signal(int, str)  # request id, what went wrong, for the user
     route_changed = Signal(list)  # list[RouteHop]
-    rerouted = Signal(str)  # a notice for the user
+    rerouted = Signal(str, str)  # what happened in plain words, the details (peers, reason, replay)
     notice = Signal(str)  # something the user should know (waiting for missing blocks, ...)
+    reply_stats = Signal(int, str)  # request id, "7 tokens · 5.2 tokens/s · first token after 0.84 s"
     context_usage = Signal(int, int)  # tokens used, context length
 
     def __init__(self, trio_thread: TrioThread, model_path: Callable[[], Path], routes: RouteFactory,
@@ -76,16 +80,22 @@ class ChatBackend(QObject):
         self._request += 1
         rid = self._request
         post = self._trio.post
+        speed = ReplySpeed()
         events = ReplyEvents(
             on_route=lambda hops: post(lambda: self.route_changed.emit(list(hops))),
-            on_reroute=lambda notice, hops: post(lambda: self._reroute(notice, hops)),
-            on_notice=lambda text: post(lambda: self.notice.emit(text)),
+            on_reroute=lambda event, hops: post(lambda: self._reroute(event, hops)),
+            on_wait=lambda event: post(lambda: self.notice.emit(plain_event(event))),
             on_text=lambda text: post(lambda: self.token.emit(rid, text)),
-            on_usage=lambda used, limit: post(lambda: self.context_usage.emit(used, limit)),
+            on_usage=lambda used, limit: (speed.saw(used), post(lambda: self.context_usage.emit(used, limit))),
         )
+
+        def done(reply) -> None:
+            self.reply_stats.emit(rid, speed.describe())
+            self._end(rid, reply.finish_reason)
+
         self._job = self._trio.spawn(
             self.writer.write, list(messages), sampling, events,
-            on_done=lambda reply: self._end(rid, reply.finish_reason),
+            on_done=done,
             on_error=lambda exc: self._fail(rid, exc),
             on_cancelled=lambda: self._end(rid, "stopped"),
         )
@@ -111,12 +121,39 @@ class ChatBackend(QObject):
         self.card = card
         self.ready.emit(card)
 
-    def _reroute(self, notice: str, hops: list[RouteHop]) -> None:
-        self.rerouted.emit(notice)
+    def _reroute(self, event: FailoverEvent, hops: list[RouteHop]) -> None:
+        self.rerouted.emit(plain_event(event), describe_event(event))
         self.route_changed.emit(list(hops))
 
     def shutdown(self) -> None:
         self.stop()
+
+
+class ReplySpeed:
+    """Time to the first token and tokens per second of one reply, from its context-usage reports."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.prompt: int | None = None
+        self.tokens = 0
+        self.first: float | None = None
+        self.last = self.started
+
+    def saw(self, used: int) -> None:
+        if self.prompt is None:
+            self.prompt = used
+            return
+        self.tokens = used - self.prompt
+        self.last = time.monotonic()
+        if self.first is None and self.tokens > 0:
+            self.first = self.last
+
+    def describe(self) -> str:
+        if self.first is None:
+            return "no tokens"
+        rate = (self.tokens - 1) / (self.last - self.first) if self.tokens > 1 and self.last > self.first else 0.0
+        return (f"{self.tokens} token{'s' if self.tokens != 1 else ''} · {rate:.1f} tokens/s · "
+                f"first token after {self.first - self.started:.2f} s")
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,8 +1,8 @@
 """The chat's state: which conversation is open, and the reply being written into the history.
 
 Ties the conversation store to the chat backend. What the user sends is stored before generation
-starts; streamed text is stored in batches every FLUSH_MS while it streams and on every end, so a
-crash loses at most the last batch's fraction of a second.
+starts; each piece of streamed text is stored before it is shown, so a crash never loses text that
+was on screen.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from corolla.app.errors import ChatBackendError, HistoryError
 from corolla.core.generation import SamplingParams
 from corolla.ui.bridge.chat_backend import ChatBackend
 
-FLUSH_MS = 100  # streamed text reaches the disk at least this often
 DRAFT_MS = 300  # typed-but-unsent text is saved this long after the last keystroke
 
 
 class ConversationController(QObject):
     conversations_changed = Signal(list, object)  # list[Conversation], current id or None
     opened = Signal(object, list)  # Conversation, list[Message]
-    user_message_added = Signal(str)
+    user_message_added = Signal(str, int)  # text, message id
     reply_started = Signal()
     reply_text = Signal(str)
     reply_finished = Signal(str)  # message state: complete / stopped / failed
@@ -38,10 +37,6 @@ class ConversationController(QObject):
         self.current: int | None = None
         self._reply: Message | None = None
         self._request: int | None = None
-        self._pending = ""
-        self._flush_timer = QTimer(self)
-        self._flush_timer.setInterval(FLUSH_MS)
-        self._flush_timer.timeout.connect(self.flush)
         self._draft_timer = QTimer(self)
         self._draft_timer.setSingleShot(True)
         self._draft_timer.setInterval(DRAFT_MS)
@@ -129,14 +124,45 @@ class ConversationController(QObject):
         if self.current is None or self.busy or not text.strip():
             return
         cid = self.current
-        self.store.add_message(cid, "user", text)
+        message = self.store.add_message(cid, "user", text)
         self._draft = (cid, "")
         self._save_draft()
         if len(self.store.messages(cid)) == 1 and self.store.conversation(cid).title == "New conversation":
             self.store.rename(cid, _title_from(text))
         self._emit_list()
-        self.user_message_added.emit(text)
+        self.user_message_added.emit(text, message.id)
         self._start_reply()
+
+    @Slot(int, str)
+    def edit(self, message_id: int, text: str) -> None:
+        """Replace a sent message with `text` and answer it again: what followed it is dropped."""
+        if self.current is None or self.busy or not text.strip():
+            return
+        messages = self.store.messages(self.current)
+        at = next((i for i, m in enumerate(messages) if m.id == message_id and m.role == "user"), None)
+        if at is None:
+            self.error.emit("that message is no longer in this conversation")
+            return
+        for m in messages[at:]:
+            self.store.delete_message(m.id)
+        self.store.add_message(self.current, "user", text)
+        self.opened.emit(self.store.conversation(self.current), self.store.messages(self.current))
+        self._start_reply()
+
+    def search(self, text: str) -> list[int]:
+        """Conversations whose title or messages contain `text` (all of them for empty text)."""
+        if not text.strip():
+            return [c.id for c in self.store.conversations()]
+        self.flush()
+        return self.store.search(text.strip())
+
+    def export(self, path, fmt: str):
+        """Write the open conversation to `path` as markdown or json; the path written."""
+        from corolla.app.chat.export import export
+
+        if self.current is None:
+            raise HistoryError("no conversation is open")
+        return export(path, fmt, self.store.conversation(self.current), self.store.messages(self.current))
 
     @Slot()
     def regenerate(self) -> None:
@@ -161,10 +187,7 @@ class ConversationController(QObject):
 
     @Slot()
     def flush(self) -> None:
-        """Write streamed text not yet stored (called on a timer and when a reply ends)."""
-        if self._reply is not None and self._pending:
-            self.store.append(self._reply.id, self._pending)
-            self._pending = ""
+        """Kept for callers that wait for the disk: streamed text is stored as it arrives."""
 
     def close(self) -> None:
         """Before the window or app closes: store what is pending and stop generating."""
@@ -179,14 +202,12 @@ class ConversationController(QObject):
             return
         prompt = self._prompt(self.current)
         self._reply = self.store.add_message(self.current, "assistant", "", state="streaming")
-        self._pending = ""
         try:
             self._request = self.backend.generate(prompt, self.sampling)
         except ChatBackendError as exc:
             self._finish("failed")
             self.error.emit(str(exc))
             return
-        self._flush_timer.start()
         self.busy_changed.emit(True)
         self.reply_started.emit()
 
@@ -203,7 +224,7 @@ class ConversationController(QObject):
     @Slot(int, str)
     def _on_token(self, rid: int, text: str) -> None:
         if rid == self._request and self._reply is not None:
-            self._pending += text
+            self.store.append(self._reply.id, text)  # stored before it is shown
             self.reply_text.emit(text)
 
     @Slot(int, str)
@@ -224,7 +245,6 @@ class ConversationController(QObject):
         self.store.finish(self._reply.id, state)
         self._reply = None
         self._request = None
-        self._flush_timer.stop()
         self.busy_changed.emit(False)
         self.reply_finished.emit(state)
         self._emit_list()

@@ -22,6 +22,7 @@ from corolla.app.swarm.local import LocalRouteFactory
 from corolla.app.swarm.remote import SwarmRouteFactory
 from corolla.app.swarm.route import InferenceRoute, RouteFactory, RouteListener
 from corolla.core.generation import SamplingParams
+from corolla.ui.bridge.api_process import ApiProcess
 from corolla.ui.bridge.chat_backend import ChatBackend
 from corolla.ui.bridge.contribution import ContributionController
 from corolla.ui.bridge.conversation import ConversationController
@@ -69,6 +70,7 @@ class Services(QObject):
         self.conversations = ConversationController(self.store, self.backend, settings.sampling,
                                                     settings.system_prompt)
         self.contribution = ContributionController()
+        self.api = ApiProcess()
         self.contribution.state_changed.connect(self._contribution_changed)
         self.monitor = SwarmMonitor(self.trio, self.connection)
 
@@ -109,6 +111,13 @@ class Services(QObject):
             self.contribution.stop()
         self._save(self.settings.replace(contribute=on))
 
+    def set_api(self, on: bool) -> None:
+        """Serve the OpenAI-compatible API on this computer, on the swarm the chat uses."""
+        if on:
+            self.api.start(list(self.connection.initial_peers) if self.connection is not None else [])
+        else:
+            self.api.stop()
+
     def apply_settings(self, new: Settings) -> None:
         """Use and remember `new` (already validated); a changed swarm reconnects on next use."""
         old = self.settings
@@ -147,5 +156,6 @@ class Services(QObject):
         self.conversations.close()
         self.monitor.stop()
         self.contribution.shutdown()
+        self.api.stop(wait_ms=5000)
         self.trio.stop(timeout=5)  # cancels every task, the swarm connection's included
         self.store.close()

@@ -21,6 +21,8 @@ def add_gui_arguments(p: argparse.ArgumentParser) -> None:
                    help="chat without a swarm: run these spans in this process, e.g. 0:30")
     p.add_argument("--window", action="store_true", help="show the menu in a window even if a tray exists")
     p.add_argument("--open-chat", action="store_true", help="open the chat window at start")
+    p.add_argument("--theme", choices=["auto", "light", "dark"], default="auto",
+                   help="colours (auto: follow the desktop's light or dark setting)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +40,9 @@ def start_gui(args: argparse.Namespace, initial_peers: list[str] | None = None,
     qt = QApplication.instance() or QApplication(sys.argv[:1])
     qt.setApplicationName("Corolla")
     qt.setQuitOnLastWindowClosed(False)  # the tray keeps running with no window open
+    from corolla.ui.theme import apply_theme
+
+    apply_theme(qt, getattr(args, "theme", "auto"))
     # Before the heavy imports: a Ctrl-C during them was swallowed by some library's import code.
     stop: list[Callable[[], None]] = []  # what Ctrl-C calls; empty until the GUI exists
     interrupted: list[bool] = []

@@ -1,7 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   set everything up, then run a local swarm on the default model and open the app
 #   make test   set everything up, then run the whole test suite
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench test-transformers-floor
 
 setup:
 	./packaging/setup-dev.sh
@@ -18,6 +18,10 @@ demo: setup
 
 test: setup lint
 	QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -q -ra --durations=15 tests
+
+# The lowest transformers pyproject.toml allows: the span code's import and exactness tests.
+test-transformers-floor: setup
+	./scripts/test_transformers_floor.sh
 
 lint: setup
 	.venv/bin/ruff check app core p2p ui tests bench

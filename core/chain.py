@@ -48,11 +48,12 @@ class LocalChain:
         for rt in self.runtimes:
             rt.open_session(self.session_id, max_length)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        """Hidden states through every span; `start`: the position they take (drops the caches from there)."""
         if self.session_id is None:
             raise CorollaError("open() the chain before stepping it")
         for rt in self.runtimes:
-            hidden = rt.forward(self.session_id, hidden)
+            hidden = rt.forward(self.session_id, hidden, start)
         return hidden
 
     def close(self) -> None:

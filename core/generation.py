@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from corolla.core.drafts import lookup_draft
 from corolla.core.errors import CorollaError
 from corolla.core.head import ClientHead
 
@@ -62,6 +63,7 @@ class SamplingParams:
 
 
 MAX_NEW_TOKENS = 8192
+MAX_SPECULATIVE = 16  # guessed tokens per step: more rarely pays, and each costs compute on every server
 # What the chat starts with (a user changes them in the window; they are kept in the settings).
 CHAT_SAMPLING = SamplingParams(temperature=0.7, top_p=0.9, top_k=50, max_new_tokens=256, repetition_penalty=1.1)
 
@@ -121,14 +123,41 @@ class Sampler:
 
     def choose(self, logits: torch.Tensor, history: list[int]) -> int:
         """`logits` [vocab] float32 for the next position; `history` is every token so far."""
+        logits = self._shaped(logits, history)
+        if self.params.greedy:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def check_draft(self, logits: torch.Tensor, history: list[int], draft: int) -> tuple[int, bool]:
+        """The token for this position given a guessed `draft`, and whether the guess stands.
+
+        Greedy: the guess stands when it is the most likely token. Sampling: it stands with the
+        probability the model gives it, else a token is drawn with the guess excluded; for a guess
+        made without a model (one token, probability 1) that leaves the model's distribution as it is.
+        """
+        logits = self._shaped(logits, history)
+        if self.params.greedy:
+            token = int(torch.argmax(logits))
+            return token, token == draft
+        probs = torch.softmax(logits, dim=-1)
+        if float(torch.rand((), generator=self.generator)) < float(probs[draft]):
+            return draft, True
+        probs[draft] = 0.0
+        if float(probs.sum()) <= 0.0:  # the guess held all the mass yet lost the draw: rounding
+            return draft, True
+        return int(torch.multinomial(probs / probs.sum(), 1, generator=self.generator)), False
+
+    def _shaped(self, logits: torch.Tensor, history: list[int]) -> torch.Tensor:
+        """Logits after repetition penalty, temperature, top-k and top-p (as they are, when greedy)."""
         p = self.params
-        logits = logits.float().clone()
+        logits = logits.float().cpu().clone()  # the generator and the token ids live on the CPU
         if p.repetition_penalty != 1.0 and history:
             seen = torch.tensor(sorted(set(history)), dtype=torch.long)
             scores = logits[seen]
             logits[seen] = torch.where(scores < 0, scores * p.repetition_penalty, scores / p.repetition_penalty)
         if p.greedy:
-            return int(torch.argmax(logits))
+            return logits
         logits = logits / p.temperature
         if p.top_k and p.top_k < logits.numel():
             kth = torch.topk(logits, p.top_k).values[-1]
@@ -139,8 +168,7 @@ class Sampler:
             # drop a token once the tokens before it already hold top_p of the mass (keep at least one)
             drop = probs.cumsum(-1) - probs > p.top_p
             logits[order[drop]] = float("-inf")
-        probs = torch.softmax(logits, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+        return logits
 
 
 def eos_token_ids(tokenizer, config=None) -> set[int]:
@@ -166,15 +194,20 @@ def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
 class Decoder:
     """One generation as a state machine: feed it each block-stack output, it gives the next input.
 
-    `start()` returns the prompt's embeddings; `advance(out)` samples a token from the last output
-    position and returns the next input [1, 1, hidden], or None when generation has finished
-    (EOS, a stop string, or max new tokens).
+    `start()` returns the prompt's embeddings; `advance(out)` samples from the output and returns
+    the next input [1, tokens, hidden], or None when generation has finished (EOS, a stop string,
+    or max new tokens). With `speculative` k > 0 each input also carries up to k guessed tokens
+    (prompt lookup); `advance` keeps the guesses the model agrees with and, when it rejected some,
+    sets `restart`: the position the next input starts at (the blocks drop their cache from there).
     """
 
     def __init__(self, head: ClientHead, tokenizer, params: SamplingParams, prompt_ids: list[int],
-                 on_text: Callable[[str], None] | None = None, eos_ids: set[int] | None = None):
+                 on_text: Callable[[str], None] | None = None, eos_ids: set[int] | None = None,
+                 speculative: int = 0, draft: Callable[[list[int], int], list[int]] = lookup_draft):
         if not prompt_ids:
             raise CorollaError("the prompt is empty")
+        if not (_is_int(speculative) and 0 <= speculative <= MAX_SPECULATIVE):
+            raise SamplingError(f"speculative {speculative!r} must be a whole number from 0 (off) to {MAX_SPECULATIVE}")
         self.head = head
         self.tokenizer = tokenizer
         self.params = params
@@ -185,32 +218,69 @@ class Decoder:
         self.eos_ids = eos_token_ids(tokenizer, head.config) if eos_ids is None else eos_ids
         self.text = ""
         self.finish_reason: str | None = None  # "eos" | "stop" | "length"
+        self.speculative = speculative
+        self.draft = draft  # (context ids, at most k) -> guessed next tokens
+        self.restart: int | None = None  # where the next input starts, when not right after the last
+        self.rounds = 0  # outputs seen (round trips through the blocks)
+        self.drafted = self.accepted = 0  # guessed tokens sent, and those the model agreed with
+        self._drafts: list[int] = []  # the guesses in the input now on its way
+        self._sent_end = 0  # cache length on the blocks once the input now on its way is in
 
     @property
     def max_length(self) -> int:
-        """Tokens a session must hold: the prompt plus every new token that is fed back."""
+        """Tokens a session must hold: the prompt plus every new token that is fed back (guesses are
+        cut short so that they never reach past it)."""
         return len(self.prompt_ids) + self.params.max_new_tokens
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
 
+    @property
+    def tokens_per_round(self) -> float:
+        """New tokens per round trip through the blocks (1.0 without speculation, more with it)."""
+        return len(self.token_ids) / max(self.rounds, 1)
+
     def start(self) -> torch.Tensor:
+        self._sent_end = len(self.prompt_ids)
         return self.head.embed(torch.tensor([self.prompt_ids]))
 
     def advance(self, out: torch.Tensor) -> torch.Tensor | None:
-        logits = self.head.logits(out[:, -1:])[0, -1]
-        token = self.sampler.choose(logits, self.prompt_ids + self.token_ids)
+        drafts, n = self._drafts, len(self._drafts)
+        logits = self.head.logits(out[:, -(n + 1):])[0]  # one row per guess, one after them
+        self.rounds += 1
+        kept = 0
+        for i in range(n + 1):
+            history = self.prompt_ids + self.token_ids
+            if i < n:
+                token, agreed = self.sampler.check_draft(logits[i], history, drafts[i])
+            else:
+                token, agreed = self.sampler.choose(logits[i], history), False
+            self._take(token)
+            if self.done or not agreed:
+                break
+            kept += 1
+        self.accepted += kept
+        if self.done:
+            return None
+        valid = self._sent_end - (n - kept)  # cache entries of rejected guesses are dropped
+        self.restart = valid if kept < n else None
+        room = self.params.max_new_tokens - len(self.token_ids)
+        self._drafts = self.draft(self.prompt_ids + self.token_ids, min(self.speculative, room - 1))[:room - 1]
+        self.drafted += len(self._drafts)
+        tokens = [self.token_ids[-1], *self._drafts]
+        self._sent_end = valid + len(tokens)
+        return self.head.embed(torch.tensor([tokens]))
+
+    def _take(self, token: int) -> None:
+        """Append one sampled token (or finish on EOS, a stop string, or the length limit)."""
         if token in self.eos_ids:
             self.finish_reason = "eos"
-            return None
+            return
         self.token_ids.append(token)
         self._emit_text()
         if self.finish_reason is None and len(self.token_ids) >= self.params.max_new_tokens:
             self.finish_reason = "length"
-        if self.done:
-            return None
-        return self.head.embed(torch.tensor([[token]]))
 
     def _emit_text(self) -> None:
         full = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
@@ -230,29 +300,31 @@ class Decoder:
             self.on_text(delta)
 
 
-async def decode(decoder: Decoder, forward: Callable[[torch.Tensor], Awaitable[torch.Tensor]], *,
+async def decode(decoder: Decoder, forward: Callable[..., Awaitable[torch.Tensor]], *,
                  offload: Callable[[Callable[[], torch.Tensor | None]], Awaitable[torch.Tensor | None]] | None = None,
                  on_step: Callable[[Decoder], None] | None = None) -> str:
     """The decoding loop, wherever the blocks run: embed, run every block, sample, repeat; the text.
 
     `forward` runs hidden states [batch, tokens, hidden] through every block, keeping the caches
-    (a route through the swarm, or spans in this process). `offload(fn)` runs the head's work off
+    (a route through the swarm, or spans in this process); with `start=` it first drops the cache
+    entries from that position on (rejected guesses of speculative decoding). `offload(fn)` runs the head's work off
     the caller's event loop (trio.to_thread.run_sync, say); `on_step` sees the decoder after each token.
     """
     hidden: torch.Tensor | None = decoder.start()
     while hidden is not None:
-        out = await forward(hidden)
+        # A speculative step that rejected guesses starts earlier than the blocks' caches end.
+        out = await (forward(hidden) if decoder.restart is None else forward(hidden, start=decoder.restart))
         hidden = decoder.advance(out) if offload is None else await offload(functools.partial(decoder.advance, out))
         if on_step is not None:
             on_step(decoder)
     return decoder.text
 
 
-def decode_in_process(decoder: Decoder, forward: Callable[[torch.Tensor], torch.Tensor]) -> str:
+def decode_in_process(decoder: Decoder, forward: Callable[..., torch.Tensor]) -> str:
     """decode() over blocks that answer at once (a LocalChain): the same loop, without an event loop."""
 
-    async def blocks(hidden: torch.Tensor) -> torch.Tensor:
-        return forward(hidden)
+    async def blocks(hidden: torch.Tensor, **start: int) -> torch.Tensor:
+        return forward(hidden, **start)
 
     loop = decode(decoder, blocks)
     try:

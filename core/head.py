@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig
 
+from corolla.core.errors import CorollaError
 from corolla.core.families import Family, family_for
 from corolla.core.weights import load_tensors
 
@@ -28,8 +29,15 @@ class ClientHead(nn.Module):
         self.eps = getattr(config, "rms_norm_eps", None) or getattr(config, "layer_norm_epsilon", 1e-5)
 
     @classmethod
-    def load(cls, path: Path | str, dtype: torch.dtype = torch.float32) -> ClientHead:
+    def load(cls, path: Path | str, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> ClientHead:
+        """The head of the model at `path` on `device` ("auto": a CUDA GPU when there is one).
+
+        dtype None: bfloat16 on a GPU (the logits of sampled rows are still float32), float32 on a CPU.
+        """
         path = Path(path)
+        device = resolve_device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         model_config = AutoConfig.from_pretrained(path)
         family = family_for(model_config)
         keys = family.head_keys
@@ -39,8 +47,13 @@ class ClientHead(nn.Module):
         embed = t[keys.embed]
         # Tied checkpoints store no LM head: it is the embedding matrix.
         lm_head = t.get(keys.lm_head, embed)
-        return cls(config, embed, tuple(t[k] for k in keys.final_norm), lm_head,
+        head = cls(config, embed, tuple(t[k] for k in keys.final_norm), lm_head,
                    tuple(t[k] for k in keys.embed_norm), family)
+        return head.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_weight.device
 
     @property
     def hidden_size(self) -> int:
@@ -49,7 +62,7 @@ class ClientHead(nn.Module):
     @torch.inference_mode()
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[batch, tokens] ids -> [batch, tokens, hidden] inputs of the first block."""
-        hidden = F.embedding(input_ids, self.embed_weight)
+        hidden = F.embedding(input_ids.to(self.embed_weight.device), self.embed_weight)
         if self.embed_norm_params:
             weight, bias = self.embed_norm_params
             hidden = F.layer_norm(hidden, (self.hidden_size,), weight, bias, self.eps)
@@ -57,7 +70,28 @@ class ClientHead(nn.Module):
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[batch, tokens, hidden] outputs of the last block -> [batch, tokens, vocab] float32 logits."""
-        hidden = hidden.to(self.embed_weight.dtype)
-        hidden = self.family.final_norm(self.config, hidden, tuple(self.norm_params))
-        return self.family.finish_logits(self.config, F.linear(hidden, self.lm_head_weight).float())
+        """[batch, tokens, hidden] outputs of the last block -> [batch, tokens, vocab] float32 logits.
+
+        Callers pass only the rows they sample. With half-precision weights (a GPU client) the LM
+        head accumulates and returns float32: a bfloat16 result flips near-ties."""
+        dtype = self.embed_weight.dtype
+        x = self.family.final_norm(self.config, hidden.to(device=self.device, dtype=dtype), tuple(self.norm_params))
+        if dtype == torch.float32:
+            out = F.linear(x, self.lm_head_weight)
+        elif self.device.type == "cuda":
+            flat = x.reshape(-1, self.hidden_size)
+            out = torch.mm(flat, self.lm_head_weight.t(), out_dtype=torch.float32).reshape(*x.shape[:-1], -1)
+        else:  # CPU kernels have no half-in, float32-out product
+            out = F.linear(x.float(), self.lm_head_weight.float())
+        return self.family.finish_logits(self.config, out.float())
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> the first CUDA GPU if there is one, else the CPU; other names as torch reads them."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CorollaError(f"device {device} asked for, but this machine has no CUDA GPU that torch can use; "
+                           "use --client-device cpu")
+    return device

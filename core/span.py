@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from corolla.core.errors import (
     UnknownSessionError,
 )
 from corolla.core.families import Family, family_for
+from corolla.core.families.base import layer_index
 from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
 from corolla.core.weights import load_tensors, names_with_prefix
 
@@ -115,8 +117,11 @@ class Span(nn.Module):
             raise ShapeError(f"hidden size is {hidden.shape[2]}, this model's is {self.hidden_size}")
 
     @torch.inference_mode()
-    def run(self, hidden: torch.Tensor, cache: DynamicCache | None = None, past_length: int = 0) -> torch.Tensor:
-        """Hidden states through every block; returned in the dtype they came in."""
+    def run(self, hidden: torch.Tensor, cache: DynamicCache | None = None,
+            past_length: int | Sequence[int] = 0) -> torch.Tensor:
+        """Hidden states through every block; returned in the dtype they came in.
+
+        `past_length` per row (a sequence) means a batch of sessions left-padded to the longest past."""
         self.check_hidden(hidden)
         x = hidden.to(device=self.device, dtype=self.dtype)
         x = self.family.run_blocks(self.blocks, self.positional, self.config, x, cache, past_length)
@@ -188,21 +193,88 @@ class SpanRuntime:
     def session_length(self, session_id: str) -> int:
         return self._get(session_id).length
 
-    def forward(self, session_id: str, hidden: torch.Tensor) -> torch.Tensor:
-        """Append `hidden` [batch, tokens, hidden] to the session and return the span's output."""
+    def forward(self, session_id: str, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        """Append `hidden` [batch, tokens, hidden] to the session and return the span's output.
+
+        `start`: the position these tokens take; the cache entries from there on are dropped first
+        (the rejected guesses of a speculative step). None: after everything so far."""
+        session = self._checked(session_id, hidden, start)
+        if start is not None:
+            self.truncate(session_id, start)
+        out = self.span.run(hidden, session.cache, session.length)
+        session.length += hidden.shape[1]
+        return out
+
+    def forward_many(self, steps: Sequence[tuple[str, torch.Tensor, int | None]]) -> list[torch.Tensor]:
+        """Several sessions' steps (session id, hidden, start) as one forward pass; outputs in order.
+
+        The steps must have the same number of new tokens. The sessions' caches are left-padded to
+        the longest past into one batch cache, with the padding masked; afterwards each session's
+        cache gets only its own new entries, so a session's output does not depend on its neighbours.
+        """
+        if len({hidden.shape[1] for _, hidden, _ in steps}) > 1:
+            raise ShapeError("a batched step needs the same number of new tokens from every session")
+        if len({sid for sid, _, _ in steps}) != len(steps):
+            raise ShapeError("a batched step takes each session once")
+        sessions = [self._checked(sid, hidden, start) for sid, hidden, start in steps]
+        if len(steps) == 1:
+            return [self.forward(*steps[0])]
+        for (sid, _, start) in steps:
+            if start is not None:
+                self.truncate(sid, start)
+        tokens = steps[0][1].shape[1]
+        pasts = [s.length for s in sessions for _ in range(s.batch_size)]
+        longest = max(pasts)
+        batch = self.span.new_cache()
+        slots = [layer_index(block) for block in self.span.blocks]
+        if longest:
+            for slot in slots:
+                keys, values = zip(*(_padded(s.cache, slot, longest - s.length, s, sessions) for s in sessions))
+                batch.update(torch.cat(keys), torch.cat(values), slot)
+        hidden = torch.cat([h.to(device=steps[0][1].device, dtype=steps[0][1].dtype) for _, h, _ in steps])
+        out = self.span.run(hidden, batch, pasts)
+        row = 0
+        for s in sessions:
+            rows = slice(row, row + s.batch_size)
+            for slot in slots:
+                layer = batch.layers[slot]
+                s.cache.update(layer.keys[rows, :, longest:], layer.values[rows, :, longest:], slot)
+            s.length += tokens
+            row += s.batch_size
+        return list(torch.split(out, [s.batch_size for s in sessions]))
+
+    def truncate(self, session_id: str, length: int) -> None:
+        """Keep the first `length` tokens of the session's cache (drop the entries after them)."""
+        session = self._get(session_id)
+        if not 0 <= length <= session.length:
+            raise ShapeError(f"session {session_id!r} holds {session.length} tokens; cannot go back to {length}")
+        if length == session.length:
+            return
+        for layer in session.cache.layers:
+            keys = getattr(layer, "keys", None)
+            if keys is None or keys.numel() == 0:
+                continue
+            if keys.shape[-2] != session.length:  # a sliding-window layer already dropped old entries
+                raise ShapeError("this model's sliding-window cache cannot roll back; turn speculation off")
+            layer.keys = layer.keys[..., :length, :]
+            layer.values = layer.values[..., :length, :]
+        session.length = length
+
+    def _checked(self, session_id: str, hidden: torch.Tensor, start: int | None) -> _Session:
         session = self._get(session_id)
         self.span.check_hidden(hidden)
         if hidden.shape[0] != session.batch_size:
             raise ShapeError(f"session {session_id!r} was opened with batch {session.batch_size}, "
                              f"got batch {hidden.shape[0]}")
-        if session.length + hidden.shape[1] > session.max_length:
+        if start is not None and not (isinstance(start, int) and 0 <= start <= session.length):
+            raise ShapeError(f"session {session_id!r} holds {session.length} tokens; a step cannot start at {start!r}")
+        begin = session.length if start is None else start
+        if begin + hidden.shape[1] > session.max_length:
             raise SessionTooLongError(
-                f"session {session_id!r} would reach {session.length + hidden.shape[1]} tokens, "
+                f"session {session_id!r} would reach {begin + hidden.shape[1]} tokens, "
                 f"past its maximum length {session.max_length}"
             )
-        out = self.span.run(hidden, session.cache, session.length)
-        session.length += hidden.shape[1]
-        return out
+        return session
 
     def replay(self, session_id: str, stored_inputs: list[torch.Tensor]) -> torch.Tensor:
         """Rebuild a session's cache from the inputs another server saw, in one prefill."""
@@ -220,3 +292,18 @@ class SpanRuntime:
         if session is None:
             raise UnknownSessionError(f"session {session_id!r} is not open (never opened, closed, or expired)")
         return session
+
+
+def _padded(cache: DynamicCache, slot: int, pad: int, session: _Session,
+            sessions: list[_Session]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A session's keys and values of one cache slot with `pad` empty entries in front."""
+    layer = cache.layers[slot]
+    keys = getattr(layer, "keys", None)
+    if keys is None or keys.numel() == 0:  # a session that has seen nothing yet: all padding
+        ref = next(s.cache.layers[slot].keys for s in sessions if s.length)
+        empty = ref.new_zeros(session.batch_size, ref.shape[1], pad, ref.shape[3])
+        return empty, empty
+    if not pad:
+        return keys, layer.values
+    zeros = keys.new_zeros(*keys.shape[:2], pad, keys.shape[3])
+    return torch.cat([zeros, keys], dim=2), torch.cat([zeros, layer.values], dim=2)

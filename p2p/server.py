@@ -13,6 +13,7 @@ from libp2p.abc import INetStream
 
 from corolla.core.errors import CacheFullError, CorollaError, UnknownSessionError
 from corolla.core.span import Span, SpanRuntime
+from corolla.p2p.batching import StepBatcher
 from corolla.p2p.errors import BlockRangeError, ProtocolError
 from corolla.p2p.records import (
     FORWARD_PROTOCOL,
@@ -75,6 +76,7 @@ class ServerNode:
         self._runtimes: dict[tuple[int, int], SpanRuntime] = {}
         self._reserved: dict[str, int] = {}
         self._compute = trio.Lock()
+        self.batcher = StepBatcher(self._compute)  # concurrent sessions' steps share forward passes
         self.sessions_changed = trio.Event()
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -219,11 +221,9 @@ class ServerNode:
                         raise ProtocolError(f"expected a 'step' message with one tensor, got {kind!r}")
                     if header.get("session") != sid:
                         raise UnknownSessionError(f"session {header.get('session')!r} is not open on this stream")
-                    async with self._compute:
-                        t0 = time.perf_counter()
-                        out = await self._run(rt.forward, sid, tensors[0])
-                        seconds = time.perf_counter() - t0
-                        self._observe(tensors[0].shape[1], seconds, len(rt.span.blocks))
+                    # "start": where these tokens go, dropping cache entries after it (speculative decoding)
+                    out, seconds, _ = await self.batcher.forward(rt, sid, tensors[0], header.get("start"))
+                    self._observe(tensors[0].shape[1], seconds, len(rt.span.blocks))
                     reply = {"type": "result", "compute_ms": 1000 * seconds}
                     if self.state == LEAVING:
                         reply["leaving"] = True  # the client moves this session elsewhere at its leisure
@@ -272,6 +272,7 @@ class ServerNode:
         except UnknownSessionError:
             pass
         self._reserved.pop(sid, None)
+        self.batcher.forget(sid)
         log.info("session closed %s (%d active)", sid[:8], self.active_sessions)
         self._notify()
 

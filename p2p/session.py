@@ -91,12 +91,15 @@ class HopSession:
             raise HopFailure(hop.peer_id, f"open refused: {header.get('code')}: {header.get('message')}")
         return cls(hop, stream, str(header["session"]), timeout)
 
-    async def exchange(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype."""
+    async def exchange(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype.
+        `start`: the position they take on the server, which drops its cache entries from there."""
         timeout = step_timeout(self.timeout, hidden.shape[1])
+        header = {"type": "step", "session": self.session_id}
+        if start is not None:
+            header["start"] = start
         try:
-            await write_message(self.stream, encode({"type": "step", "session": self.session_id},
-                                                    [hidden.to(self.dtype)]), timeout=timeout)
+            await write_message(self.stream, encode(header, [hidden.to(self.dtype)]), timeout=timeout)
             header, tensors = await read_message(self.stream, idle_timeout=timeout, body_timeout=timeout)
         except (StreamGone, trio.TooSlowError, ProtocolError) as exc:
             idle = isinstance(exc, StreamGone) and time.monotonic() - self.last_used > IDLE_EXPIRY_S
@@ -165,8 +168,12 @@ class InferenceSession:
                 nursery.start_soon(h.close)
         self.hops = []
 
-    async def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Run `hidden` [1, tokens, hidden_size] through all blocks; return the last block's output."""
+    async def forward(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        """Run `hidden` [1, tokens, hidden_size] through all blocks; return the last block's output.
+        `start`: the position these tokens take; every server drops its cache from there (and the
+        inputs kept for replay are cut there too). None: right after the previous step."""
+        if start is not None:
+            self._rewind(start)
         if self.position + hidden.shape[1] > self.max_length:
             raise SwarmError(f"session would reach {self.position + hidden.shape[1]} tokens, "
                              f"past its maximum length {self.max_length}")
@@ -176,7 +183,7 @@ class InferenceSession:
             self.history[hop.hop.start].append(x)
             sent = time.perf_counter()
             try:
-                x = await hop.exchange(x)
+                x = await hop.exchange(x, start)
                 k += 1
             except HopFailure as failure:
                 if failure.fatal:
@@ -191,6 +198,14 @@ class InferenceSession:
         if any(h.leaving for h in self.hops) and time.monotonic() >= self._next_move_try:
             await self._move_off_leaving_servers()
         return x
+
+    def _rewind(self, start: int) -> None:
+        if not (isinstance(start, int) and 0 <= start <= self.position):
+            raise SwarmError(f"cannot go back to position {start!r}: the session holds {self.position} tokens")
+        if start < self.position:
+            for first, stored in self.history.items():
+                self.history[first] = [torch.cat(stored, dim=1)[:, :start]] if stored else []
+        self.position = start
 
     async def reroute(self, block: int, reason: str = "rerouted on request") -> None:
         """Move the hop holding `block` to other servers (never its current one), replaying its

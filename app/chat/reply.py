@@ -28,14 +28,14 @@ class ModelCard:
 class ClientModel:
     """The client's share of the model: tokenizer and head (embeddings, final norm, LM head)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, device: str = "cpu") -> None:
         from transformers import AutoTokenizer
 
         from corolla.core.head import ClientHead
 
         self.path = path
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.head = ClientHead.load(path)
+        self.head = ClientHead.load(path, device=device)
         config = self.head.config
         self.card = ModelCard(
             name=path.name,
@@ -65,14 +65,18 @@ class Reply:
     text: str
     finish_reason: str  # "eos" | "length" | "stop"
     tokens: int
+    rounds: int = 0  # round trips through the blocks (fewer than tokens with speculative decoding)
 
 
 class ReplyWriter:
     """Writes replies with one model through one route factory. The model loads on first use."""
 
-    def __init__(self, model_path: Callable[[], Path], routes: RouteFactory) -> None:
+    def __init__(self, model_path: Callable[[], Path], routes: RouteFactory, *, head_device: str = "cpu",
+                 speculative: int = 0) -> None:
         self._model_path = model_path
         self.routes = routes
+        self.head_device = head_device  # where the embeddings and LM head run: "cpu", "cuda", "auto"
+        self.speculative = speculative  # guessed tokens per step (prompt lookup); 0: off
         self._model: ClientModel | None = None
         self._lock: trio.Lock | None = None
 
@@ -83,7 +87,7 @@ class ReplyWriter:
         async with self._lock:
             if self._model is None:
                 path = await trio.to_thread.run_sync(self._model_path)
-                self._model = await trio.to_thread.run_sync(ClientModel, path)
+                self._model = await trio.to_thread.run_sync(ClientModel, path, self.head_device)
         return self._model
 
     async def write(self, prompt: list[dict[str, str]] | str, params: SamplingParams,
@@ -108,10 +112,11 @@ class ReplyWriter:
                 events.on_text(text)
             events.on_usage(len(prompt_ids) + len(decoder.token_ids), limit)
 
-        decoder = Decoder(model.head, model.tokenizer, params, prompt_ids, on_text=pending.append)
+        decoder = Decoder(model.head, model.tokenizer, params, prompt_ids, on_text=pending.append,
+                          speculative=self.speculative)
         async with self.routes.open(decoder.max_length, events) as route:
             await decode(decoder, route.forward, offload=trio.to_thread.run_sync, on_step=after_token)
-        return Reply(decoder.text, decoder.finish_reason or "eos", len(decoder.token_ids))
+        return Reply(decoder.text, decoder.finish_reason or "eos", len(decoder.token_ids), decoder.rounds)
 
     async def aclose(self) -> None:
         await self.routes.aclose()

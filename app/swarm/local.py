@@ -22,8 +22,8 @@ class LocalRoute:
         self._chain = chain
         self.route = route
 
-    async def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return await trio.to_thread.run_sync(self._chain.forward, hidden)
+    async def forward(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        return await trio.to_thread.run_sync(self._chain.forward, hidden, start)
 
 
 class LocalRouteFactory:

@@ -34,8 +34,9 @@ class InferenceRoute(Protocol):
         """The spans, in order, and who serves each."""
         ...
 
-    async def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Run `hidden` [batch, new_tokens, hidden_size] through every block; same shape back."""
+    async def forward(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        """Run `hidden` [batch, new_tokens, hidden_size] through every block; same shape back.
+        `start`: the position the new tokens take, dropping the caches from there (None: append)."""
         ...
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +44,31 @@ def cache_keyword(fn: Callable) -> str:
     transformers 5.24 calls it `cache`; 5.17 (the GPU machine's) calls it `past_key_values`.
     Asking the signature once per function lets one family run on both."""
     params = inspect.signature(fn).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    for name in ("cache", "past_key_values", "layer_past"):  # BLOOM's block says layer_past
+        if name in params:
+            return name
+    return "past_key_values"
+
+
+def cache_kwargs(block: nn.Module, cache) -> dict:
+    """The cache as the keyword argument this transformers version's `block` takes."""
+    return {cache_keyword(type(block).forward): cache}
+
+
+def step_positions(past_length: int | Sequence[int], tokens: int,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Position ids [rows or 1, tokens] of a step's new tokens, and its padding mask [rows, kv] or None.
+
+    A sequence `past_length` (one entry per row) is a batch of sessions with different pasts whose
+    caches are left-padded to the longest: the mask hides the padding, positions stay each row's own.
+    """
+    if isinstance(past_length, int):
+        return torch.arange(past_length, past_length + tokens, device=device).unsqueeze(0), None
+    longest = max(past_length)
+    past = torch.tensor(list(past_length), device=device)
+    position_ids = past[:, None] + torch.arange(tokens, device=device)
+    mask = torch.arange(longest + tokens, device=device)[None, :] >= (longest - past)[:, None]
+    return position_ids, mask.long()
 
 
 def call_with_cache(fn: Callable, cache, **kwargs):
@@ -127,9 +151,12 @@ class Family:
         config: PretrainedConfig,
         hidden: torch.Tensor,
         cache,
-        past_length: int,
+        past_length: int | Sequence[int],
     ) -> torch.Tensor:
-        """Run `hidden` [batch, tokens, hidden] through the blocks, appending to `cache` if given."""
+        """Run `hidden` [batch, tokens, hidden] through the blocks, appending to `cache` if given.
+
+        `past_length` is the tokens already in the cache, or one count per row for a padded batch of
+        sessions (see `step_positions`)."""
         raise NotImplementedError
 
     def kv_bytes_per_token(self, config: PretrainedConfig, num_blocks: int, dtype: torch.dtype) -> int:

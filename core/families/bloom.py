@@ -8,7 +8,14 @@ from transformers import PretrainedConfig
 from transformers.masking_utils import create_causal_mask
 from transformers.models.bloom.modeling_bloom import BloomBlock, build_alibi_tensor
 
-from corolla.core.families.base import Family, HeadKeys, call_with_cache, layer_index
+from corolla.core.families.base import (
+    Family,
+    HeadKeys,
+    cache_kwargs,
+    call_with_cache,
+    layer_index,
+    step_positions,
+)
 
 
 class BloomFamily(Family):
@@ -30,13 +37,15 @@ class BloomFamily(Family):
 
     def run_blocks(self, blocks, positional, config, hidden, cache, past_length) -> torch.Tensor:
         batch, tokens, _ = hidden.shape
-        kv_length = past_length + tokens
-        ones = torch.ones((batch, kv_length), device=hidden.device, dtype=torch.long)
-        alibi = build_alibi_tensor(ones, config.n_head, dtype=hidden.dtype)  # [batch * heads, 1, kv_length]
-        position_ids = torch.arange(past_length, kv_length, device=hidden.device).unsqueeze(0)
-        mask = call_with_cache(create_causal_mask, cache, config=config, inputs_embeds=hidden, attention_mask=None,
-                               position_ids=position_ids, layer_idx=layer_index(blocks[0]))
+        position_ids, attention_mask = step_positions(past_length, tokens, hidden.device)
+        # In a left-padded batch ALiBi counts each row's positions from its first real token.
+        rows = attention_mask if attention_mask is not None else torch.ones(
+            batch, past_length + tokens, dtype=torch.long, device=hidden.device)
+        alibi = build_alibi_tensor(rows, config.n_head, dtype=hidden.dtype)  # [batch * heads, 1, kv_length]
+        mask = call_with_cache(create_causal_mask, cache, config=config, inputs_embeds=hidden,
+                               attention_mask=attention_mask, position_ids=position_ids,
+                               layer_idx=layer_index(blocks[0]))
         for block in blocks:
-            hidden = block(hidden, alibi=alibi, attention_mask=mask, layer_past=cache,
+            hidden = block(hidden, alibi=alibi, attention_mask=mask, **cache_kwargs(block, cache),
                            use_cache=cache is not None)[0]
         return hidden

@@ -10,7 +10,14 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-from corolla.core.families.base import Family, HeadKeys, cache_keyword, call_with_cache, layer_index
+from corolla.core.families.base import (
+    Family,
+    HeadKeys,
+    cache_keyword,
+    call_with_cache,
+    layer_index,
+    step_positions,
+)
 
 LLAMA_HEAD_KEYS = HeadKeys(embed="model.embed_tokens.weight", final_norm=("model.norm.weight",),
                            lm_head="lm_head.weight")
@@ -54,7 +61,7 @@ class RotaryFamily(Family):
             return layer_types[index]
         return "sliding_attention" if getattr(config, "sliding_window", None) is not None else "full_attention"
 
-    def _masks(self, blocks, config, hidden, cache, position_ids) -> list:
+    def _masks(self, blocks, config, hidden, cache, position_ids, attention_mask) -> list:
         """One mask per block. Sizes come from the cache slot of a block of the same kind: a span
         may run only some of its blocks (a sub-span), so slot 0 may be empty."""
         masks: dict[str, object] = {}
@@ -64,8 +71,9 @@ class RotaryFamily(Family):
             kind = self.attention_kind(config, index)
             if kind not in masks:
                 make = create_sliding_window_causal_mask if kind == "sliding_attention" else create_causal_mask
-                masks[kind] = call_with_cache(make, cache, config=config, inputs_embeds=hidden, attention_mask=None,
-                                              position_ids=position_ids, layer_idx=index)
+                masks[kind] = call_with_cache(make, cache, config=config, inputs_embeds=hidden,
+                                              attention_mask=attention_mask, position_ids=position_ids,
+                                              layer_idx=index)
             kinds.append(kind)
         return [masks[kind] for kind in kinds]
 
@@ -75,9 +83,9 @@ class RotaryFamily(Family):
         return dict.fromkeys(kinds, table)
 
     def run_blocks(self, blocks, positional, config, hidden, cache, past_length) -> torch.Tensor:
-        tokens = hidden.shape[1]
-        position_ids = torch.arange(past_length, past_length + tokens, device=hidden.device).unsqueeze(0)
-        masks = self._masks(blocks, config, hidden, cache, position_ids)
+        # past_length is one number, or one per row for a batch of sessions (left-padded caches)
+        position_ids, attention_mask = step_positions(past_length, hidden.shape[1], hidden.device)
+        masks = self._masks(blocks, config, hidden, cache, position_ids, attention_mask)
         kinds = [self.attention_kind(config, layer_index(block)) for block in blocks]
         tables = self.position_embeddings(positional, hidden, position_ids, set(kinds))
         for block, mask, kind in zip(blocks, masks, kinds):

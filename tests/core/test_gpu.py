@@ -68,3 +68,19 @@ def test_quantized_cuda_block_as_accurate_as_on_cpu(tiny_llama, quant, max_weigh
           f"weights {ratio:.3f} of bf16")
     assert gpu_error < 1.5 * cpu_error + 0.01
     assert ratio < max_weight_ratio
+
+
+def test_client_head_on_cuda_is_close_to_the_cpu_float32_head(tiny_llama):
+    cpu = ClientHead.load(tiny_llama)
+    gpu = ClientHead.load(tiny_llama, device="auto")
+    assert gpu.device.type == "cuda" and gpu.embed_weight.dtype == torch.bfloat16
+    ids = torch.tensor([[5, 17, 200, 9]])
+    torch.testing.assert_close(gpu.embed(ids).float().cpu(), cpu.embed(ids), rtol=0.01, atol=0.01)
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 6, 64)
+    want = cpu.logits(hidden)
+    got = gpu.logits(hidden.to("cuda", torch.bfloat16))
+    assert got.dtype == torch.float32
+    error = ((got.cpu() - want).norm() / want.norm()).item()
+    print(f"bf16 head on the GPU: relative logits error {error:.4f}")
+    assert error < 0.02

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from corolla.core.families import family_for
-from corolla.core.generation import Decoder, SamplingParams, generate
+from corolla.core.generation import Decoder, SamplingParams, decode_in_process
 from corolla.core.head import ClientHead
 from corolla.core.span import Span, SpanRuntime
 from tests.family_models import LAYERS, NEW_FAMILIES, make_family_model
@@ -54,7 +54,7 @@ def _reference(path, prompt_ids: list[int]) -> list[int]:
 
 def _decoder(path) -> Decoder:
     tokenizer = _tokenizer(path)
-    return Decoder(ClientHead.load(path), tokenizer, SamplingParams(max_new_tokens=NEW_TOKENS, greedy=True),
+    return Decoder(ClientHead.load(path), tokenizer, SamplingParams(max_new_tokens=NEW_TOKENS, temperature=0),
                    tokenizer(PROMPT).input_ids, eos_ids=set())
 
 
@@ -89,7 +89,7 @@ def test_chain_of_spans_equals_generate(family_models, name):
     path = family_models[name]
     decoder = _decoder(path)
     chain = Chain(path, decoder.max_length)
-    generate(decoder, chain.forward)
+    decode_in_process(decoder, chain.forward)
     assert decoder.token_ids == _reference(path, decoder.prompt_ids)
 
 
@@ -121,7 +121,7 @@ def test_replayed_server_continues_exactly(family_models, name):
             chain.replace_by_replay(1)
         return chain.forward(hidden)
 
-    generate(decoder, forward)
+    decode_in_process(decoder, forward)
     assert steps > 7
     assert decoder.token_ids == _reference(path, decoder.prompt_ids)
 

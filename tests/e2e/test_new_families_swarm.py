@@ -39,15 +39,15 @@ def local_tokens(path) -> tuple[list[int], str]:
     from transformers import AutoTokenizer
 
     from corolla.core.chain import LocalChain
-    from corolla.core.generation import Decoder, SamplingParams, generate
+    from corolla.core.generation import Decoder, SamplingParams, decode_in_process
     from corolla.core.head import ClientHead
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    decoder = Decoder(ClientHead.load(path), tokenizer, SamplingParams(max_new_tokens=NEW_TOKENS, greedy=True),
+    decoder = Decoder(ClientHead.load(path), tokenizer, SamplingParams(max_new_tokens=NEW_TOKENS, temperature=0),
                       tokenizer(PROMPT).input_ids)
     with LocalChain.load(path, [(0, 4)]) as chain:
         chain.open(decoder.max_length)
-        text = generate(decoder, chain.forward)
+        text = decode_in_process(decoder, chain.forward)
     return decoder.token_ids, text
 
 

@@ -10,7 +10,7 @@ STAMP=$VENV/.corolla-installed
 
 # Qt needs these even offscreen; libgmp-dev lets pip build the libp2p crypto dependency.
 APT_PACKAGES="libgmp-dev libglib2.0-0 libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libx11-6 \
-libxcb-cursor0 fonts-dejavu-core"
+libxcb-cursor0 fonts-dejavu-core nftables iproute2"
 
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     missing=""

@@ -12,10 +12,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     p.add_argument("--identity", type=Path, default=None,
                    help="file holding this peer's key (created if missing; keeps the peer id across restarts)")
+    p.add_argument("--relay", default="auto", choices=["auto", "on", "off"],
+                   help="relay circuits for peers behind home routers (auto: on, a bootstrap peer must be "
+                        "reachable anyway)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from corolla.app.serve.runtime import main_bootstrap
 
-    return main_bootstrap(args.host, args.port, args.identity)
+    return main_bootstrap(args.host, args.port, args.identity, args.relay)

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--announce-period", type=float, default=30.0, help="seconds between DHT announcements")
     p.add_argument("--rebalance-period", type=float, default=120.0,
                    help="with --num-blocks: seconds between checks whether another span is needed more (0: never)")
+    p.add_argument("--relay", default="auto", choices=["auto", "on", "off"],
+                   help="relay circuits for servers behind home routers: auto (when others can dial this "
+                        "machine), on, off")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds to let open sessions finish when stopping")
     p.set_defaults(func=run)
@@ -59,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
         quant=args.quant,
         max_sessions=args.max_sessions, cache_tokens=args.cache_tokens, identity=args.identity,
         announce_period=args.announce_period, drain_timeout=args.drain_timeout,
-        rebalance_period=args.rebalance_period,
+        rebalance_period=args.rebalance_period, relay=args.relay,
     )
     return main_server(cfg)

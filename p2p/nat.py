@@ -18,7 +18,7 @@ from libp2p.abc import IHost
 from libp2p.connection_types import ConnectionType
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
-from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+from libp2p.relay.circuit_v2.dcutr import RELAY_CLOSE_GRACE_PERIOD, DCUtRProtocol
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.resources import RelayLimits
@@ -49,6 +49,29 @@ def is_circuit(addr: object) -> bool:
     return "/p2p-circuit" in str(addr)
 
 
+class PatientDCUtR(DCUtRProtocol):
+    """DCUtR that keeps a relayed connection until the streams on it have ended. py-libp2p closes it
+    a few seconds after a direct connection is made, which cuts an inference session opened over the
+    relay in the middle of a generation (measured: the client then bans a healthy server). New
+    streams go over the direct connection meanwhile (the swarm prefers it)."""
+
+    async def _close_relayed_conns_after_grace(self, peer_id: ID, grace: float = RELAY_CLOSE_GRACE_PERIOD) -> None:
+        await trio.sleep(grace)
+        network = self.host.get_network()
+        while True:
+            relayed = [c for c in network.get_connections(peer_id)
+                       if not c.is_closed and any(is_circuit(a) for a in c.get_transport_addresses())]
+            if not relayed or not await self._verify_direct_connection(peer_id):
+                return
+            idle = [c for c in relayed if not c.get_streams()]
+            for conn in idle:
+                log.debug("closing the relayed connection to %s: a direct one took over", peer_id)
+                await conn.close()
+            if len(idle) == len(relayed):
+                return
+            await trio.sleep(1.0)
+
+
 class NatTraversal:
     """Relay roles, relayed dialing and hole punching of one host. `start` it in a nursery."""
 
@@ -57,7 +80,7 @@ class NatTraversal:
         self.protocol = CircuitV2Protocol(host, limits=RELAY_LIMITS, allow_hop=False)
         roles = RelayRole.STOP | RelayRole.CLIENT
         self.transport = CircuitV2Transport(host, self.protocol, RelayConfig(roles=roles, limits=RELAY_LIMITS))
-        self.dcutr = DCUtRProtocol(host, dial_timeout=PUNCH_DIAL_TIMEOUT)
+        self.dcutr = PatientDCUtR(host, dial_timeout=PUNCH_DIAL_TIMEOUT)
         self.circuit_addrs: list[multiaddr.Multiaddr] = []  # ours, one per relay that holds a slot
         self.relays: list[ID] = []
         self.hop = False
@@ -154,3 +177,22 @@ async def _serve(service, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     async with background_trio_service(service):
         task_status.started()
         await trio.sleep_forever()
+
+
+def describe_path(host: IHost, peer_id: str, reachability: str) -> str:
+    """For people: 'direct', 'hole-punched' (direct to a peer that cannot be dialled), 'relayed via
+    <relay>' or 'not connected'."""
+    kind, relay = connection_path(host, ID.from_base58(peer_id))
+    if kind == "direct":
+        return "hole-punched" if reachability == "private" else "direct"
+    if kind == "relayed":
+        return f"relayed via {relay[-8:]}" if relay else "relayed"
+    return "not connected"
+
+
+async def wait_for_punches(host: IHost, peer_ids: list[str], timeout: float) -> None:
+    """Wait up to `timeout` s while any of these peers is reached through a relay: DCUtR tries to
+    replace a relayed connection with a direct one within a few seconds of it opening."""
+    with trio.move_on_after(timeout):
+        while any(connection_path(host, ID.from_base58(p))[0] == "relayed" for p in peer_ids):
+            await trio.sleep(0.25)

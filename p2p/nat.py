@@ -16,6 +16,7 @@ import multiaddr
 import trio
 from libp2p.abc import IHost
 from libp2p.connection_types import ConnectionType
+from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.dcutr import RELAY_CLOSE_GRACE_PERIOD, DCUtRProtocol
@@ -51,9 +52,9 @@ def is_circuit(addr: object) -> bool:
 
 class PatientDCUtR(DCUtRProtocol):
     """DCUtR that keeps a relayed connection until the streams on it have ended. py-libp2p closes it
-    a few seconds after a direct connection is made, which cuts an inference session opened over the
-    relay in the middle of a generation (measured: the client then bans a healthy server). New
-    streams go over the direct connection meanwhile (the swarm prefers it)."""
+    60 s after a direct connection is made, which would cut a longer inference session opened over
+    the relay in the middle of a generation (the client then bans a healthy server). New streams go
+    over the direct connection meanwhile (the swarm prefers it)."""
 
     async def _close_relayed_conns_after_grace(self, peer_id: ID, grace: float = RELAY_CLOSE_GRACE_PERIOD) -> None:
         await trio.sleep(grace)
@@ -93,6 +94,7 @@ class NatTraversal:
         await nursery.start(_serve, self.protocol)
         await nursery.start(_serve, self.dcutr)
         self.install_dialer()
+        self.keep_busy_relayed_connections()
         if self._want_hop:
             self.act_as_relay()
 
@@ -103,9 +105,25 @@ class NatTraversal:
             self.host.set_stream_handler(HOP_PROTOCOL, self.protocol._handle_hop_stream)
             self.hop = True
 
+    def keep_busy_relayed_connections(self) -> None:
+        """With one connection per peer (see open_peer), the swarm closes the older connection as soon
+        as DCUtR adds a direct one, which resets every stream on it: an inference session opened over
+        the relay would fail mid-generation (measured). Keep a relayed connection that still carries
+        streams; PatientDCUtR closes it once they have ended."""
+        network = self.host.get_network()
+        trim = network._trim_connections
+
+        def trim_connections(peer_id: ID) -> None:
+            conns = network.connections.get(peer_id, [])
+            if any(any(is_circuit(a) for a in c.get_transport_addresses()) and c.get_streams() for c in conns):
+                return
+            trim(peer_id)
+
+        network._trim_connections = trim_connections
+
     def install_dialer(self) -> None:
         """Make the swarm dial a peer's `/p2p-circuit` addresses when it knows them (it never does by
-        itself), before its direct ones: a peer advertises a circuit only when it cannot be dialled."""
+        itself), instead of its direct ones: a peer advertises a circuit only when it cannot be dialled."""
         network = self.host.get_network()
         direct_dial = network.dial_peer
         store = self.host.get_peerstore()
@@ -118,13 +136,17 @@ class NatTraversal:
                 circuits = [a for a in store.addrs(peer_id) if is_circuit(a)]
             except Exception:  # noqa: BLE001 - an unknown peer has no addresses: dial as usual
                 circuits = []
+            if not circuits:
+                return await direct_dial(peer_id)
+            # Its other addresses are private ones behind its NAT: dialling them from elsewhere waits
+            # for a TCP timeout, long enough to stall a whole DHT lookup (measured). Relays only.
             for addr in circuits:
                 try:
                     with trio.fail_after(RELAY_DIAL_TIMEOUT):
                         return [await self.transport.dial(addr)]
-                except Exception as exc:  # noqa: BLE001 - try the next relay, then direct addresses
+                except Exception as exc:  # noqa: BLE001 - try the next relay
                     log.debug("relayed dial to %s via %s failed: %s", peer_id, addr, exc)
-            return await direct_dial(peer_id)
+            raise SwarmException(f"no relay could reach {peer_id}")
 
         network.dial_peer = dial_peer
 

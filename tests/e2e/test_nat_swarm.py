@@ -18,7 +18,8 @@ from tests import netlab
 from tests.e2e.test_swarm import local_text
 from tests.netlab.swarm import REPO, LabSwarm
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(netlab.missing() is not None, reason=netlab.missing() or "")]
+# The module's swarm (five processes, the model loaded four times) takes minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), pytest.mark.skipif(netlab.missing() is not None, reason=netlab.missing() or "")]
 
 TOKENS = 24
 PROMPT = "Here is a short story about a robot who learns to paint:"

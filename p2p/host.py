@@ -23,9 +23,12 @@ from libp2p.peer.peerstore import PeerStoreError
 from libp2p.tools.anyio_service.context import background_trio_service
 
 from corolla.p2p.errors import BadAddressError, SwarmError
+from corolla.p2p.nat import RELAY_MODES, NatTraversal
+from corolla.p2p.reachability import PRIVATE, PUBLIC, UNKNOWN, DialBack
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
+RELAYS_WANTED = 2  # slots a hidden peer holds, so that losing one relay does not hide it
 
 # py-libp2p's yamux sends a window update after every read by default: one extra encrypted frame per
 # message, both ways. go-yamux batches them (update once half the window is consumed); do the same.
@@ -53,6 +56,9 @@ class Peer:
 
     host: IHost
     dht: KadDHT
+    nat: NatTraversal | None = None
+    dialback: DialBack | None = None
+    reachability: str = UNKNOWN  # PUBLIC, PRIVATE or UNKNOWN, as a dial-back by another peer found
 
     @property
     def peer_id(self) -> str:
@@ -108,6 +114,29 @@ class Peer:
                 dropped += 1
         return dropped
 
+    async def find_reachability(self, initial_peers: Sequence[str], relay: str) -> str:
+        """Ask the initial peers to dial us back on a fresh connection. Behind a NAT, reserve a slot on
+        those that relay (its circuit address is then announced with ours); reachable and with
+        `relay` 'auto', relay for others. Returns PUBLIC, PRIVATE or UNKNOWN."""
+        if self.dialback is None or self.nat is None:
+            return self.reachability
+        infos = [parse_peer_addr(a) for a in initial_peers]
+        self.reachability, reached = await self.dialback.check([i.peer_id for i in infos])
+        if self.reachability == PRIVATE:
+            for info, text in zip(infos, initial_peers, strict=True):
+                if len(self.nat.relays) >= RELAYS_WANTED:
+                    break
+                if await self.nat.reserve(info.peer_id, multiaddr.Multiaddr(text)):
+                    log.info("reachable through relay %s", info.peer_id)
+            if not self.nat.relays:
+                log.warning("this peer cannot be dialled and no relay gave it a slot: only peers it dials "
+                            "itself can reach it")
+        elif self.reachability == PUBLIC:
+            log.info("reachable at %s", ", ".join(reached))
+            if relay == "auto":
+                self.nat.act_as_relay()
+        return self.reachability
+
     async def refresh(self) -> None:
         """Fill the DHT routing table from the peers joined (takes about 1.5 s even on loopback)."""
         with trio.move_on_after(CONNECT_TIMEOUT):
@@ -122,9 +151,18 @@ async def open_peer(
     port: int = 0,
     dht_server: bool = True,
     initial_peers: Sequence[str] = (),
+    relay: str = "off",
+    check_reachability: bool = False,
 ) -> AsyncIterator[Peer]:
     """Start a host listening on host:port and its DHT (server mode answers queries; client mode
-    only asks, so its lookups always go to the network), join `initial_peers`, yield the Peer."""
+    only asks, so its lookups always go to the network), join `initial_peers`, yield the Peer.
+
+    Every peer dials through relays and punches holes (DCUtR) when it can. With
+    `check_reachability`, the initial peers dial it back first (see Peer.find_reachability).
+    `relay`: 'on' relays circuits for hidden peers, 'auto' does once a dial-back proves this peer
+    reachable (or when it has no initial peers: it is then the swarm's first, public, peer)."""
+    if relay not in RELAY_MODES:
+        raise SwarmError(f"unknown relay mode {relay!r}; use one of {', '.join(RELAY_MODES)}")
     quiet_libp2p_logs()
     listen = [multiaddr.Multiaddr(f"/ip4/{host}/tcp/{port}")]
     # One connection per peer: otherwise every connect() waits an extra 250 ms (measured). No
@@ -132,6 +170,8 @@ async def open_peer(
     # whenever a connection drops.
     config = ConnectionConfig(max_connections_per_peer=1, min_connections=0, low_watermark=0)
     h = new_host(key_pair=key_pair, listen_addrs=listen, connection_config=config)
+    nat = NatTraversal(h, hop=relay == "on" or (relay == "auto" and not initial_peers))
+    announce_addrs(h, nat)
     if port:
         check_port_free(host, port)
     started = False
@@ -140,8 +180,11 @@ async def open_peer(
             started = True
             dht = KadDHT(h, DHTMode.SERVER if dht_server else DHTMode.CLIENT, enable_random_walk=False)
             async with background_trio_service(dht), trio.open_nursery() as nursery:
-                peer = Peer(h, dht)
-                if await peer.join(initial_peers):
+                peer = Peer(h, dht, nat, DialBack(h))
+                await nat.start(nursery)
+                if await peer.join(initial_peers) and check_reachability:
+                    await peer.find_reachability(initial_peers, relay)
+                if initial_peers:
                     if dht_server:  # its announcements must reach every close peer: wait for the table
                         await peer.refresh()
                     else:  # lookups walk from the joined peers anyway: fill the table meanwhile
@@ -152,6 +195,40 @@ async def open_peer(
         if started:
             raise
         raise SwarmError(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+def local_ips() -> list[str]:
+    """This machine's address on its default route (found without sending a packet) and loopback."""
+    ips = ["127.0.0.1"]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            ips.insert(0, s.getsockname()[0])
+    except OSError:
+        pass
+    return sorted(set(ips), key=ips.index)
+
+
+def announce_addrs(h: IHost, nat: NatTraversal) -> None:
+    """Make the host announce dialable addresses (identify, DHT provider records): py-libp2p
+    announces a 0.0.0.0 listen address as is, which others can only dial on the same machine; and
+    a hidden peer's circuit addresses, which py-libp2p never adds. Not through new_host's
+    addrs_factory: get_addrs strips the first /p2p/ part of each address, which in a circuit address
+    is the relay's, and would claim the relay's address as ours."""
+    own = h.get_addrs
+    suffix = multiaddr.Multiaddr(f"/p2p/{h.get_id()}")
+
+    def get_addrs() -> list[multiaddr.Multiaddr]:
+        out: list[multiaddr.Multiaddr] = []
+        for addr in own():
+            text = str(addr)
+            if text.startswith("/ip4/0.0.0.0/"):
+                out += [multiaddr.Multiaddr(text.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/")) for ip in local_ips()]
+            else:
+                out.append(addr)
+        return list(dict.fromkeys(out + [c.encapsulate(suffix) for c in nat.circuit_addrs]))
+
+    h.get_addrs = get_addrs  # type: ignore[method-assign]
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -94,6 +94,8 @@ class ServerInfo:
     active_sessions: int = 0
     max_sessions: int = 0
     version: str = PROTOCOL_VERSION
+    reachability: str = "unknown"  # can others dial it: public, private (behind a NAT) or unknown
+    relays: list[str] = field(default_factory=list)  # its /p2p-circuit addresses when private
     rtt_ms: float = field(default=0.0, compare=False)  # measured by the client, not sent
 
     @property

@@ -73,6 +73,8 @@ class ServerNode:
         self.state = ONLINE
         self.peer_id = ""
         self.block_ms = 1.0
+        self.reachability = "unknown"  # set by whoever runs the node, from its dial-back
+        self.relays: list[str] = []
         self._runtimes: dict[tuple[int, int], SpanRuntime] = {}
         self._reserved: dict[str, int] = {}
         self._compute = trio.Lock()
@@ -100,7 +102,7 @@ class ServerNode:
             dtype=DTYPE_NAMES[self.span.dtype], hidden_size=self.span.hidden_size,
             block_ms=self.block_ms, throughput=1000.0 / max(self.block_ms * n, 1e-6),
             free_cache_tokens=self.free_cache_tokens, active_sessions=self.active_sessions,
-            max_sessions=self.max_sessions,
+            max_sessions=self.max_sessions, reachability=self.reachability, relays=list(self.relays),
         )
 
     def replace_span(self, span: Span) -> None:

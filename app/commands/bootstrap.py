@@ -13,10 +13,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--identity", type=Path, default=None,
                    help="file holding this peer's key (created if missing; 'ephemeral': a new key for this run only; "
                         "default: this installation's key for the role, the same whatever the port)")
+    p.add_argument("--relay", default="auto", choices=["auto", "on", "off"],
+                   help="relay circuits for peers behind home routers (auto: on, a bootstrap peer must be "
+                        "reachable anyway)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from corolla.app.serve.runtime import main_bootstrap
 
-    return main_bootstrap(args.host, args.port, args.identity)
+    return main_bootstrap(args.host, args.port, args.identity, args.relay)

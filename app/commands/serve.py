@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--announce-period", type=float, default=30.0, help="seconds between DHT announcements")
     p.add_argument("--rebalance-period", type=float, default=120.0,
                    help="with --num-blocks: seconds between checks whether another span is needed more (0: never)")
+    p.add_argument("--relay", default="auto", choices=["auto", "on", "off"],
+                   help="relay circuits for servers behind home routers: auto (when others can dial this "
+                        "machine), on, off")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds to let open sessions finish when stopping")
     p.add_argument("--status-json", action="store_true",
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         quant=args.quant,
         max_sessions=args.max_sessions, cache_tokens=args.cache_tokens, identity=args.identity,
         announce_period=args.announce_period, drain_timeout=args.drain_timeout,
-        rebalance_period=args.rebalance_period, status_json=args.status_json,
+        rebalance_period=args.rebalance_period, status_json=args.status_json, relay=args.relay,
     )
     return main_server(cfg)
 

@@ -9,6 +9,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("swarm", help="show which servers cover which blocks of a model")
     p.add_argument("--model", default="default", help="'default', a model folder or a hub id")
     p.add_argument("--initial-peers", nargs="+", required=True, help="multiaddrs of swarm peers to join")
+    p.add_argument("--punch-wait", type=float, default=8.0,
+                   help="seconds to give hole punching to servers behind NATs before reporting how each "
+                        "is reached (direct, hole-punched, relayed)")
     p.set_defaults(func=run)
 
 
@@ -17,16 +20,21 @@ def run(args: argparse.Namespace) -> int:
     from corolla.core.model import ModelInfo, resolve_model
 
     model = ModelInfo.load(resolve_model(args.model))
-    print(run_trio(swarm_report, model.name, model.hash, model.num_blocks, args.initial_peers), flush=True)
+    print(run_trio(swarm_report, model.name, model.hash, model.num_blocks, args.initial_peers, args.punch_wait),
+          flush=True)
     return 0
 
 
-async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initial_peers: list[str]) -> str:
+async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initial_peers: list[str],
+                       punch_wait: float = 0.0) -> str:
     from corolla.p2p.client import SwarmClient, open_client_peer
+    from corolla.p2p.nat import describe_path, wait_for_punches
     from corolla.p2p.records import format_blocks
 
     async with open_client_peer(initial_peers) as peer:
         live, dead = await SwarmClient(peer, model_name, model_hash, num_blocks).all_servers()
+        await wait_for_punches(peer.host, [s.peer_id for s in live], punch_wait)
+        paths = {s.peer_id: describe_path(peer.host, s.peer_id, s.reachability) for s in live}
     lines = [f"model {model_name} (hash {model_hash}), {num_blocks} blocks, "
              f"{len(live)} live server(s)" + (f", {len(dead)} announced but not answering" if dead else "")]
     lines.append("")
@@ -36,11 +44,11 @@ async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initia
         lines.append(f"{b:>5}  {n}")
     lines.append("")
     lines.append(f"{'peer id':<54} {'span':>7} {'state':<8} {'tok/s':>8} {'ms/blk':>7} {'free cache':>10} "
-                 f"{'sessions':>8} {'rtt ms':>7}")
+                 f"{'sessions':>8} {'rtt ms':>7}  reached")
     for s in live:
         lines.append(f"{s.peer_id:<54} {s.start:>3}:{s.end:<3} {s.state:<8} {s.throughput:>8.1f} "
                      f"{s.block_ms:>7.2f} {s.free_cache_tokens:>10} {s.active_sessions:>3}/{s.max_sessions:<4} "
-                     f"{s.rtt_ms:>7.1f}")
+                     f"{s.rtt_ms:>7.1f}  {paths[s.peer_id]}")
     for pid in dead:
         lines.append(f"{pid:<54} {'?':>7} {'no reply':<8}")
     missing = [b for b, n in enumerate(coverage) if n == 0]

@@ -48,6 +48,7 @@ class NodeConfig:
     announce_period: float = 30.0
     drain_timeout: float = 10.0
     rebalance_period: float = 120.0  # 0: never move (always the case with explicit blocks)
+    relay: str = "auto"  # relay circuits for hidden peers: auto (when reachable), on, off
     status_json: bool = False  # status messages on stdout (app/serve/status.py), words for people on stderr
 
 
@@ -95,10 +96,11 @@ async def stop_signals(cancel: Callable[[], None], *, task_status=trio.TASK_STAT
             return
 
 
-async def run_bootstrap(host: str, port: int, identity: Path | None) -> None:
-    """A DHT-only peer that helps others find each other; prints its address and waits."""
+async def run_bootstrap(host: str, port: int, identity: Path | None, relay: str = "auto") -> None:
+    """A DHT-only peer that helps others find each other (and, unless `relay` is 'off', relays for
+    peers behind NATs); prints its address and waits."""
     key = identity_key(identity, "bootstrap")
-    async with open_peer(key, host=host, port=port, dht_server=True) as peer:
+    async with open_peer(key, host=host, port=port, dht_server=True, relay=relay) as peer:
         for addr in printable_addrs(peer, host):
             say(f"bootstrap peer listening on {addr}")
         say("join with: --initial-peers " + printable_addrs(peer, host)[0])
@@ -130,7 +132,9 @@ async def run_server(cfg: NodeConfig) -> None:
     path = await trio.to_thread.run_sync(resolve_model, cfg.model)
     model = ModelInfo.load(path)
     key = identity_key(cfg.identity, "server")
-    async with open_peer(key, host=cfg.host, port=cfg.port, initial_peers=cfg.initial_peers) as peer:
+    async with open_peer(key, host=cfg.host, port=cfg.port, initial_peers=cfg.initial_peers,
+                         relay=cfg.relay, check_reachability=True) as peer:
+        say(network_summary(peer))
         blocks = await choose_blocks(cfg, peer, model)
         status.send(ServerStatus(Event.LOADING, blocks.start, blocks.end))
         say(f"loading blocks {blocks} of {model.name} ({model.num_blocks} blocks) on {cfg.device}")
@@ -140,6 +144,8 @@ async def run_server(cfg: NodeConfig) -> None:
                           max_sessions=cfg.max_sessions)
         await trio.to_thread.run_sync(node.measure_throughput)
         node.attach(peer.host)
+        node.reachability = peer.reachability
+        node.relays = [str(a) for a in peer.nat.circuit_addrs] if peer.nat else []
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(stop_signals, stop.set)
@@ -244,8 +250,17 @@ async def choose_blocks(cfg: NodeConfig, peer: Peer, model) -> BlockRange:
     return choose_span(servers, model.num_blocks, n)
 
 
-def main_bootstrap(host: str, port: int, identity: Path | None) -> int:
-    run_trio(run_bootstrap, host, port, identity)
+def network_summary(peer: Peer) -> str:
+    """One line for the operator: can others dial this server, and through which relays if not."""
+    relays = [str(a) for a in peer.nat.circuit_addrs] if peer.nat else []
+    relaying = " and relays for peers behind NATs" if peer.nat and peer.nat.hop else ""
+    if relays:
+        return f"reachability: {peer.reachability}; reachable through " + ", ".join(relays) + relaying
+    return f"reachability: {peer.reachability}{relaying}"
+
+
+def main_bootstrap(host: str, port: int, identity: Path | None, relay: str = "auto") -> int:
+    run_trio(run_bootstrap, host, port, identity, relay)
     return 0
 
 

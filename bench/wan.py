@@ -1,0 +1,172 @@
+"""The default model across a WAN (the testbed of scripts/netlab.py; Linux, root): tokens/s through
+three servers with 0 / 20 / 50 / 100 / 200 ms round trip on every link, next to a local run measured
+in the same run; and the hidden-state round trip to one server reached directly, through a
+hole-punched NAT and through a relay, at 0 ms.
+
+Hosts: a bootstrap peer (also the relay) and three servers (0:10, 10:20, 20:30) on the public
+segment; a client behind a cone NAT; for the round trips, servers of block 29 behind a cone and a
+symmetric NAT. Delay is applied outside Corolla, by the testbed's router, to every packet.
+
+    python bench/wan.py [--tokens 16] [--rtts 0,20,50,100,200] [--probes 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from swarm_overhead import local_run_in_child, med_ms, new_decoder  # noqa: E402
+
+from corolla.core.model import ModelInfo, resolve_model  # noqa: E402
+from corolla.p2p.client import SwarmClient, open_client_peer, open_stream  # noqa: E402
+from corolla.p2p.errors import PeerUnavailableError  # noqa: E402
+from corolla.p2p.nat import describe_path, wait_for_punches  # noqa: E402
+from corolla.p2p.records import INFERENCE_PROTOCOL  # noqa: E402
+from corolla.p2p.session import InferenceSession  # noqa: E402
+from corolla.p2p.wire import encode, read_message, write_message  # noqa: E402
+from tests import netlab  # noqa: E402
+from tests.netlab.swarm import LabSwarm  # noqa: E402
+
+PROBE_BLOCK = 29
+
+
+async def swarm_tokens(path: Path, tokens: int, bootstrap: str) -> dict:
+    """Seconds per decoded token through the swarm (prefill excluded), from the client's host."""
+    model = ModelInfo.load(path)
+    decoder = new_decoder(path, tokens)
+    async with open_client_peer([bootstrap]) as peer:
+        client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
+        async with InferenceSession(client, decoder.max_length) as session:
+            hidden = decoder.advance(await session.forward(decoder.start()))
+            times = []
+            while hidden is not None:
+                t0 = time.perf_counter()
+                hidden = decoder.advance(await session.forward(hidden))
+                times.append(time.perf_counter() - t0)
+            return {"times": times, "text": decoder.text, "hops": len(session.route)}
+
+
+async def round_trips(path: Path, bootstrap: str, peers: list[str], probes: int) -> dict:
+    """Median ms of one decode step (one token's hidden state through block 29) per peer, on one
+    inference stream, after hole punching had its chance; and how each peer was reached."""
+    model = ModelInfo.load(path)
+    hidden = torch.zeros(1, 1, model.hidden_size)
+    out = {}
+    async with open_client_peer([bootstrap]) as peer:
+        client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
+        infos = {s.peer_id: s for s in await client.servers(fresh=True)}
+        await wait_for_punches(peer.host, peers, 10.0)
+        for pid in peers:
+            stream = None
+            for _ in range(3):  # on a busy machine a first dial through the relay can time out
+                try:
+                    stream = await open_stream(peer, pid, INFERENCE_PROTOCOL, 10.0)
+                    break
+                except PeerUnavailableError as exc:
+                    error = str(exc)
+            if stream is None:
+                out[pid] = {"ms": float("nan"), "path": f"unreachable: {error}"}
+                continue
+            await write_message(stream, encode({"type": "open", "max_length": probes + 8, "batch_size": 1,
+                                                "start": PROBE_BLOCK, "end": PROBE_BLOCK + 1}), timeout=10)
+            header, _ = await read_message(stream, idle_timeout=10, body_timeout=10)
+            times = []
+            for _ in range(probes):
+                t0 = time.perf_counter()
+                await write_message(stream, encode({"type": "step", "session": header["session"]}, [hidden]),
+                                    timeout=10)
+                await read_message(stream, idle_timeout=10, body_timeout=10)
+                times.append(time.perf_counter() - t0)
+            await stream.close()
+            reach = infos[pid].reachability if pid in infos else "unknown"
+            out[pid] = {"ms": med_ms(times[probes // 4:]), "path": describe_path(peer.host, pid, reach)}
+    return out
+
+
+def on_client(lab: netlab.Lab, *args: str) -> dict:
+    """Run this file's inner mode on the client's host; its last stdout line is JSON."""
+    r = lab.run("client", [sys.executable, __file__, *args], env=os.environ, timeout=900,
+                cwd=Path(__file__).resolve().parents[1])
+    if r.returncode != 0:
+        raise SystemExit(f"client run failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="default")
+    p.add_argument("--tokens", type=int, default=16)
+    p.add_argument("--rtts", default="0,20,50,100,200")
+    p.add_argument("--probes", type=int, default=40)
+    p.add_argument("--inner", choices=["tokens", "rtt"], help=argparse.SUPPRESS)
+    p.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    p.add_argument("--peers", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    path = resolve_model(args.model)
+    if args.inner == "tokens":
+        trio.run(swarm_tokens, path, 2, args.bootstrap)  # connections and caches warm
+        print(json.dumps(trio.run(swarm_tokens, path, args.tokens, args.bootstrap)))
+        return 0
+    if args.inner == "rtt":
+        print(json.dumps(trio.run(round_trips, path, args.bootstrap, args.peers.split(","), args.probes)))
+        return 0
+    why = netlab.missing()
+    if why:
+        print(f"bench/wan.py: {why}", file=sys.stderr)
+        return 2
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # every process here shares the cores
+    H = netlab.Host
+    topo = netlab.Topology([H("boot"), H("s1"), H("s2"), H("s3"), H("client", "cone"), H("cone", "cone"),
+                            H("sym", "symmetric")])
+    rows, probes = [], {}
+    with tempfile.TemporaryDirectory() as tmp, netlab.Lab(topo, prefix="clbench") as lab, \
+            LabSwarm(lab, Path(tmp)) as swarm:
+        swarm.start_bootstrap("boot")
+        for host, blocks in (("s1", "0:10"), ("s2", "10:20"), ("s3", "20:30"), ("cone", "29:30"),
+                             ("sym", "29:30")):
+            swarm.start_server(host, "--blocks", blocks, name=host)
+        for server in swarm.servers:
+            server.peer_id = server.wait_for(r"serving blocks .* as (\S+);").group(1)
+        by_name = {s.name: s for s in swarm.servers}
+        probe_peers = [by_name[n].peer_id for n in ("s3", "cone", "sym")]
+        probes = on_client(lab, "--inner", "rtt", "--bootstrap", swarm.bootstrap_addr,
+                           "--peers", ",".join(probe_peers), "--probes", str(args.probes))
+        for name in ("cone", "sym"):  # keep them out of the three-server route
+            by_name[name].stop()
+        for rtt in [float(x) for x in args.rtts.split(",")]:
+            lab.set_rtt(rtt)
+            local_times, local_text = local_run_in_child(args.model, args.tokens)
+            s = on_client(lab, "--inner", "tokens", "--bootstrap", swarm.bootstrap_addr, "--tokens", str(args.tokens))
+            rows.append({"rtt": rtt, "local": med_ms(local_times), "swarm": med_ms(s["times"]), "hops": s["hops"],
+                         "same": s["text"] == local_text})
+    names = {by_name[n].peer_id: n for n in ("s3", "cone", "sym")}
+    print(f"model {ModelInfo.load(path).name}, {args.tokens} greedy tokens per run, three servers "
+          f"(0:10, 10:20, 20:30), client behind a cone NAT; median ms per token")
+    print(f"{'rtt ms':>6} {'local':>8} {'swarm':>8} {'tok/s local':>11} {'tok/s swarm':>11} {'ratio':>6} "
+          f"{'hops':>4} {'same text':>9}")
+    for r in rows:
+        print(f"{r['rtt']:>6.0f} {r['local']:8.1f} {r['swarm']:8.1f} {1000 / r['local']:11.1f} "
+              f"{1000 / r['swarm']:11.2f} {r['local'] / r['swarm']:6.3f} {r['hops']:>4} {r['same']!s:>9}")
+    print("(ratio = swarm tokens/s / local tokens/s; the arithmetic floor per token is hops x rtt)")
+    print()
+    print(f"hidden-state round trip at 0 ms rtt (one token through block {PROBE_BLOCK}, median of "
+          f"{args.probes} steps on one stream)")
+    direct = next(v["ms"] for pid, v in probes.items() if names[pid] == "s3")
+    for pid, v in probes.items():
+        print(f"  {names[pid]:<5} {v['path']:<22} {v['ms']:7.2f} ms   {v['ms'] / direct:5.2f}x direct")
+    return 0 if all(r["same"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

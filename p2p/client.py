@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -54,8 +55,10 @@ async def request_info(peer: Peer, peer_id: str | ID, timeout: float = INFO_TIME
             except Exception as exc:  # noqa: BLE001 - best effort on a stream we are done with
                 log.debug("close: %s", exc)
     if header.get("type") == "error":
-        raise RemoteError(str(header.get("code")), str(header.get("message")))
+        raise RemoteError(str(header.get("code"))[:64], str(header.get("message"))[:300])
     info = ServerInfo.from_wire(header.get("info"))
+    if info.peer_id != str(peer_id):
+        raise ProtocolError(f"server {str(peer_id)[-8:]} claims to be {info.peer_id[-8:]}")
     info.rtt_ms = 1000 * (time.perf_counter() - t0)
     return info
 
@@ -96,6 +99,7 @@ class SwarmClient:
         self._known: set[ID] = set()
         self._discovered_at = -1e9
         self._cache: list[ServerInfo] = []
+        self._full_until: dict[str, float] = {}
         self._cached_at = -1e9
         self._lock = trio.Lock()
 
@@ -112,7 +116,13 @@ class SwarmClient:
                 live, _ = await self._ask(asked)
                 self._cache = live
                 self._cached_at = time.monotonic()
-        return [s for s in self._cache if not self.bans.banned(s.peer_id)]
+        now = time.monotonic()
+        return [replace(s, free_cache_tokens=0) if self._full_until.get(s.peer_id, 0.0) > now else s
+                for s in self._cache if not self.bans.banned(s.peer_id)]
+
+    def note_full(self, peer_id: str) -> None:
+        """A server refused a session because it is full: route as if it had no room for a while."""
+        self._full_until[peer_id] = time.monotonic() + max(self.info_ttl, 1.0)
 
     async def _discover(self) -> None:
         """One lookup of the model's key, then per-block lookups only for blocks nobody answered for."""

@@ -12,11 +12,19 @@ from typing import Self
 import torch
 import trio
 
+from corolla.core.dtypes import DTYPES
 from corolla.p2p.client import SwarmClient, open_stream
-from corolla.p2p.errors import NoRouteError, PeerUnavailableError, ProtocolError, RemoteError, SwarmError
+from corolla.p2p.errors import (
+    NoRouteError,
+    PeerUnavailableError,
+    ProtocolError,
+    RemoteError,
+    ServersFullError,
+    SwarmError,
+)
 from corolla.p2p.records import INFERENCE_PROTOCOL
 from corolla.p2p.routing import RouteHop, plan_route
-from corolla.p2p.wire import DTYPES, StreamGone, encode, read_message, write_message
+from corolla.p2p.wire import StreamGone, encode, read_message, write_message
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,10 @@ IDLE_EXPIRY_S = 60.0  # s unused after which a hop's stream ending is not held a
 MOVE_RETRY_S = 2.0  # s between looks for a replacement of a leaving server when there was none
 # Errors that another server would answer the same way: rerouting cannot help.
 CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolError", "MessageTooLargeError"}
+# A server that dropped an idle session did nothing wrong: reopen (replay) without a ban.
+EXPIRED_CODES = {"SessionExpiredError"}
+# A server that is full is alive and honest: route elsewhere or wait, and say so.
+FULL_CODES = {"CacheFullError", "TooManySessionsError", "PeerLimitError", "ServerLeavingError"}
 
 
 @dataclass
@@ -51,6 +63,7 @@ class WaitingEvent:
 
     missing: list[int]
     waited: float
+    full: bool = False  # servers hold these blocks but are full (sessions or cache)
 
 
 @dataclass
@@ -60,6 +73,7 @@ class HopFailure(Exception):
     peer_id: str
     reason: str
     fatal: bool = False
+    full: bool = False  # the server refused because it is full: not its fault
     cause: Exception | None = field(default=None, repr=False)
     after_idle: bool = False  # the stream ended while unused for long: maybe just an expired session
 
@@ -87,9 +101,12 @@ class HopSession:
             header, _ = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
         except (PeerUnavailableError, StreamGone, trio.TooSlowError, ProtocolError) as exc:
             raise HopFailure(hop.peer_id, f"open: {_why(exc)}", cause=exc) from None
-        if header.get("type") != "opened":
-            raise HopFailure(hop.peer_id, f"open refused: {header.get('code')}: {header.get('message')}")
-        return cls(hop, stream, str(header["session"]), timeout)
+        if header.get("type") != "opened" or not isinstance(header.get("session"), str):
+            await _abandon(stream)
+            code = str(header.get("code"))[:64]
+            raise HopFailure(hop.peer_id, f"open refused: {code}: {str(header.get('message'))[:300]}",
+                             full=code in FULL_CODES)
+        return cls(hop, stream, header["session"], timeout)
 
     async def exchange(self, hidden: torch.Tensor) -> torch.Tensor:
         """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype."""
@@ -103,9 +120,9 @@ class HopSession:
             raise HopFailure(self.hop.peer_id, _why(exc), cause=exc, after_idle=idle) from None
         self.last_used = time.monotonic()
         if header.get("type") == "error":
-            code = str(header.get("code"))
-            raise HopFailure(self.hop.peer_id, f"{code}: {header.get('message')}", fatal=code in CLIENT_FAULTS,
-                             cause=RemoteError(code, str(header.get("message"))))
+            code, message = str(header.get("code"))[:64], str(header.get("message"))[:300]
+            raise HopFailure(self.hop.peer_id, f"{code}: {message}", fatal=code in CLIENT_FAULTS,
+                             cause=RemoteError(code, message), after_idle=code in EXPIRED_CODES)
         if header.get("type") != "result" or len(tensors) != 1:
             raise HopFailure(self.hop.peer_id, f"unexpected reply {header.get('type')!r}")
         out = tensors[0]
@@ -260,7 +277,7 @@ class InferenceSession:
                 waited_since = waited_since or now
                 if now - waited_since >= self.route_wait:
                     raise
-                self.on_event(WaitingEvent(exc.missing, now - waited_since))
+                self.on_event(WaitingEvent(exc.missing, now - waited_since, isinstance(exc, ServersFullError)))
                 await trio.sleep(1.0)
                 continue
             opened: list[HopSession] = []
@@ -280,9 +297,20 @@ class InferenceSession:
                         self.history.pop(session.hop.start, None)  # inputs of a route not taken
                 if failure.fatal:
                     raise SwarmError(f"server {failure.peer_id[-8:]} refused: {failure.reason}") from None
+                if failure.full:
+                    self.client.note_full(failure.peer_id)
+                    continue
                 self.client.ban(failure.peer_id)
                 log.warning("server %s failed while opening (%s); trying another", failure.peer_id[-8:],
                             failure.reason)
+
+
+async def _abandon(stream) -> None:
+    with trio.move_on_after(0.2):
+        try:
+            await stream.reset()
+        except Exception as exc:  # noqa: BLE001 - the stream may already be gone
+            log.debug("reset: %s", exc)
 
 
 def _why(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import trio
 
+from corolla.core.dtypes import DTYPES
 from corolla.core.errors import CorollaError
 from corolla.p2p.discovery import announce
 from corolla.p2p.host import Peer, open_peer
@@ -24,7 +25,6 @@ from corolla.p2p.records import LEAVING, ONLINE, BlockRange
 log = logging.getLogger("corolla.node")
 
 PRUNE_PERIOD = 5.0  # s between sweeps of DHT clients out of the routing table
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass

@@ -12,6 +12,9 @@ from corolla.p2p.session import FailoverEvent, InferenceSession, WaitingEvent
 
 
 def describe_event(event: FailoverEvent | WaitingEvent) -> str:
+    if isinstance(event, WaitingEvent) and event.full:
+        return (f"[swarm] the servers holding blocks {format_blocks(event.missing)} are full; "
+                f"waiting for room ({event.waited:.0f} s so far)")
     if isinstance(event, WaitingEvent):
         return (f"[swarm] no live server holds blocks {format_blocks(event.missing)}; "
                 f"waiting for one ({event.waited:.0f} s so far)")

@@ -26,6 +26,9 @@ def describe_event(event: FailoverEvent | WaitingEvent) -> str:
         to = ", ".join(p[-8:] for p in event.to_peers)
         return (f"server …{event.from_peer[-8:]} failed ({event.reason}); blocks {event.start}–{event.end - 1} "
                 f"moved to …{to}, {event.tokens} tokens replayed in {event.seconds:.2f} s")
+    if event.full:
+        return (f"the servers holding blocks {format_blocks(event.missing)} are full; "
+                f"waiting for room ({event.waited:.0f} s so far)")
     return (f"no server holds blocks {format_blocks(event.missing)}; "
             f"waiting for one to join ({event.waited:.0f} s so far)")
 

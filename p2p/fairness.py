@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -23,6 +24,26 @@ USAGE_HALF_LIFE_S = 5.0  # s after which a peer's past compute counts half
 
 class PeerLimitError(CorollaError):
     """One peer asked for more than its share of this server (sessions, cache or concurrent work)."""
+
+
+class TooManySessionsError(CorollaError):
+    """The server already serves as many sessions as it was told to."""
+
+
+class SessionExpiredError(CorollaError):
+    """A session went unused too long, or its cache was given to another peer while it sat idle."""
+
+
+@dataclass
+class SessionSlot:
+    """One open session: who holds it, its cache reservation (tokens), and its idle read."""
+
+    peer: str
+    tokens: int
+    runtime: Any  # the SpanRuntime holding its cache
+    last_used: float
+    waiting: trio.CancelScope | None = None  # set while the session waits for its next step
+    evicted: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +22,14 @@ from corolla.core.dtypes import DTYPE_NAMES, ELEMENT_BYTES
 from corolla.core.errors import CacheFullError, CorollaError, ShapeError, UnknownSessionError
 from corolla.core.span import Span, SpanRuntime
 from corolla.p2p.errors import BlockRangeError, ProtocolError
-from corolla.p2p.fairness import FairCompute, PeerLimitError, PeerQuota
+from corolla.p2p.fairness import (
+    FairCompute,
+    PeerLimitError,
+    PeerQuota,
+    SessionExpiredError,
+    SessionSlot,
+    TooManySessionsError,
+)
 from corolla.p2p.records import (
     FORWARD_PROTOCOL,
     INFERENCE_PROTOCOL,
@@ -55,26 +61,6 @@ MAX_REQUEST_TOKENS = 4096  # tokens (x batch) one forward request or step may ca
 
 class ServerLeavingError(CorollaError):
     """The server is shutting down and takes no new sessions."""
-
-
-class TooManySessionsError(CorollaError):
-    """The server already serves as many sessions as it was told to."""
-
-
-class SessionExpiredError(CorollaError):
-    """A session went unused too long, or its cache was given to another peer while it sat idle."""
-
-
-@dataclass
-class _Slot:
-    """One open session: who holds it, its cache reservation (tokens), and its idle read."""
-
-    peer: str
-    tokens: int
-    runtime: SpanRuntime
-    last_used: float
-    waiting: trio.CancelScope | None = None  # set while the session waits for its next step
-    evicted: str = ""
 
 
 def check_inside(span: Span, start: int, end: int) -> None:
@@ -112,7 +98,7 @@ class ServerNode:
         self.peer_id = ""
         self.block_ms = 1.0
         self._runtimes: dict[tuple[int, int], SpanRuntime] = {}
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, SessionSlot] = {}
         self._forwards: dict[str, int] = {}
         self._compute = FairCompute()
         self.sessions_changed = trio.Event()
@@ -130,7 +116,7 @@ class ServerNode:
     def free_cache_tokens(self) -> int:
         return self.cache_tokens - sum(s.tokens for s in self._slots.values())
 
-    def _reclaimable(self) -> list[tuple[str, _Slot]]:
+    def _reclaimable(self) -> list[tuple[str, SessionSlot]]:
         """Sessions idle long enough to give their cache away, longest idle first."""
         now = time.monotonic()
         idle = [(sid, s) for sid, s in self._slots.items()
@@ -204,15 +190,6 @@ class ServerNode:
         async def handler(stream: INetStream) -> None:
             await self.serve_stream(stream, body)
         return handler
-
-    async def handle_info(self, stream: INetStream) -> None:
-        await self.serve_stream(stream, self._info)
-
-    async def handle_forward(self, stream: INetStream) -> None:
-        await self.serve_stream(stream, self._forward)
-
-    async def handle_inference(self, stream: INetStream) -> None:
-        await self.serve_stream(stream, self._inference)
 
     async def serve_stream(self, stream: INetStream, body: Callable[[INetStream, str], Awaitable[None]]) -> None:
         """Run one protocol's `body` on `stream`; whatever goes wrong ends the stream with an error
@@ -317,7 +294,7 @@ class ServerNode:
         finally:
             self._close(sid, slot)
 
-    async def _next_step(self, stream: INetStream, slot: _Slot) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    async def _next_step(self, stream: INetStream, slot: SessionSlot) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """The session's next message; SessionExpiredError when it idles out or is reclaimed meanwhile."""
         with trio.CancelScope() as scope:
             slot.waiting = scope
@@ -337,7 +314,7 @@ class ServerNode:
         check_inside(self.span, start, end)
         return start, end
 
-    def _open(self, header: dict[str, Any], peer: str) -> tuple[str, _Slot]:
+    def _open(self, header: dict[str, Any], peer: str) -> tuple[str, SessionSlot]:
         if header.get("type") != "open":
             raise ProtocolError(f"expected an 'open' message, got {header.get('type')!r}")
         if self.state != ONLINE:
@@ -362,7 +339,7 @@ class ServerNode:
         rt = self._runtime(start, end)
         sid = uuid.uuid4().hex
         rt.open_session(sid, max_length, batch)
-        slot = self._slots[sid] = _Slot(peer, wanted, rt, time.monotonic())
+        slot = self._slots[sid] = SessionSlot(peer, wanted, rt, time.monotonic())
         log.info("session opened %s blocks %d:%d max_length %d (%d active)",
                  sid[:8], start, end, max_length, self.active_sessions)
         self._notify()
@@ -379,7 +356,7 @@ class ServerNode:
             if slot.waiting is not None:
                 slot.waiting.cancel()
 
-    def _close(self, sid: str, slot: _Slot) -> None:
+    def _close(self, sid: str, slot: SessionSlot) -> None:
         if self._slots.pop(sid, None) is None:
             return
         try:

@@ -77,7 +77,9 @@ class FairCompute:
 
     @asynccontextmanager
     async def turn(self, peer: str) -> AsyncIterator[None]:
-        """Hold the compute for `peer`; waits while another peer's turn runs."""
+        """Hold the compute for `peer`; waits while another peer's turn runs. Always yields to the event
+        loop first, so that back-to-back turns of one peer let the server answer others in between."""
+        await trio.lowlevel.checkpoint()
         if self._busy or self._waiting:
             ticket = next(self._order)
             granted = trio.Event()

@@ -55,7 +55,7 @@ SESSION_IDLE_TIMEOUT = 60.0  # s between steps before a session is dropped
 RECLAIM_IDLE_S = 2.0  # s without a step after which a session's cache may go to a newcomer
 WRITE_TIMEOUT = 10.0
 INLINE_MAX_ELEMENTS = 16 * 1024  # hidden-state elements computed without a thread hand-off
-FORWARD_CHUNK = 32  # tokens of a forward request computed per turn, so that others get turns between
+FORWARD_CHUNK = 8  # tokens of a forward request computed per turn, so that others get turns between
 MAX_REQUEST_TOKENS = 4096  # tokens (x batch) one forward request or step may carry
 
 
@@ -99,7 +99,8 @@ class ServerNode:
         self.block_ms = 1.0
         self._runtimes: dict[tuple[int, int], SpanRuntime] = {}
         self._slots: dict[str, SessionSlot] = {}
-        self._forwards: dict[str, int] = {}
+        self._forwards: dict[str, int] = {}  # per peer: forward requests being served or waiting
+        self._forward_turns: dict[str, trio.Semaphore] = {}
         self._compute = FairCompute()
         self.sessions_changed = trio.Event()
 
@@ -227,25 +228,29 @@ class ServerNode:
 
     async def _forward(self, stream: INetStream, peer: str) -> None:
         """One stateless request: hidden states through blocks [start, end) of this span, computed a
-        chunk of tokens per compute turn."""
-        header, tensors = await self._read(stream, REQUEST_TIMEOUT)
-        if header.get("type") != "forward" or len(tensors) != 1:
-            raise ProtocolError("expected a 'forward' message with one tensor")
-        start, end = self._blocks_asked(header)
-        x = tensors[0]
-        self.span.check_hidden(x)
-        if x.shape[0] * x.shape[1] > MAX_REQUEST_TOKENS:
-            raise ShapeError(f"a forward request may carry at most {MAX_REQUEST_TOKENS} tokens (x batch)")
-        if self._forwards.get(peer, 0) >= self.quota.forwards:
+        chunk of tokens per compute turn. A peer's requests beyond its quota wait unread (the stream's
+        flow control holds its sender back); beyond twice the quota they are refused."""
+        waiting = self._forwards.get(peer, 0)
+        if waiting >= 2 * self.quota.forwards:
             raise PeerLimitError(f"at most {self.quota.forwards} forward request(s) per peer at once; "
-                                 "wait for the previous answer")
-        self._forwards[peer] = self._forwards.get(peer, 0) + 1
+                                 "wait for the previous answers")
+        self._forwards[peer] = waiting + 1
+        turn = self._forward_turns.setdefault(peer, trio.Semaphore(self.quota.forwards))
         try:
-            out = await self._chunked_forward(sub_span(self.span, start, end), x, peer)
+            async with turn:
+                header, tensors = await self._read(stream, REQUEST_TIMEOUT)
+                if header.get("type") != "forward" or len(tensors) != 1:
+                    raise ProtocolError("expected a 'forward' message with one tensor")
+                start, end = self._blocks_asked(header)
+                x = tensors[0]
+                self.span.check_hidden(x)
+                if x.shape[0] * x.shape[1] > MAX_REQUEST_TOKENS:
+                    raise ShapeError(f"a forward request may carry at most {MAX_REQUEST_TOKENS} tokens (x batch)")
+                out = await self._chunked_forward(sub_span(self.span, start, end), x, peer)
         finally:
             self._forwards[peer] -= 1
             if not self._forwards[peer]:
-                del self._forwards[peer]
+                del self._forwards[peer], self._forward_turns[peer]
         await self._reply(stream, encode({"type": "result"}, [out]))
 
     async def _chunked_forward(self, span: Span, x: torch.Tensor, peer: str) -> torch.Tensor:
@@ -257,7 +262,8 @@ class ServerNode:
         outs = []
         for i in range(0, x.shape[1], self.forward_chunk):
             async with self._compute.turn(peer):
-                outs.append(await self._run(rt.forward, "forward", x[:, i:i + self.forward_chunk]))
+                chunk = x[:, i:i + self.forward_chunk]
+                outs.append(await trio.to_thread.run_sync(rt.forward, "forward", chunk))
         return torch.cat(outs, dim=1)
 
     async def _inference(self, stream: INetStream, peer: str) -> None:

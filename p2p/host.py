@@ -122,6 +122,7 @@ async def open_peer(
     port: int = 0,
     dht_server: bool = True,
     initial_peers: Sequence[str] = (),
+    swarm_key: str | None = None,
 ) -> AsyncIterator[Peer]:
     """Start a host listening on host:port and its DHT (server mode answers queries; client mode
     only asks, so its lookups always go to the network), join `initial_peers`, yield the Peer."""
@@ -131,7 +132,8 @@ async def open_peer(
     # minimum connection count: the default (50) redials every known peer, dead ones included,
     # whenever a connection drops.
     config = ConnectionConfig(max_connections_per_peer=1, min_connections=0, low_watermark=0)
-    h = new_host(key_pair=key_pair, listen_addrs=listen, connection_config=config)
+    # swarm_key: 64 hex digits of a private swarm's pre-shared key (p2p/pnet.py); None: the open swarm.
+    h = new_host(key_pair=key_pair, listen_addrs=listen, connection_config=config, psk=swarm_key)
     if port:
         check_port_free(host, port)
     started = False

@@ -1,9 +1,7 @@
 """A server node: serves one span of blocks on the info, inference and forward protocols.
 
-Every stream is handled inside one guard: a frame that breaks the wire format, a request the span
-refuses, or a bug ends that stream with an error reply; nothing reaches libp2p's connection task.
-Peers share the server through fairness.py: per-peer quotas, compute turns to the least served, and
-sessions left idle while others need the cache are reclaimed.
+Every stream runs inside one guard: a bad frame, a refused request or a bug ends that stream with an
+error reply; nothing reaches libp2p's connection task. Peers share the server through fairness.py.
 """
 
 from __future__ import annotations
@@ -46,6 +44,9 @@ from corolla.p2p.wire import (
     error_frame,
     read_message,
     write_message,
+)
+from corolla.p2p.wire import (
+    is_int as _is_int,
 )
 
 log = logging.getLogger("corolla.server")
@@ -383,10 +384,6 @@ class ServerNode:
         with trio.move_on_after(drain_timeout):
             while self.active_sessions:
                 await self.sessions_changed.wait()
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _peer_of(stream: INetStream) -> str:

@@ -24,6 +24,7 @@ from corolla.p2p.errors import (
 )
 from corolla.p2p.records import INFERENCE_PROTOCOL
 from corolla.p2p.routing import RouteHop, plan_route
+from corolla.p2p.spotcheck import SpotCheck
 from corolla.p2p.wire import StreamGone, encode, read_message, write_message
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class HopSession:
         self.last_compute_ms = 0.0  # what the server says its last step took
         self.leaving = False  # the server said it is leaving the swarm
         self.last_used = time.monotonic()
+        self.steps = 0  # steps answered (a spot-check always looks at the first)
 
     @classmethod
     async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
@@ -154,8 +156,12 @@ class InferenceSession:
 
     def __init__(self, client: SwarmClient, max_length: int, *, timeout: float = STEP_TIMEOUT,
                  route_wait: float = ROUTE_WAIT,
-                 on_event: Callable[[FailoverEvent | WaitingEvent], None] | None = None) -> None:
+                 on_event: Callable[[FailoverEvent | WaitingEvent], None] | None = None,
+                 spot_check: SpotCheck | None = None) -> None:
         self.client, self.max_length, self.timeout = client, max_length, timeout
+        self.spot_check = spot_check
+        if spot_check is not None:
+            spot_check.reputation = client.reputation  # one record of each peer
         self.route_wait = route_wait
         self.on_event = on_event or (lambda event: None)
         self.hops: list[HopSession] = []
@@ -193,7 +199,9 @@ class InferenceSession:
             self.history[hop.hop.start].append(x)
             sent = time.perf_counter()
             try:
-                x = await hop.exchange(x)
+                out = await hop.exchange(x)
+                await self._check(hop, out)
+                x = out
                 k += 1
             except HopFailure as failure:
                 if failure.fatal:
@@ -208,6 +216,21 @@ class InferenceSession:
         if any(h.leaving for h in self.hops) and time.monotonic() >= self._next_move_try:
             await self._move_off_leaving_servers()
         return x
+
+    async def _check(self, hop: HopSession, out: torch.Tensor) -> None:
+        """Spot-check this step of `hop` (if the policy picks it); HopFailure when its server lied,
+        so that the step is redone elsewhere."""
+        first, hop.steps = hop.steps == 0, hop.steps + 1
+        if self.spot_check is None or not self.spot_check.wants(first):
+            return
+        inputs = torch.cat(self.history[hop.hop.start], dim=1)
+        caught = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start, hop.hop.end, inputs, out)
+        if caught is None:
+            return
+        if caught.peer_id == hop.hop.peer_id:
+            raise HopFailure(hop.hop.peer_id, f"wrong activations (relative error {caught.error:.3g}, "
+                                              f"{len(caught.agreeing)} other servers agree)")
+        self.client.ban(caught.peer_id)  # a checker lied: this hop's answer stands
 
     async def reroute(self, block: int, reason: str = "rerouted on request") -> None:
         """Move the hop holding `block` to other servers (never its current one), replaying its

@@ -70,7 +70,8 @@ def encode(header: dict[str, Any], tensors: list[torch.Tensor] = ()) -> bytes:
     return b"".join([_LENGTHS.pack(len(head), sum(len(p) for p in payloads)), head, *payloads])
 
 
-def _is_int(x: Any) -> bool:
+def is_int(x: Any) -> bool:
+    """An int that is not a bool (msgpack gives True for a bool: never a count)."""
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -92,7 +93,7 @@ def check_header(header: Any, limits: WireLimits) -> list[tuple[torch.dtype, lis
         dtype = DTYPES[name]
         shape = spec.get("shape")
         if (not isinstance(shape, list) or len(shape) > limits.max_rank
-                or not all(_is_int(d) and 0 <= d <= limits.max_dim for d in shape)):
+                or not all(is_int(d) and 0 <= d <= limits.max_dim for d in shape)):
             raise ProtocolError(f"bad shape {_short(shape)}: a list of at most {limits.max_rank} ints "
                                 f"from 0 to {limits.max_dim}")
         nbytes = tensor_nbytes(dtype, shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="with --local: run as a chain of in-process spans, e.g. 0:10,10:20,20:30")
     where.add_argument("--initial-peers", nargs="*", default=None, help="multiaddrs of swarm peers to join")
     where.add_argument("--verbose", action="store_true", help="show the route through the swarm")
+    where.add_argument("--spot-check", type=float, default=None, metavar="RATE",
+                       help="fraction of steps recomputed by a second server to catch wrong activations "
+                            "(0: off, 1: every step; default 0.05; a hop's first step is always checked)")
+    where.add_argument("--swarm-key", type=Path, default=None, metavar="FILE",
+                       help="join a private swarm: the key file its members share")
     p.set_defaults(func=run)
 
 
@@ -94,5 +100,13 @@ def _run_local(args: argparse.Namespace, path, decoder) -> str:
 
 def _run_swarm(args: argparse.Namespace, path, decoder) -> str:
     from corolla.app.swarm.generate import run_swarm_generation
+    from corolla.core.errors import CorollaError
+    from corolla.p2p.pnet import read_swarm_key
+    from corolla.p2p.spotcheck import DEFAULT_RATE
 
-    return run_swarm_generation(path, decoder, args.initial_peers, verbose=args.verbose)
+    rate = DEFAULT_RATE if args.spot_check is None else args.spot_check
+    if not 0.0 <= rate <= 1.0:
+        raise CorollaError(f"--spot-check must be from 0 (off) to 1 (every step), got {rate}")
+    key = read_swarm_key(args.swarm_key) if args.swarm_key else None
+    return run_swarm_generation(path, decoder, args.initial_peers, verbose=args.verbose, spot_check=rate,
+                                swarm_key=key)

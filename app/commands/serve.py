@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --num-blocks: seconds between checks whether another span is needed more (0: never)")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds to let open sessions finish when stopping")
+    p.add_argument("--swarm-key", type=Path, default=None, metavar="FILE",
+                   help="join a private swarm: the key file its members share")
     p.set_defaults(func=run)
 
 
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     # OMP_WAIT_POLICY=PASSIVE is set by app.cli before torch loads.
     from corolla.app.serve.runtime import NodeConfig, main_server
     from corolla.core.errors import CorollaError
+    from corolla.p2p.pnet import read_swarm_key
     from corolla.p2p.records import BlockRange
 
     try:
@@ -60,5 +63,6 @@ def run(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions, cache_tokens=args.cache_tokens, identity=args.identity,
         announce_period=args.announce_period, drain_timeout=args.drain_timeout,
         rebalance_period=args.rebalance_period,
+        swarm_key=read_swarm_key(args.swarm_key) if args.swarm_key else None,
     )
     return main_server(cfg)

@@ -46,6 +46,7 @@ class NodeConfig:
     announce_period: float = 30.0
     drain_timeout: float = 10.0
     rebalance_period: float = 120.0  # 0: never move (always the case with explicit blocks)
+    swarm_key: str | None = None  # a private swarm's key (64 hex digits), None: the open swarm
 
 
 def say(text: str) -> None:
@@ -89,10 +90,10 @@ async def stop_signals(cancel: Callable[[], None], *, task_status=trio.TASK_STAT
             return
 
 
-async def run_bootstrap(host: str, port: int, identity: Path | None) -> None:
+async def run_bootstrap(host: str, port: int, identity: Path | None, swarm_key: str | None = None) -> None:
     """A DHT-only peer that helps others find each other; prints its address and waits."""
     key = load_or_create_identity(identity or default_identity_path("bootstrap", port))
-    async with open_peer(key, host=host, port=port, dht_server=True) as peer:
+    async with open_peer(key, host=host, port=port, dht_server=True, swarm_key=swarm_key) as peer:
         for addr in printable_addrs(peer, host):
             say(f"bootstrap peer listening on {addr}")
         say("join with: --initial-peers " + printable_addrs(peer, host)[0])
@@ -123,7 +124,8 @@ async def run_server(cfg: NodeConfig) -> None:
     path = await trio.to_thread.run_sync(resolve_model, cfg.model)
     model = ModelInfo.load(path)
     key = load_or_create_identity(cfg.identity or default_identity_path("server", cfg.port))
-    async with open_peer(key, host=cfg.host, port=cfg.port, initial_peers=cfg.initial_peers) as peer:
+    async with open_peer(key, host=cfg.host, port=cfg.port, initial_peers=cfg.initial_peers,
+                         swarm_key=cfg.swarm_key) as peer:
         blocks = await choose_blocks(cfg, peer, model)
         say(f"loading blocks {blocks} of {model.name} ({model.num_blocks} blocks) on {cfg.device}")
         span = await trio.to_thread.run_sync(lambda: Span.load(path, blocks.start, blocks.end,
@@ -236,8 +238,8 @@ def _leaves(exc: BaseException):
         yield exc
 
 
-def main_bootstrap(host: str, port: int, identity: Path | None) -> int:
-    run_trio(run_bootstrap, host, port, identity)
+def main_bootstrap(host: str, port: int, identity: Path | None, swarm_key: str | None = None) -> int:
+    run_trio(run_bootstrap, host, port, identity, swarm_key)
     return 0
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 from corolla.core.model import ModelInfo
 from corolla.p2p.client import SwarmClient, open_client_peer
 from corolla.p2p.records import format_blocks
+from corolla.p2p.reputation import Reputation
 from corolla.p2p.session import FailoverEvent, InferenceSession, WaitingEvent
+from corolla.p2p.spotcheck import DEFAULT_RATE, LiarCaught, SpotCheck
 
 
 def describe_event(event: FailoverEvent | WaitingEvent) -> str:
@@ -24,7 +27,8 @@ def describe_event(event: FailoverEvent | WaitingEvent) -> str:
 
 
 async def generate_through_swarm(path: Path, decoder, initial_peers: list[str], verbose: bool = False,
-                                 step_timeout: float | None = None) -> str:
+                                 step_timeout: float | None = None, spot_check: float = DEFAULT_RATE,
+                                 swarm_key: str | None = None) -> str:
     """Run `decoder` to the end through a route of servers; return the generated text."""
     model = ModelInfo.load(path)
 
@@ -36,9 +40,16 @@ async def generate_through_swarm(path: Path, decoder, initial_peers: list[str], 
         print(describe_event(event), file=sys.stderr, flush=True)
 
     kwargs = {} if step_timeout is None else {"timeout": step_timeout}
-    async with open_client_peer(initial_peers) as peer:
-        client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
-        async with InferenceSession(client, decoder.max_length, on_event=on_event, **kwargs) as session:
+
+    def on_caught(caught: LiarCaught) -> None:
+        print(f"[swarm] server {caught.peer_id} returned wrong activations for blocks {caught.start}:{caught.end} "
+              f"(relative error {caught.error:.3g}); banned, step redone elsewhere", file=sys.stderr, flush=True)
+
+    checks = SpotCheck(spot_check, on_caught=on_caught) if spot_check > 0 else None
+    async with open_client_peer(initial_peers, swarm_key=swarm_key) as peer:
+        client = SwarmClient(peer, model.name, model.hash, model.num_blocks, reputation=Reputation.default())
+        async with InferenceSession(client, decoder.max_length, on_event=on_event, spot_check=checks,
+                                    **kwargs) as session:
             log("[swarm] route: " + " -> ".join(
                 f"blocks {h.start}:{h.end} on {h.peer_id} ({h.server.rtt_ms:.1f} ms rtt, "
                 f"{h.server.block_ms:.2f} ms/block)" for h in session.route))
@@ -50,7 +61,9 @@ async def generate_through_swarm(path: Path, decoder, initial_peers: list[str], 
     return decoder.text
 
 
-def run_swarm_generation(path: Path, decoder, initial_peers: list[str], verbose: bool = False) -> str:
+def run_swarm_generation(path: Path, decoder, initial_peers: list[str], verbose: bool = False,
+                         spot_check: float = DEFAULT_RATE, swarm_key: str | None = None) -> str:
     from corolla.app.serve.runtime import run_trio
 
-    return run_trio(generate_through_swarm, path, decoder, initial_peers, verbose)
+    return run_trio(functools.partial(generate_through_swarm, spot_check=spot_check, swarm_key=swarm_key),
+                    path, decoder, initial_peers, verbose)

@@ -108,3 +108,11 @@ class FairCompute:
         granted.set()  # the turn passes directly: _busy stays True
         if len(self._usage) > 4096:  # forget peers long gone
             self._usage = {p: u for p, u in self._usage.items() if self.usage(p) > 1e-3}
+
+
+def peer_of(stream: Any) -> str:
+    """The remote peer's id (its key was proven by the secure channel; the one thing quotas can use)."""
+    try:
+        return str(stream.muxed_conn.peer_id)
+    except AttributeError:
+        return "?"

@@ -27,6 +27,7 @@ from corolla.p2p.fairness import (
     SessionExpiredError,
     SessionSlot,
     TooManySessionsError,
+    peer_of,
 )
 from corolla.p2p.records import (
     FORWARD_PROTOCOL,
@@ -197,7 +198,7 @@ class ServerNode:
         """Run one protocol's `body` on `stream`; whatever goes wrong ends the stream with an error
         reply (when it is still writable), and nothing escapes to the connection."""
         try:
-            await body(stream, _peer_of(stream))
+            await body(stream, peer_of(stream))
         except (StreamGone, trio.TooSlowError):
             pass
         except CorollaError as exc:  # includes ProtocolError: the frames are out of step, so end the stream
@@ -384,14 +385,6 @@ class ServerNode:
         with trio.move_on_after(drain_timeout):
             while self.active_sessions:
                 await self.sessions_changed.wait()
-
-
-def _peer_of(stream: INetStream) -> str:
-    """The remote peer's id (its key was proven by the secure channel; the one thing quotas can use)."""
-    try:
-        return str(stream.muxed_conn.peer_id)
-    except AttributeError:
-        return "?"
 
 
 async def _close(stream: INetStream) -> None:

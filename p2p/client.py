@@ -103,6 +103,7 @@ class SwarmClient:
         self._discovered_at = -1e9
         self._cache: list[ServerInfo] = []
         self._full_until: dict[str, float] = {}
+        self._observed_ms: dict[str, float] = {}  # per peer: ms per block seen on its 1-token steps
         self._cached_at = -1e9
         self._lock = trio.Lock()
 
@@ -120,8 +121,23 @@ class SwarmClient:
                 self._cache = live
                 self._cached_at = time.monotonic()
         now = time.monotonic()
-        return [replace(s, free_cache_tokens=0) if self._full_until.get(s.peer_id, 0.0) > now else s
-                for s in self._cache if not self.bans.banned(s.peer_id) and not self.reputation.distrusted(s.peer_id)]
+        out = []
+        for s in self._cache:
+            if self.bans.banned(s.peer_id) or self.reputation.distrusted(s.peer_id):
+                continue
+            if self._full_until.get(s.peer_id, 0.0) > now:
+                s = replace(s, free_cache_tokens=0)
+            if self._observed_ms.get(s.peer_id, 0.0) > s.block_ms:  # it claims to be faster than it is
+                s = replace(s, block_ms=self._observed_ms[s.peer_id])
+            out.append(s)
+        return out
+
+    def observe_step(self, peer_id: str, step_ms: float, num_blocks: int, rtt_ms: float) -> None:
+        """Record a 1-token step's round trip (ms): routing then uses what the server does, not what it
+        says (a server advertising a tiny block_ms would otherwise draw every route)."""
+        per_block = max(step_ms - rtt_ms, 0.0) / max(num_blocks, 1)
+        old = self._observed_ms.get(peer_id)
+        self._observed_ms[peer_id] = per_block if old is None else 0.8 * old + 0.2 * per_block
 
     def note_full(self, peer_id: str) -> None:
         """A server refused a session because it is full: route as if it had no room for a while."""

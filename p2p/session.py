@@ -93,6 +93,7 @@ class HopSession:
         self.leaving = False  # the server said it is leaving the swarm
         self.last_used = time.monotonic()
         self.steps = 0  # steps answered (a spot-check always looks at the first)
+        self.last_step_ms = 0.0  # round trip of the last step, as this client saw it
 
     @classmethod
     async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
@@ -113,6 +114,7 @@ class HopSession:
     async def exchange(self, hidden: torch.Tensor) -> torch.Tensor:
         """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype."""
         timeout = step_timeout(self.timeout, hidden.shape[1])
+        t0 = time.perf_counter()
         try:
             await write_message(self.stream, encode({"type": "step", "session": self.session_id},
                                                     [hidden.to(self.dtype)]), timeout=timeout)
@@ -121,6 +123,7 @@ class HopSession:
             idle = isinstance(exc, StreamGone) and time.monotonic() - self.last_used > IDLE_EXPIRY_S
             raise HopFailure(self.hop.peer_id, _why(exc), cause=exc, after_idle=idle) from None
         self.last_used = time.monotonic()
+        self.last_step_ms = 1000 * (time.perf_counter() - t0)
         if header.get("type") == "error":
             code, message = str(header.get("code"))[:64], str(header.get("message"))[:300]
             raise HopFailure(self.hop.peer_id, f"{code}: {message}", fatal=code in CLIENT_FAULTS,
@@ -200,6 +203,9 @@ class InferenceSession:
             sent = time.perf_counter()
             try:
                 out = await hop.exchange(x)
+                if x.shape[1] == 1:
+                    self.client.observe_step(hop.hop.peer_id, hop.last_step_ms, hop.hop.end - hop.hop.start,
+                                             hop.hop.server.rtt_ms)
                 await self._check(hop, out)
                 x = out
                 k += 1

@@ -102,3 +102,35 @@ def test_tolerance_tells_rounding_from_lies():
     assert agree(x, x.bfloat16().float(), "bfloat16", "float32")  # bf16 rounding is not a lie
     assert not agree(x, torch.zeros_like(x), "bfloat16", "bfloat16")
     assert relative_error(x, x) == 0.0
+
+
+def test_a_server_claiming_to_be_faster_than_it_is_is_routed_by_what_it_does(tiny_model):
+    xs = inputs_for(4)
+
+    async def body(swarm):
+        braggart = await swarm.add("braggart", 0, 6)
+        braggart._observe = lambda *a: None
+        braggart.block_ms = 0.0001
+        run = braggart._run
+
+        async def slow(fn, *args):
+            import trio
+
+            await trio.sleep(0.05)  # 50 ms a step, ~8 ms a block: far from the 0.0001 it claims
+            return await run(fn, *args)
+
+        braggart._run = slow
+        await swarm.add("honest", 0, 6)
+        async with swarm.client() as client:
+            async with InferenceSession(client, 64) as session:
+                first = session.route[0].peer_id
+                for x in xs:
+                    await session.forward(x)
+            seen = {s.peer_id: s.block_ms for s in await client.servers(fresh=True)}
+            async with InferenceSession(client, 64) as session:
+                second = session.route[0].peer_id
+            return braggart.peer_id, first, second, seen
+
+    braggart, first, second, seen = run_with_swarm(tiny_model, body)
+    assert first == braggart and second != braggart
+    assert seen[braggart] > 1.0

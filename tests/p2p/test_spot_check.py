@@ -75,7 +75,7 @@ def test_a_liar_that_starts_lying_later_is_caught_in_99_percent_of_runs(tiny_mod
         await swarm.add("b", 0, 6)
         async with swarm.client() as client:
             for run in range(runs):
-                client.bans, client.reputation = PeerBans(), Reputation()
+                client.bans, client.reputation, client._observed_ms = PeerBans(), Reputation(), {}
                 await client.servers(fresh=True)
                 found: list[int] = []
                 checks = SpotCheck(rate=rate, seed=run, on_caught=lambda c, found=found: found.append(len(done)))

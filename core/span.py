@@ -12,6 +12,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 from transformers.cache_utils import DynamicCache
 
+from corolla.core.dtypes import DTYPES
 from corolla.core.errors import (
     CacheFullError,
     DtypeError,
@@ -25,7 +26,7 @@ from corolla.core.families.base import layer_index
 from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
 from corolla.core.weights import load_tensors, names_with_prefix
 
-ACCEPTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+ACCEPTED_DTYPES = tuple(DTYPES.values())
 
 
 class Span(nn.Module):

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -15,6 +16,7 @@ from corolla.p2p.discovery import find_block_servers, find_model_servers
 from corolla.p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
 from corolla.p2p.host import Peer, open_peer
 from corolla.p2p.records import INFO_PROTOCOL, ServerInfo
+from corolla.p2p.reputation import Reputation
 from corolla.p2p.wire import StreamGone, encode, read_message, write_message
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,10 @@ async def request_info(peer: Peer, peer_id: str | ID, timeout: float = INFO_TIME
             except Exception as exc:  # noqa: BLE001 - best effort on a stream we are done with
                 log.debug("close: %s", exc)
     if header.get("type") == "error":
-        raise RemoteError(str(header.get("code")), str(header.get("message")))
+        raise RemoteError(str(header.get("code"))[:64], str(header.get("message"))[:300])
     info = ServerInfo.from_wire(header.get("info"))
+    if info.peer_id != str(peer_id):
+        raise ProtocolError(f"server {str(peer_id)[-8:]} claims to be {info.peer_id[-8:]}")
     info.rtt_ms = 1000 * (time.perf_counter() - t0)
     return info
 
@@ -88,14 +92,18 @@ class SwarmClient:
     table so that later lookups do not ask it."""
 
     def __init__(self, peer: Peer, model_name: str, model_hash: str, num_blocks: int,
-                 info_ttl: float = INFO_TTL, rediscover_s: float = REDISCOVER_S) -> None:
+                 info_ttl: float = INFO_TTL, rediscover_s: float = REDISCOVER_S,
+                 reputation: Reputation | None = None) -> None:
         self.peer = peer
+        self.reputation = reputation or Reputation()
         self.model_name, self.model_hash, self.num_blocks = model_name, model_hash, num_blocks
         self.info_ttl, self.rediscover_s = info_ttl, rediscover_s
         self.bans = PeerBans()
         self._known: set[ID] = set()
         self._discovered_at = -1e9
         self._cache: list[ServerInfo] = []
+        self._full_until: dict[str, float] = {}
+        self._observed_ms: dict[str, float] = {}  # per peer: ms per block seen on its 1-token steps
         self._cached_at = -1e9
         self._lock = trio.Lock()
 
@@ -112,7 +120,28 @@ class SwarmClient:
                 live, _ = await self._ask(asked)
                 self._cache = live
                 self._cached_at = time.monotonic()
-        return [s for s in self._cache if not self.bans.banned(s.peer_id)]
+        now = time.monotonic()
+        out = []
+        for s in self._cache:
+            if self.bans.banned(s.peer_id) or self.reputation.distrusted(s.peer_id):
+                continue
+            if self._full_until.get(s.peer_id, 0.0) > now:
+                s = replace(s, free_cache_tokens=0)
+            if self._observed_ms.get(s.peer_id, 0.0) > s.block_ms:  # it claims to be faster than it is
+                s = replace(s, block_ms=self._observed_ms[s.peer_id])
+            out.append(s)
+        return out
+
+    def observe_step(self, peer_id: str, step_ms: float, num_blocks: int, rtt_ms: float) -> None:
+        """Record a 1-token step's round trip (ms): routing then uses what the server does, not what it
+        says (a server advertising a tiny block_ms would otherwise draw every route)."""
+        per_block = max(step_ms - rtt_ms, 0.0) / max(num_blocks, 1)
+        old = self._observed_ms.get(peer_id)
+        self._observed_ms[peer_id] = per_block if old is None else 0.8 * old + 0.2 * per_block
+
+    def note_full(self, peer_id: str) -> None:
+        """A server refused a session because it is full: route as if it had no room for a while."""
+        self._full_until[peer_id] = time.monotonic() + max(self.info_ttl, 1.0)
 
     async def _discover(self) -> None:
         """One lookup of the model's key, then per-block lookups only for blocks nobody answered for."""
@@ -162,8 +191,33 @@ class SwarmClient:
 
 
 @asynccontextmanager
-async def open_client_peer(initial_peers: Sequence[str], host: str = "0.0.0.0") -> AsyncIterator[Peer]:
+async def open_client_peer(initial_peers: Sequence[str], host: str = "0.0.0.0",
+                           swarm_key: str | None = None) -> AsyncIterator[Peer]:
     """A throwaway client identity in DHT client mode (it asks; it is never asked)."""
     async with open_peer(create_new_key_pair(), host=host, port=0, dht_server=False,
-                         initial_peers=initial_peers) as peer:
+                         initial_peers=initial_peers, swarm_key=swarm_key) as peer:
         yield peer
+
+
+async def request_forward(peer: Peer, peer_id: str, start: int, end: int, hidden, timeout: float):
+    """Hidden states through blocks [start, end) of one server, statelessly (the forward protocol)."""
+    from corolla.p2p.records import FORWARD_PROTOCOL
+
+    stream = await open_stream(peer, peer_id, FORWARD_PROTOCOL, timeout)
+    try:
+        await write_message(stream, encode({"type": "forward", "start": start, "end": end}, [hidden]),
+                            timeout=timeout)
+        header, tensors = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
+    except (StreamGone, trio.TooSlowError) as exc:
+        raise PeerUnavailableError(str(peer_id), f"forward: {exc or type(exc).__name__}") from None
+    finally:
+        with trio.move_on_after(0.5):
+            try:
+                await stream.close()
+            except Exception as exc:  # noqa: BLE001 - best effort on a stream we are done with
+                log.debug("close: %s", exc)
+    if header.get("type") == "error":
+        raise RemoteError(str(header.get("code"))[:64], str(header.get("message"))[:300])
+    if header.get("type") != "result" or len(tensors) != 1 or tensors[0].shape != hidden.shape:
+        raise ProtocolError(f"server {str(peer_id)[-8:]} answered a forward request with a malformed result")
+    return tensors[0]

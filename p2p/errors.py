@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from corolla.core.errors import CorollaError
+from corolla.p2p.blocks import format_blocks
 
 
 class SwarmError(CorollaError):
@@ -43,12 +44,20 @@ class NoRouteError(SwarmError):
     """No live server covers some blocks of the model."""
 
     def __init__(self, missing: list[int], model: str) -> None:
-        from corolla.p2p.records import format_blocks
-
         super().__init__(
             f"no live server serves blocks {format_blocks(missing)} of {model}; "
             "start a server for them (corolla serve --blocks A:B) or wait for one to join"
         )
+        self.missing = missing
+
+
+class ServersFullError(NoRouteError):
+    """Live servers hold the blocks, but every one of them is full (sessions or cache)."""
+
+    def __init__(self, missing: list[int], model: str) -> None:
+        SwarmError.__init__(
+            self, f"the servers holding blocks {format_blocks(missing)} of {model} are full (too many sessions "
+            "or no free attention cache); wait, ask for fewer tokens, or start another server for them")
         self.missing = missing
 
 

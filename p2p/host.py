@@ -153,6 +153,7 @@ async def open_peer(
     initial_peers: Sequence[str] = (),
     relay: str = "off",
     check_reachability: bool = False,
+    swarm_key: str | None = None,
 ) -> AsyncIterator[Peer]:
     """Start a host listening on host:port and its DHT (server mode answers queries; client mode
     only asks, so its lookups always go to the network), join `initial_peers`, yield the Peer.
@@ -169,7 +170,8 @@ async def open_peer(
     # minimum connection count: the default (50) redials every known peer, dead ones included,
     # whenever a connection drops.
     config = ConnectionConfig(max_connections_per_peer=1, min_connections=0, low_watermark=0)
-    h = new_host(key_pair=key_pair, listen_addrs=listen, connection_config=config)
+    # swarm_key: 64 hex digits of a private swarm's pre-shared key (p2p/pnet.py); None: the open swarm.
+    h = new_host(key_pair=key_pair, listen_addrs=listen, connection_config=config, psk=swarm_key)
     nat = NatTraversal(h, hop=relay == "on" or (relay == "auto" and not initial_peers))
     announce_addrs(h, nat)
     if port:

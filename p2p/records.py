@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from corolla.core.dtypes import DTYPES
+from corolla.p2p.blocks import BlockRange, format_blocks
 from corolla.p2p.errors import ProtocolError
+
+__all__ = ["BlockRange", "format_blocks"]
 
 PROTOCOL_VERSION = "1.0.0"
 INFO_PROTOCOL = f"/corolla/info/{PROTOCOL_VERSION}"
@@ -15,52 +20,6 @@ FORWARD_PROTOCOL = f"/corolla/forward/{PROTOCOL_VERSION}"
 
 ONLINE = "online"
 LEAVING = "leaving"
-
-
-@dataclass(frozen=True, order=True)
-class BlockRange:
-    """Blocks [start, end) of a model."""
-
-    start: int
-    end: int
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.start < self.end):
-            raise ValueError(f"bad block range {self.start}:{self.end}: need 0 <= start < end")
-
-    def __len__(self) -> int:
-        return self.end - self.start
-
-    def __contains__(self, block: object) -> bool:
-        return isinstance(block, int) and self.start <= block < self.end
-
-    def __str__(self) -> str:
-        return f"{self.start}:{self.end}"
-
-    @classmethod
-    def parse(cls, text: str) -> BlockRange:
-        """Parse 'A:B' (blocks A..B-1)."""
-        try:
-            a, b = text.split(":")
-            return cls(int(a), int(b))
-        except ValueError as exc:
-            raise ValueError(f"bad block range {text!r}: expected A:B with 0 <= A < B") from exc
-
-
-def format_blocks(blocks: list[int]) -> str:
-    """[0,1,2,5,7,8] -> '0-2, 5, 7-8'."""
-    out: list[str] = []
-    for b in sorted(set(blocks)):
-        if out and isinstance(out[-1], str) and _last(out[-1]) == b - 1:
-            first = out[-1].split("-")[0]
-            out[-1] = f"{first}-{b}"
-        else:
-            out.append(str(b))
-    return ", ".join(out)
-
-
-def _last(item: str) -> int:
-    return int(item.split("-")[-1])
 
 
 def model_key(model_name: str, model_hash: str) -> str:
@@ -109,12 +68,49 @@ class ServerInfo:
 
     @classmethod
     def from_wire(cls, d: Any) -> ServerInfo:
+        """The one parser of an info reply: every field typed and in range, or ProtocolError."""
         if not isinstance(d, dict):
             raise ProtocolError("server info must be a map")
-        names = {f.name for f in fields(cls)} - {"rtt_ms"}
-        try:
-            info = cls(**{k: v for k, v in d.items() if k in names})
-            BlockRange(int(info.start), int(info.end))
-        except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"bad server info: {exc}") from exc
-        return info
+        values: dict[str, Any] = {}
+        for name, (kind, low, high) in _INFO_FIELDS.items():
+            if name not in d:
+                if name in _INFO_REQUIRED:
+                    raise ProtocolError(f"bad server info: '{name}' is missing")
+                continue
+            values[name] = _checked(name, d[name], kind, low, high)
+        if not values["start"] < values["end"]:
+            raise ProtocolError(f"bad server info: blocks {values['start']}:{values['end']} (need start < end)")
+        if values.get("state", ONLINE) not in (ONLINE, LEAVING):
+            raise ProtocolError(f"bad server info: unknown state {values['state']!r}")
+        if values.get("dtype", "float32") not in DTYPES:
+            raise ProtocolError(f"bad server info: unknown dtype {values['dtype']!r}")
+        return cls(**values)
+
+
+MAX_BLOCKS = 1 << 16
+_INFO_REQUIRED = {"peer_id", "model_name", "model_hash", "start", "end"}
+# name: (type, lowest, highest) - a number outside its range, NaN or inf marks the whole reply as a lie.
+_INFO_FIELDS: dict[str, tuple[type, float, float]] = {
+    "peer_id": (str, 1, 128), "model_name": (str, 0, 256), "model_hash": (str, 0, 128),
+    "start": (int, 0, MAX_BLOCKS - 1), "end": (int, 1, MAX_BLOCKS),
+    "state": (str, 1, 32), "dtype": (str, 1, 32), "hidden_size": (int, 0, 1 << 20),
+    "block_ms": (float, 1e-4, 1e6), "throughput": (float, 0.0, 1e9),
+    "free_cache_tokens": (int, 0, 1 << 32), "active_sessions": (int, 0, 1 << 20),
+    "max_sessions": (int, 0, 1 << 20), "version": (str, 1, 32),
+}
+
+
+def _checked(name: str, value: Any, kind: type, low: float, high: float) -> Any:
+    """`value` as `kind` if it is one (an int counts as a float, a bool as nothing) and within
+    [low, high] (for strings: its length)."""
+    if kind is str:
+        if not isinstance(value, str) or not low <= len(value) <= high:
+            raise ProtocolError(f"bad server info: '{name}' must be a string of {low}-{high} characters")
+        return value
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        ok = ok or isinstance(value, float)
+    if not ok or not math.isfinite(value) or not low <= value <= high:
+        raise ProtocolError(f"bad server info: '{name}' must be {'an integer' if kind is int else 'a number'} "
+                            f"from {low:g} to {high:g}, got {value!r:.40}")
+    return kind(value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-from corolla.p2p.errors import NoRouteError
+from corolla.p2p.errors import NoRouteError, ServersFullError
 from corolla.p2p.records import ONLINE, ServerInfo
 
 HOP_MS = 0.5  # a fixed price per hop, so that among equal routes the one with fewer hops wins
@@ -69,6 +69,9 @@ def plan_route(servers: list[ServerInfo], start: int, end: int, *, cache_tokens:
                     heapq.heappush(queue, (c, to))
     if end not in back and start != end:
         missing = uncovered(candidates, start, end) or [b for b in range(start, end) if b >= _reach(back, start)]
+        online = [s for s in servers if s.state == ONLINE]
+        if not uncovered(online, start, end):  # live servers hold every block: they are full
+            raise ServersFullError(missing, model)
         raise NoRouteError(missing, model)
     hops: list[RouteHop] = []
     at = end

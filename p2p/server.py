@@ -1,20 +1,36 @@
-"""A server node: serves one span of blocks on the info, inference and forward protocols."""
+"""A server node: serves one span of blocks on the info, inference and forward protocols.
+
+Every stream runs inside one guard: a bad frame, a refused request or a bug ends that stream with an
+error reply; nothing reaches libp2p's connection task. Peers share the server through fairness.py.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import torch
 import trio
 from libp2p.abc import INetStream
 
-from corolla.core.errors import CacheFullError, CorollaError, UnknownSessionError
+from corolla.core.dtypes import DTYPE_NAMES, ELEMENT_BYTES
+from corolla.core.errors import CacheFullError, CorollaError, ShapeError, UnknownSessionError
 from corolla.core.span import Span, SpanRuntime
 from corolla.p2p.batching import StepBatcher
 from corolla.p2p.errors import BlockRangeError, ProtocolError
+from corolla.p2p.fairness import (
+    FairCompute,
+    InferenceTurns,
+    PeerLimitError,
+    PeerQuota,
+    SessionExpiredError,
+    SessionSlot,
+    TooManySessionsError,
+    peer_of,
+)
 from corolla.p2p.records import (
     FORWARD_PROTOCOL,
     INFERENCE_PROTOCOL,
@@ -25,8 +41,6 @@ from corolla.p2p.records import (
     ServerInfo,
 )
 from corolla.p2p.wire import (
-    DEFAULT_LIMITS,
-    DTYPE_NAMES,
     StreamGone,
     WireLimits,
     encode,
@@ -34,51 +48,68 @@ from corolla.p2p.wire import (
     read_message,
     write_message,
 )
+from corolla.p2p.wire import (
+    is_int as _is_int,
+)
 
 log = logging.getLogger("corolla.server")
 
 REQUEST_TIMEOUT = 10.0  # s for one whole message once it has started
-SESSION_IDLE_TIMEOUT = 300.0  # s between steps before a session is dropped
+SESSION_IDLE_TIMEOUT = 60.0  # s between steps before a session is dropped
+RECLAIM_IDLE_S = 2.0  # s without a step after which a session's cache may go to a newcomer
 WRITE_TIMEOUT = 10.0
 INLINE_MAX_ELEMENTS = 16 * 1024  # hidden-state elements computed without a thread hand-off
+FORWARD_CHUNK = 8  # tokens of a forward request computed per turn, so that others get turns between
+MAX_REQUEST_TOKENS = 4096  # tokens (x batch) one forward request or step may carry
 
 
 class ServerLeavingError(CorollaError):
     """The server is shutting down and takes no new sessions."""
 
 
-class TooManySessionsError(CorollaError):
-    """The server already serves as many sessions as it was told to."""
+def check_inside(span: Span, start: int, end: int) -> None:
+    """Raise BlockRangeError unless blocks [start, end) lie inside `span` (the one range check)."""
+    if not (span.start <= start < end <= span.end):
+        raise BlockRangeError(f"blocks {start}:{end} are not inside this server's span {span.start}:{span.end}")
 
 
 def sub_span(span: Span, start: int, end: int) -> Span:
     """Blocks [start, end) of this server's span, sharing its weights (a hop may use any part)."""
-    if not (span.start <= start < end <= span.end):
-        raise BlockRangeError(f"blocks {start}:{end} are not inside this server's span {span.start}:{span.end}")
+    check_inside(span, start, end)
     return span.sub(start, end)
 
 
 class ServerNode:
-    """Protocol handlers around a SpanRuntime. Compute runs in a worker thread, one step at a time."""
+    """Protocol handlers around a SpanRuntime. Compute runs one step at a time, in fair turns."""
 
     def __init__(self, span: Span, model_name: str, model_hash: str, *, cache_tokens: int = 8192,
-                 max_sessions: int = 16, limits: WireLimits = DEFAULT_LIMITS,
-                 session_idle_timeout: float = SESSION_IDLE_TIMEOUT) -> None:
+                 max_sessions: int = 16, limits: WireLimits | None = None,
+                 session_idle_timeout: float = SESSION_IDLE_TIMEOUT, reclaim_idle_s: float = RECLAIM_IDLE_S,
+                 peer_quota: PeerQuota | None = None, forward_chunk: int = FORWARD_CHUNK) -> None:
         self.span = span
         self.model_name, self.model_hash = model_name, model_hash
         self.cache_tokens = cache_tokens
         self.max_sessions = max_sessions
-        self.limits = limits
+        # A step never needs more than MAX_REQUEST_TOKENS hidden states of the widest dtype.
+        request_bytes = MAX_REQUEST_TOKENS * span.hidden_size * max(ELEMENT_BYTES.values())
+        self.limits = limits or WireLimits(max_tensor_bytes=request_bytes, max_payload_bytes=request_bytes,
+                                           max_tensors=1, max_rank=3)
         self.session_idle_timeout = session_idle_timeout
+        self.reclaim_idle_s = reclaim_idle_s
+        self.quota = peer_quota or PeerQuota.share_of(max_sessions, cache_tokens)
+        self.forward_chunk = forward_chunk
         self.state = ONLINE
         self.peer_id = ""
         self.block_ms = 1.0
         self.reachability = "unknown"  # set by whoever runs the node, from its dial-back
         self.relays: list[str] = []
         self._runtimes: dict[tuple[int, int], SpanRuntime] = {}
-        self._reserved: dict[str, int] = {}
-        self._compute = trio.Lock()
-        self.batcher = StepBatcher(self._compute)  # concurrent sessions' steps share forward passes
+        self._slots: dict[str, SessionSlot] = {}
+        self._forwards: dict[str, int] = {}  # per peer: forward requests being served or waiting
+        self._forward_turns: dict[str, trio.Semaphore] = {}
+        self._compute = FairCompute()
+        # concurrent sessions' steps share forward passes, in the fair order as one more user
+        self.batcher = StepBatcher(InferenceTurns(self._compute))
         self.sessions_changed = trio.Event()
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -88,21 +119,31 @@ class ServerNode:
 
     @property
     def active_sessions(self) -> int:
-        return len(self._reserved)
+        return len(self._slots)
 
     @property
     def free_cache_tokens(self) -> int:
-        return self.cache_tokens - sum(self._reserved.values())
+        return self.cache_tokens - sum(s.tokens for s in self._slots.values())
+
+    def _reclaimable(self) -> list[tuple[str, SessionSlot]]:
+        """Sessions idle long enough to give their cache away, longest idle first."""
+        now = time.monotonic()
+        idle = [(sid, s) for sid, s in self._slots.items()
+                if s.waiting is not None and now - s.last_used >= self.reclaim_idle_s]
+        return sorted(idle, key=lambda item: item[1].last_used)
 
     def info(self) -> ServerInfo:
         n = len(self.blocks)
+        idle = self._reclaimable()
         return ServerInfo(
             peer_id=self.peer_id, model_name=self.model_name, model_hash=self.model_hash,
             start=self.span.start, end=self.span.end, state=self.state,
             dtype=DTYPE_NAMES[self.span.dtype], hidden_size=self.span.hidden_size,
             block_ms=self.block_ms, throughput=1000.0 / max(self.block_ms * n, 1e-6),
-            free_cache_tokens=self.free_cache_tokens, active_sessions=self.active_sessions,
-            max_sessions=self.max_sessions, reachability=self.reachability, relays=list(self.relays),
+            # what a newcomer can get: idle sessions' room is given away on demand
+            free_cache_tokens=self.free_cache_tokens + sum(s.tokens for _, s in idle),
+            active_sessions=self.active_sessions - len(idle), max_sessions=self.max_sessions,
+            reachability=self.reachability, relays=list(self.relays),
         )
 
     def replace_span(self, span: Span) -> None:
@@ -150,11 +191,31 @@ class ServerNode:
 
     def attach(self, host: Any) -> None:
         self.peer_id = host.get_id().to_string()
-        host.set_stream_handler(INFO_PROTOCOL, self.handle_info)
-        host.set_stream_handler(INFERENCE_PROTOCOL, self.handle_inference)
-        host.set_stream_handler(FORWARD_PROTOCOL, self.handle_forward)
+        host.set_stream_handler(INFO_PROTOCOL, self._guarded(self._info))
+        host.set_stream_handler(INFERENCE_PROTOCOL, self._guarded(self._inference))
+        host.set_stream_handler(FORWARD_PROTOCOL, self._guarded(self._forward))
 
     # -- protocol handlers -------------------------------------------------------------------
+    def _guarded(self, body: Callable[[INetStream, str], Awaitable[None]]) -> Callable[[INetStream], Awaitable[None]]:
+        async def handler(stream: INetStream) -> None:
+            await self.serve_stream(stream, body)
+        return handler
+
+    async def serve_stream(self, stream: INetStream, body: Callable[[INetStream, str], Awaitable[None]]) -> None:
+        """Run one protocol's `body` on `stream`; whatever goes wrong ends the stream with an error
+        reply (when it is still writable), and nothing escapes to the connection."""
+        try:
+            await body(stream, peer_of(stream))
+        except (StreamGone, trio.TooSlowError):
+            pass
+        except CorollaError as exc:  # includes ProtocolError: the frames are out of step, so end the stream
+            await self._reply_error(stream, exc)
+        except Exception as exc:  # a bug must cost one stream, never the server
+            log.exception("a %s stream failed", getattr(body, "__name__", "protocol"))
+            await self._reply_error(stream, exc)
+        finally:
+            await _close(stream)
+
     async def _read(self, stream: INetStream, idle: float) -> tuple[dict[str, Any], list[torch.Tensor]]:
         return await read_message(stream, limits=self.limits, idle_timeout=idle, body_timeout=REQUEST_TIMEOUT)
 
@@ -164,56 +225,66 @@ class ServerNode:
     async def _reply_error(self, stream: INetStream, exc: BaseException) -> None:
         code = type(exc).__name__ if isinstance(exc, CorollaError) else "InternalError"
         try:
-            await self._reply(stream, error_frame(code, str(exc)))
+            await self._reply(stream, error_frame(code, str(exc)[:1000]))
         except (StreamGone, trio.TooSlowError):
             pass
+        except Exception as exc2:  # noqa: BLE001 - a broken stream must not turn an error reply into a crash
+            log.debug("error reply not sent: %s", exc2)
 
-    async def handle_info(self, stream: INetStream) -> None:
-        try:
-            await self._read(stream, REQUEST_TIMEOUT)
-            await self._reply(stream, encode({"type": "info", "info": self.info().to_wire()}))
-        except ProtocolError as exc:
-            await self._reply_error(stream, exc)
-        except (StreamGone, trio.TooSlowError):
-            pass
-        finally:
-            await _close(stream)
+    async def _info(self, stream: INetStream, peer: str) -> None:
+        await self._read(stream, REQUEST_TIMEOUT)
+        await self._reply(stream, encode({"type": "info", "info": self.info().to_wire()}))
 
-    async def handle_forward(self, stream: INetStream) -> None:
-        """One stateless request: hidden states through blocks [start, end) of this span."""
+    async def _forward(self, stream: INetStream, peer: str) -> None:
+        """One stateless request: hidden states through blocks [start, end) of this span, computed a
+        chunk of tokens per compute turn. A peer's requests beyond its quota wait unread (the stream's
+        flow control holds its sender back); beyond twice the quota they are refused."""
+        waiting = self._forwards.get(peer, 0)
+        if waiting >= 2 * self.quota.forwards:
+            raise PeerLimitError(f"at most {self.quota.forwards} forward request(s) per peer at once; "
+                                 "wait for the previous answers")
+        self._forwards[peer] = waiting + 1
+        turn = self._forward_turns.setdefault(peer, trio.Semaphore(self.quota.forwards))
         try:
-            header, tensors = await self._read(stream, REQUEST_TIMEOUT)
-            try:
+            async with turn:
+                header, tensors = await self._read(stream, REQUEST_TIMEOUT)
                 if header.get("type") != "forward" or len(tensors) != 1:
                     raise ProtocolError("expected a 'forward' message with one tensor")
-                span = sub_span(self.span, *_range(header, self.blocks))
-                async with self._compute:
-                    out = await self._run(span.forward, tensors[0])
-                await self._reply(stream, encode({"type": "result"}, [out]))
-            except CorollaError as exc:
-                await self._reply_error(stream, exc)
-        except ProtocolError as exc:
-            await self._reply_error(stream, exc)
-        except (StreamGone, trio.TooSlowError):
-            pass
+                start, end = self._blocks_asked(header)
+                x = tensors[0]
+                self.span.check_hidden(x)
+                if x.shape[0] * x.shape[1] > MAX_REQUEST_TOKENS:
+                    raise ShapeError(f"a forward request may carry at most {MAX_REQUEST_TOKENS} tokens (x batch)")
+                out = await self._chunked_forward(sub_span(self.span, start, end), x, peer)
         finally:
-            await _close(stream)
+            self._forwards[peer] -= 1
+            if not self._forwards[peer]:
+                del self._forwards[peer], self._forward_turns[peer]
+        await self._reply(stream, encode({"type": "result"}, [out]))
 
-    async def handle_inference(self, stream: INetStream) -> None:
+    async def _chunked_forward(self, span: Span, x: torch.Tensor, peer: str) -> torch.Tensor:
+        if x.shape[1] <= self.forward_chunk:
+            async with self._compute.turn(peer):
+                return await self._run(span.forward, x)
+        rt = SpanRuntime(span, max_cache_tokens=x.shape[0] * x.shape[1])
+        rt.open_session("forward", x.shape[1], x.shape[0])
+        outs = []
+        for i in range(0, x.shape[1], self.forward_chunk):
+            async with self._compute.turn(peer):
+                chunk = x[:, i:i + self.forward_chunk]
+                outs.append(await trio.to_thread.run_sync(rt.forward, "forward", chunk))
+        return torch.cat(outs, dim=1)
+
+    async def _inference(self, stream: INetStream, peer: str) -> None:
         """One session: 'open', then 'step's (hidden in, hidden out), then 'close' or end of stream."""
-        sid: str | None = None
-        rt: SpanRuntime | None = None
+        header, _ = await self._read(stream, REQUEST_TIMEOUT)
+        sid, slot = self._open(header, peer)
         try:
-            header, _ = await self._read(stream, REQUEST_TIMEOUT)
-            try:
-                sid, rt = self._open(header)
-            except CorollaError as exc:
-                await self._reply_error(stream, exc)
-                return
+            rt = slot.runtime
             await self._reply(stream, encode({"type": "opened", "session": sid,
                                               "start": rt.span.start, "end": rt.span.end}))
             while True:
-                header, tensors = await self._read(stream, self.session_idle_timeout)
+                header, tensors = await self._next_step(stream, slot)
                 kind = header.get("type")
                 if kind == "close":
                     await self._reply(stream, encode({"type": "closed"}))
@@ -230,52 +301,84 @@ class ServerNode:
                     if self.state == LEAVING:
                         reply["leaving"] = True  # the client moves this session elsewhere at its leisure
                     await self._reply(stream, encode(reply, [out]))
+                    slot.last_used = time.monotonic()
                 except CorollaError as exc:  # the frame was read whole: answer and keep the session
                     await self._reply_error(stream, exc)
-        except ProtocolError as exc:  # the stream is out of step with the frames: answer and end it
-            await self._reply_error(stream, exc)
-        except (StreamGone, trio.TooSlowError):
-            pass
-        except Exception as exc:  # a bug must cost one session, never the server
-            log.exception("session %s failed", sid)
-            await self._reply_error(stream, exc)
         finally:
-            if sid is not None and rt is not None:
-                self._close(sid, rt)
-            await _close(stream)
+            self._close(sid, slot)
 
-    def _open(self, header: dict[str, Any]) -> tuple[str, SpanRuntime]:
+    async def _next_step(self, stream: INetStream, slot: SessionSlot) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        """The session's next message; SessionExpiredError when it idles out or is reclaimed meanwhile."""
+        with trio.CancelScope() as scope:
+            slot.waiting = scope
+            try:
+                return await self._read(stream, self.session_idle_timeout)
+            except trio.TooSlowError:
+                raise SessionExpiredError(f"no step for {self.session_idle_timeout:g} s: the session expired; "
+                                          "open a new one") from None
+            finally:
+                slot.waiting = None
+        raise SessionExpiredError(slot.evicted)
+
+    def _blocks_asked(self, header: dict[str, Any]) -> tuple[int, int]:
+        start, end = header.get("start", self.span.start), header.get("end", self.span.end)
+        if not (_is_int(start) and _is_int(end)):
+            raise ProtocolError("'start' and 'end' must be integers")
+        check_inside(self.span, start, end)
+        return start, end
+
+    def _open(self, header: dict[str, Any], peer: str) -> tuple[str, SessionSlot]:
         if header.get("type") != "open":
             raise ProtocolError(f"expected an 'open' message, got {header.get('type')!r}")
         if self.state != ONLINE:
             raise ServerLeavingError("this server is leaving the swarm; open the session elsewhere")
+        max_length, batch = header.get("max_length"), header.get("batch_size", 1)
+        if not (_is_int(max_length) and _is_int(batch) and max_length >= 1 and batch >= 1):
+            raise ProtocolError("'max_length' and 'batch_size' must be positive integers")
+        start, end = self._blocks_asked(header)
+        wanted = max_length * batch
+        mine = [s for s in self._slots.values() if s.peer == peer]
+        if len(mine) >= self.quota.sessions:
+            raise PeerLimitError(f"a peer may hold at most {self.quota.sessions} sessions here; close one first")
+        if wanted + sum(s.tokens for s in mine) > self.quota.cache_tokens:
+            raise PeerLimitError(f"a peer may reserve at most {self.quota.cache_tokens} cache tokens here; "
+                                 f"this session asks {wanted}")
+        self._reclaim(wanted)
         if self.active_sessions >= self.max_sessions:
             raise TooManySessionsError(f"this server already serves {self.max_sessions} sessions")
-        max_length, batch = header.get("max_length"), header.get("batch_size", 1)
-        if not (isinstance(max_length, int) and isinstance(batch, int)):
-            raise ProtocolError("'max_length' and 'batch_size' must be integers")
-        start, end = _range(header, self.blocks)
-        wanted = max_length * batch
         if wanted > self.free_cache_tokens:
             raise CacheFullError(f"session needs {wanted} cache tokens but only {self.free_cache_tokens} of "
                                  f"{self.cache_tokens} are free; try a shorter max length or another server")
         rt = self._runtime(start, end)
         sid = uuid.uuid4().hex
         rt.open_session(sid, max_length, batch)
-        self._reserved[sid] = wanted
+        slot = self._slots[sid] = SessionSlot(peer, wanted, rt, time.monotonic())
         log.info("session opened %s blocks %d:%d max_length %d (%d active)",
                  sid[:8], start, end, max_length, self.active_sessions)
         self._notify()
-        return sid, rt
+        return sid, slot
 
-    def _close(self, sid: str, rt: SpanRuntime) -> None:
+    def _reclaim(self, wanted: int) -> None:
+        """Make room for a session of `wanted` tokens by ending idle sessions, longest idle first."""
+        for sid, slot in self._reclaimable():
+            if wanted <= self.free_cache_tokens and self.active_sessions < self.max_sessions:
+                return
+            slot.evicted = (f"the session sat idle for {time.monotonic() - slot.last_used:.1f} s while another "
+                            "peer needed its cache; open a new one (replay the inputs)")
+            self._close(sid, slot)
+            if slot.waiting is not None:
+                slot.waiting.cancel()
+
+    def _close(self, sid: str, slot: SessionSlot) -> None:
+        if self._slots.pop(sid, None) is None:
+            return
         try:
-            rt.close_session(sid)
+            slot.runtime.close_session(sid)
         except UnknownSessionError:
             pass
-        self._reserved.pop(sid, None)
         self.batcher.forget(sid)
-        log.info("session closed %s (%d active)", sid[:8], self.active_sessions)
+        log.info("session closed %s (%d active)%s", sid[:8], self.active_sessions,
+                 " - reclaimed while idle" if slot.evicted else "")
         self._notify()
 
     def _notify(self) -> None:
@@ -288,15 +391,6 @@ class ServerNode:
         with trio.move_on_after(drain_timeout):
             while self.active_sessions:
                 await self.sessions_changed.wait()
-
-
-def _range(header: dict[str, Any], blocks: BlockRange) -> tuple[int, int]:
-    start, end = header.get("start", blocks.start), header.get("end", blocks.end)
-    if not (isinstance(start, int) and isinstance(end, int)):
-        raise ProtocolError("'start' and 'end' must be integers")
-    if not (blocks.start <= start < end <= blocks.end):
-        raise BlockRangeError(f"blocks {start}:{end} are not inside this server's span {blocks}")
-    return start, end
 
 
 async def _close(stream: INetStream) -> None:

@@ -12,11 +12,20 @@ from typing import Self
 import torch
 import trio
 
+from corolla.core.dtypes import DTYPES
 from corolla.p2p.client import SwarmClient, open_stream
-from corolla.p2p.errors import NoRouteError, PeerUnavailableError, ProtocolError, RemoteError, SwarmError
+from corolla.p2p.errors import (
+    NoRouteError,
+    PeerUnavailableError,
+    ProtocolError,
+    RemoteError,
+    ServersFullError,
+    SwarmError,
+)
 from corolla.p2p.records import INFERENCE_PROTOCOL
 from corolla.p2p.routing import RouteHop, plan_route
-from corolla.p2p.wire import DTYPES, StreamGone, encode, read_message, write_message
+from corolla.p2p.spotcheck import SpotCheck
+from corolla.p2p.wire import StreamGone, encode, read_message, write_message
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +37,10 @@ IDLE_EXPIRY_S = 60.0  # s unused after which a hop's stream ending is not held a
 MOVE_RETRY_S = 2.0  # s between looks for a replacement of a leaving server when there was none
 # Errors that another server would answer the same way: rerouting cannot help.
 CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolError", "MessageTooLargeError"}
+# A server that dropped an idle session did nothing wrong: reopen (replay) without a ban.
+EXPIRED_CODES = {"SessionExpiredError"}
+# A server that is full is alive and honest: route elsewhere or wait, and say so.
+FULL_CODES = {"CacheFullError", "TooManySessionsError", "PeerLimitError", "ServerLeavingError"}
 
 
 @dataclass
@@ -51,6 +64,7 @@ class WaitingEvent:
 
     missing: list[int]
     waited: float
+    full: bool = False  # servers hold these blocks but are full (sessions or cache)
 
 
 @dataclass
@@ -60,6 +74,7 @@ class HopFailure(Exception):
     peer_id: str
     reason: str
     fatal: bool = False
+    full: bool = False  # the server refused because it is full: not its fault
     cause: Exception | None = field(default=None, repr=False)
     after_idle: bool = False  # the stream ended while unused for long: maybe just an expired session
 
@@ -77,6 +92,8 @@ class HopSession:
         self.last_compute_ms = 0.0  # what the server says its last step took
         self.leaving = False  # the server said it is leaving the swarm
         self.last_used = time.monotonic()
+        self.steps = 0  # steps answered (a spot-check always looks at the first)
+        self.last_step_ms = 0.0  # round trip of the last step, as this client saw it
 
     @classmethod
     async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
@@ -87,9 +104,12 @@ class HopSession:
             header, _ = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
         except (PeerUnavailableError, StreamGone, trio.TooSlowError, ProtocolError) as exc:
             raise HopFailure(hop.peer_id, f"open: {_why(exc)}", cause=exc) from None
-        if header.get("type") != "opened":
-            raise HopFailure(hop.peer_id, f"open refused: {header.get('code')}: {header.get('message')}")
-        return cls(hop, stream, str(header["session"]), timeout)
+        if header.get("type") != "opened" or not isinstance(header.get("session"), str):
+            await _abandon(stream)
+            code = str(header.get("code"))[:64]
+            raise HopFailure(hop.peer_id, f"open refused: {code}: {str(header.get('message'))[:300]}",
+                             full=code in FULL_CODES)
+        return cls(hop, stream, header["session"], timeout)
 
     async def exchange(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
         """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype.
@@ -98,6 +118,7 @@ class HopSession:
         header = {"type": "step", "session": self.session_id}
         if start is not None:
             header["start"] = start
+        t0 = time.perf_counter()
         try:
             await write_message(self.stream, encode(header, [hidden.to(self.dtype)]), timeout=timeout)
             header, tensors = await read_message(self.stream, idle_timeout=timeout, body_timeout=timeout)
@@ -105,10 +126,11 @@ class HopSession:
             idle = isinstance(exc, StreamGone) and time.monotonic() - self.last_used > IDLE_EXPIRY_S
             raise HopFailure(self.hop.peer_id, _why(exc), cause=exc, after_idle=idle) from None
         self.last_used = time.monotonic()
+        self.last_step_ms = 1000 * (time.perf_counter() - t0)
         if header.get("type") == "error":
-            code = str(header.get("code"))
-            raise HopFailure(self.hop.peer_id, f"{code}: {header.get('message')}", fatal=code in CLIENT_FAULTS,
-                             cause=RemoteError(code, str(header.get("message"))))
+            code, message = str(header.get("code"))[:64], str(header.get("message"))[:300]
+            raise HopFailure(self.hop.peer_id, f"{code}: {message}", fatal=code in CLIENT_FAULTS,
+                             cause=RemoteError(code, message), after_idle=code in EXPIRED_CODES)
         if header.get("type") != "result" or len(tensors) != 1:
             raise HopFailure(self.hop.peer_id, f"unexpected reply {header.get('type')!r}")
         out = tensors[0]
@@ -140,8 +162,12 @@ class InferenceSession:
 
     def __init__(self, client: SwarmClient, max_length: int, *, timeout: float = STEP_TIMEOUT,
                  route_wait: float = ROUTE_WAIT,
-                 on_event: Callable[[FailoverEvent | WaitingEvent], None] | None = None) -> None:
+                 on_event: Callable[[FailoverEvent | WaitingEvent], None] | None = None,
+                 spot_check: SpotCheck | None = None) -> None:
         self.client, self.max_length, self.timeout = client, max_length, timeout
+        self.spot_check = spot_check
+        if spot_check is not None:
+            spot_check.reputation = client.reputation  # one record of each peer
         self.route_wait = route_wait
         self.on_event = on_event or (lambda event: None)
         self.hops: list[HopSession] = []
@@ -183,7 +209,12 @@ class InferenceSession:
             self.history[hop.hop.start].append(x)
             sent = time.perf_counter()
             try:
-                x = await hop.exchange(x, start)
+                out = await hop.exchange(x, start)
+                if x.shape[1] == 1:
+                    self.client.observe_step(hop.hop.peer_id, hop.last_step_ms, hop.hop.end - hop.hop.start,
+                                             hop.hop.server.rtt_ms)
+                await self._check(hop, out)
+                x = out
                 k += 1
             except HopFailure as failure:
                 if failure.fatal:
@@ -206,6 +237,21 @@ class InferenceSession:
             for first, stored in self.history.items():
                 self.history[first] = [torch.cat(stored, dim=1)[:, :start]] if stored else []
         self.position = start
+
+    async def _check(self, hop: HopSession, out: torch.Tensor) -> None:
+        """Spot-check this step of `hop` (if the policy picks it); HopFailure when its server lied,
+        so that the step is redone elsewhere."""
+        first, hop.steps = hop.steps == 0, hop.steps + 1
+        if self.spot_check is None or not self.spot_check.wants(first):
+            return
+        inputs = torch.cat(self.history[hop.hop.start], dim=1)
+        caught = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start, hop.hop.end, inputs, out)
+        if caught is None:
+            return
+        if caught.peer_id == hop.hop.peer_id:
+            raise HopFailure(hop.hop.peer_id, f"wrong activations (relative error {caught.error:.3g}, "
+                                              f"{len(caught.agreeing)} other servers agree)")
+        self.client.ban(caught.peer_id)  # a checker lied: this hop's answer stands
 
     async def reroute(self, block: int, reason: str = "rerouted on request") -> None:
         """Move the hop holding `block` to other servers (never its current one), replaying its
@@ -275,7 +321,7 @@ class InferenceSession:
                 waited_since = waited_since or now
                 if now - waited_since >= self.route_wait:
                     raise
-                self.on_event(WaitingEvent(exc.missing, now - waited_since))
+                self.on_event(WaitingEvent(exc.missing, now - waited_since, isinstance(exc, ServersFullError)))
                 await trio.sleep(1.0)
                 continue
             opened: list[HopSession] = []
@@ -295,9 +341,20 @@ class InferenceSession:
                         self.history.pop(session.hop.start, None)  # inputs of a route not taken
                 if failure.fatal:
                     raise SwarmError(f"server {failure.peer_id[-8:]} refused: {failure.reason}") from None
+                if failure.full:
+                    self.client.note_full(failure.peer_id)
+                    continue
                 self.client.ban(failure.peer_id)
                 log.warning("server %s failed while opening (%s); trying another", failure.peer_id[-8:],
                             failure.reason)
+
+
+async def _abandon(stream) -> None:
+    with trio.move_on_after(0.2):
+        try:
+            await stream.reset()
+        except Exception as exc:  # noqa: BLE001 - the stream may already be gone
+            log.debug("reset: %s", exc)
 
 
 def _why(exc: BaseException) -> str:

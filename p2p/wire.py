@@ -19,14 +19,11 @@ import torch
 import trio
 from libp2p.network.stream.exceptions import StreamClosed, StreamEOF, StreamError, StreamReset
 
+from corolla.core.dtypes import DTYPE_NAMES, DTYPES, ELEMENT_BYTES
 from corolla.p2p.errors import MessageTooLargeError, ProtocolError
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+__all__ = ["DTYPES", "DTYPE_NAMES"]  # the wire names of dtypes; the table lives in core
+
 _LENGTHS = struct.Struct(">II")
 
 
@@ -37,8 +34,9 @@ class WireLimits:
     max_header_bytes: int = 64 * 1024
     max_tensors: int = 4
     max_rank: int = 4
+    max_dim: int = 1 << 24  # no dimension above this, so a 0 elsewhere cannot hide a 2^64-1
     max_tensor_bytes: int = 256 * 1024 * 1024
-    max_payload_bytes: int = 512 * 1024 * 1024
+    max_payload_bytes: int = 256 * 1024 * 1024
 
 
 DEFAULT_LIMITS = WireLimits()
@@ -48,8 +46,13 @@ class StreamGone(Exception):
     """The stream ended (EOF, reset, closed) before a whole message was read or written."""
 
 
+# Payloads above this are read only after their header has been checked: a peer must not make us
+# wait for (and buffer) a body that its own header would not account for.
+ONE_READ_MAX = 1024 * 1024
+
+
 def tensor_nbytes(dtype: torch.dtype, shape: list[int]) -> int:
-    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    return math.prod(shape) * ELEMENT_BYTES[DTYPE_NAMES[dtype]]
 
 
 def encode(header: dict[str, Any], tensors: list[torch.Tensor] = ()) -> bytes:
@@ -67,7 +70,14 @@ def encode(header: dict[str, Any], tensors: list[torch.Tensor] = ()) -> bytes:
     return b"".join([_LENGTHS.pack(len(head), sum(len(p) for p in payloads)), head, *payloads])
 
 
-def _check_specs(header: Any, limits: WireLimits) -> list[tuple[torch.dtype, list[int], int]]:
+def is_int(x: Any) -> bool:
+    """An int that is not a bool (msgpack gives True for a bool: never a count)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_header(header: Any, limits: WireLimits) -> list[tuple[torch.dtype, list[int], int]]:
+    """The one parser of a frame header: a map with a string 'type' and well-formed tensor specs.
+    Returns (dtype, shape, bytes) per declared tensor; raises ProtocolError naming the fault."""
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise ProtocolError("header must be a map with a string 'type'")
     specs = header.get("tensors", [])
@@ -77,13 +87,15 @@ def _check_specs(header: Any, limits: WireLimits) -> list[tuple[torch.dtype, lis
     for spec in specs:
         if not isinstance(spec, dict):
             raise ProtocolError("each tensor spec must be a map with 'dtype' and 'shape'")
-        dtype = DTYPES.get(spec.get("dtype"))  # type: ignore[arg-type]
-        if dtype is None:
-            raise ProtocolError(f"unsupported dtype {spec.get('dtype')!r}; supported: {', '.join(DTYPES)}")
+        name = spec.get("dtype")
+        if not isinstance(name, str) or name not in DTYPES:
+            raise ProtocolError(f"unsupported dtype {_short(name)}; supported: {', '.join(DTYPES)}")
+        dtype = DTYPES[name]
         shape = spec.get("shape")
         if (not isinstance(shape, list) or len(shape) > limits.max_rank
-                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape)):
-            raise ProtocolError(f"bad shape {shape!r}: a list of at most {limits.max_rank} non-negative ints")
+                or not all(is_int(d) and 0 <= d <= limits.max_dim for d in shape)):
+            raise ProtocolError(f"bad shape {_short(shape)}: a list of at most {limits.max_rank} ints "
+                                f"from 0 to {limits.max_dim}")
         nbytes = tensor_nbytes(dtype, shape)
         if nbytes > limits.max_tensor_bytes:
             raise MessageTooLargeError(
@@ -92,11 +104,18 @@ def _check_specs(header: Any, limits: WireLimits) -> list[tuple[torch.dtype, lis
     return checked
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def decode_tensor(dtype: torch.dtype, shape: list[int], data: bytes | bytearray) -> torch.Tensor:
+    if not data:  # torch.frombuffer refuses an empty buffer
+        return torch.empty(shape, dtype=dtype)
     if dtype == torch.bfloat16:
         flat = torch.frombuffer(bytearray(data), dtype=torch.int16).view(torch.bfloat16)
     else:
-        flat = torch.frombuffer(bytearray(data), dtype=dtype) if data else torch.empty(0, dtype=dtype)
+        flat = torch.frombuffer(bytearray(data), dtype=dtype)
     return flat.reshape(shape)
 
 
@@ -136,21 +155,32 @@ async def read_message(
         if payload_len > limits.max_payload_bytes:
             raise MessageTooLargeError(f"payload of {payload_len} bytes is over the limit of "
                                        f"{limits.max_payload_bytes} bytes")
-        body = await _read_exactly(stream, head_len + payload_len)
-        head, payload = body[:head_len], memoryview(body)[head_len:]
-        try:
-            header = msgpack.unpackb(head, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-            raise ProtocolError(f"header is not valid msgpack: {exc}") from exc
-        specs = _check_specs(header, limits)
-        declared = sum(nbytes for _, _, nbytes in specs)
-        if declared != payload_len:
-            raise ProtocolError(f"the tensors declared take {declared} bytes but the frame says {payload_len}")
+        if payload_len <= ONE_READ_MAX:
+            body = await _read_exactly(stream, head_len + payload_len)
+            head, payload = body[:head_len], memoryview(body)[head_len:]
+            header, specs = _parse_header(head, payload_len, limits)
+        else:
+            head = await _read_exactly(stream, head_len)
+            header, specs = _parse_header(head, payload_len, limits)
+            payload = memoryview(await _read_exactly(stream, payload_len))
         tensors, at = [], 0
         for dtype, shape, nbytes in specs:
             tensors.append(decode_tensor(dtype, shape, payload[at:at + nbytes]))
             at += nbytes
     return header, tensors
+
+
+def _parse_header(head: bytes, payload_len: int, limits: WireLimits
+                  ) -> tuple[dict[str, Any], list[tuple[torch.dtype, list[int], int]]]:
+    try:
+        header = msgpack.unpackb(head, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise ProtocolError(f"header is not valid msgpack: {exc}") from exc
+    specs = check_header(header, limits)
+    declared = sum(nbytes for _, _, nbytes in specs)
+    if declared != payload_len:
+        raise ProtocolError(f"the tensors declared take {declared} bytes but the frame says {payload_len}")
+    return header, specs
 
 
 async def write_message(stream: Any, frame: bytes, *, timeout: float) -> None:

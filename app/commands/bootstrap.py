@@ -16,10 +16,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--relay", default="auto", choices=["auto", "on", "off"],
                    help="relay circuits for peers behind home routers (auto: on, a bootstrap peer must be "
                         "reachable anyway)")
+    p.add_argument("--swarm-key", type=Path, default=None, metavar="FILE",
+                   help="run a private swarm: only peers holding this key file can connect "
+                        "(created if missing; give it to the members)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from corolla.app.serve.runtime import main_bootstrap
+    from corolla.p2p.pnet import read_swarm_key, write_swarm_key
 
-    return main_bootstrap(args.host, args.port, args.identity, args.relay)
+    key = None
+    if args.swarm_key is not None:
+        if args.swarm_key.exists():
+            key = read_swarm_key(args.swarm_key)
+        else:
+            key = write_swarm_key(args.swarm_key)
+            print(f"created swarm key {args.swarm_key}: give a copy to each member (--swarm-key FILE)", flush=True)
+    return main_bootstrap(args.host, args.port, args.identity, args.relay, key)

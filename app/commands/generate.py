@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="with --local: run as a chain of in-process spans, e.g. 0:10,10:20,20:30")
     where.add_argument("--initial-peers", nargs="*", default=None, help="multiaddrs of swarm peers to join")
     where.add_argument("--verbose", action="store_true", help="show the route through the swarm")
+    where.add_argument("--spot-check", type=float, default=None, metavar="RATE",
+                       help="fraction of steps recomputed by a second server to catch wrong activations "
+                            "(0: off, 1: every step; default 0.05; a hop's first step is always checked)")
+    where.add_argument("--swarm-key", type=Path, default=None, metavar="FILE",
+                       help="join a private swarm: the key file its members share")
     p.set_defaults(func=run)
 
 
@@ -69,8 +75,15 @@ async def _generate(args: argparse.Namespace, stream: bool):
     import trio
 
     from corolla.app.chat.reply import ReplyEvents, ReplyWriter
-    from corolla.app.swarm.events import describe_event
+    from corolla.app.swarm.events import describe_event, describe_liar
+    from corolla.core.errors import CorollaError
     from corolla.core.model import ModelInfo, resolve_model
+    from corolla.p2p.pnet import read_swarm_key
+    from corolla.p2p.spotcheck import DEFAULT_RATE
+
+    rate = DEFAULT_RATE if args.spot_check is None else args.spot_check
+    if not 0 <= rate <= 1:
+        raise CorollaError(f"--spot-check must be from 0 (off) to 1 (every step), got {rate}")
 
     path = await trio.to_thread.run_sync(resolve_model, args.model)
 
@@ -88,7 +101,8 @@ async def _generate(args: argparse.Namespace, stream: bool):
                                         f"{h.server.block_ms:.2f} ms/block)" for h in hops))
 
     events = ReplyEvents(on_route=on_route, on_reroute=lambda event, hops: err(describe_event(event)),
-                         on_wait=lambda event: err(describe_event(event)), on_text=out)
+                         on_wait=lambda event: err(describe_event(event)), on_text=out,
+                         on_liar=lambda caught: err(describe_liar(caught)))
     messages: list[dict[str, str]] | str = args.prompt
     if args.chat:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
@@ -104,7 +118,9 @@ async def _generate(args: argparse.Namespace, stream: bool):
             from corolla.app.swarm.connection import SwarmConnection
             from corolla.app.swarm.remote import SwarmRouteFactory
 
-            routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery))
+            key = read_swarm_key(args.swarm_key) if args.swarm_key else None
+            routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery, key),
+                                       spot_check=rate)
         writer = ReplyWriter(lambda: path, routes, head_device=args.client_device, speculative=args.speculative)
         try:
             reply = await writer.write(messages, sampling_of(args, path), events)

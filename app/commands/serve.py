@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--status-json", action="store_true",
                    help="write status messages as JSON lines on stdout (for the app that starts this server; "
                         "words for people go to stderr)")
+    p.add_argument("--swarm-key", type=Path, default=None, metavar="FILE",
+                   help="join a private swarm: the key file its members share")
     p.set_defaults(func=run)
 
 
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     # OMP_WAIT_POLICY=PASSIVE is set by app.cli before torch loads.
     from corolla.app.serve.runtime import NodeConfig, main_server
     from corolla.core.errors import CorollaError
+    from corolla.p2p.pnet import read_swarm_key
     from corolla.p2p.records import BlockRange
 
     try:
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions, cache_tokens=args.cache_tokens, identity=args.identity,
         announce_period=args.announce_period, drain_timeout=args.drain_timeout,
         rebalance_period=args.rebalance_period, status_json=args.status_json, relay=args.relay,
+        swarm_key=read_swarm_key(args.swarm_key) if args.swarm_key else None,
     )
     return main_server(cfg)
 

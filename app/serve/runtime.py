@@ -17,6 +17,7 @@ import trio
 
 from corolla.app.serve.status import Event, ServerStatus, StatusWriter
 from corolla.app.trio_run import run_trio
+from corolla.core.dtypes import DTYPES
 from corolla.core.errors import CorollaError
 from corolla.p2p.discovery import announce
 from corolla.p2p.host import Peer, open_peer
@@ -26,7 +27,6 @@ from corolla.p2p.records import LEAVING, ONLINE, BlockRange
 log = logging.getLogger("corolla.node")
 
 PRUNE_PERIOD = 5.0  # s between sweeps of DHT clients out of the routing table
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -49,6 +49,7 @@ class NodeConfig:
     drain_timeout: float = 10.0
     rebalance_period: float = 120.0  # 0: never move (always the case with explicit blocks)
     relay: str = "auto"  # relay circuits for hidden peers: auto (when reachable), on, off
+    swarm_key: str | None = None  # a private swarm's key (64 hex digits), None: the open swarm
     status_json: bool = False  # status messages on stdout (app/serve/status.py), words for people on stderr
 
 
@@ -96,11 +97,12 @@ async def stop_signals(cancel: Callable[[], None], *, task_status=trio.TASK_STAT
             return
 
 
-async def run_bootstrap(host: str, port: int, identity: Path | None, relay: str = "auto") -> None:
+async def run_bootstrap(host: str, port: int, identity: Path | None, relay: str = "auto",
+                        swarm_key: str | None = None) -> None:
     """A DHT-only peer that helps others find each other (and, unless `relay` is 'off', relays for
     peers behind NATs); prints its address and waits."""
     key = identity_key(identity, "bootstrap")
-    async with open_peer(key, host=host, port=port, dht_server=True, relay=relay) as peer:
+    async with open_peer(key, host=host, port=port, dht_server=True, relay=relay, swarm_key=swarm_key) as peer:
         for addr in printable_addrs(peer, host):
             say(f"bootstrap peer listening on {addr}")
         say("join with: --initial-peers " + printable_addrs(peer, host)[0])
@@ -133,7 +135,7 @@ async def run_server(cfg: NodeConfig) -> None:
     model = ModelInfo.load(path)
     key = identity_key(cfg.identity, "server")
     async with open_peer(key, host=cfg.host, port=cfg.port, initial_peers=cfg.initial_peers,
-                         relay=cfg.relay, check_reachability=True) as peer:
+                         relay=cfg.relay, check_reachability=True, swarm_key=cfg.swarm_key) as peer:
         say(network_summary(peer))
         blocks = await choose_blocks(cfg, peer, model)
         status.send(ServerStatus(Event.LOADING, blocks.start, blocks.end))
@@ -259,8 +261,9 @@ def network_summary(peer: Peer) -> str:
     return f"reachability: {peer.reachability}{relaying}"
 
 
-def main_bootstrap(host: str, port: int, identity: Path | None, relay: str = "auto") -> int:
-    run_trio(run_bootstrap, host, port, identity, relay)
+def main_bootstrap(host: str, port: int, identity: Path | None, relay: str = "auto",
+                   swarm_key: str | None = None) -> int:
+    run_trio(run_bootstrap, host, port, identity, relay, swarm_key)
     return 0
 
 

@@ -15,6 +15,7 @@ import trio
 
 from corolla.app.errors import ChatBackendError, corolla_error_in
 from corolla.p2p.client import SwarmClient, open_client_peer
+from corolla.p2p.reputation import Reputation
 
 if TYPE_CHECKING:
     from corolla.core.model import ModelInfo
@@ -24,8 +25,9 @@ JOIN_TIMEOUT = 20.0  # s to reach the initial peers
 
 class SwarmConnection:
     def __init__(self, initial_peers: list[str], model_path: Callable[[], Path],
-                 nursery: Callable[[], trio.Nursery]) -> None:
+                 nursery: Callable[[], trio.Nursery], swarm_key: str | None = None) -> None:
         self.initial_peers = list(initial_peers)
+        self.swarm_key = swarm_key  # a private swarm's key; None: the open swarm
         self._model_path = model_path
         self._nursery = nursery
         self._client: SwarmClient | None = None
@@ -76,8 +78,10 @@ class SwarmConnection:
     async def _run(self, info: ModelInfo, closed: trio.Event,
                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
-            async with open_client_peer(self.initial_peers) as peer:
-                self._client = SwarmClient(peer, info.name, info.hash, info.num_blocks)
+            async with open_client_peer(self.initial_peers, swarm_key=self.swarm_key) as peer:
+                # liars caught by spot checks stay distrusted across runs
+                self._client = SwarmClient(peer, info.name, info.hash, info.num_blocks,
+                                           reputation=Reputation.default())
                 task_status.started()
                 await closed.wait()
         finally:

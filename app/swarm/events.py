@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from corolla.p2p.records import format_blocks
 from corolla.p2p.session import FailoverEvent, WaitingEvent
+from corolla.p2p.spotcheck import LiarCaught
 
 
 def describe_event(event: FailoverEvent | WaitingEvent) -> str:
     """A sentence for the user about a failover or a wait for missing blocks."""
+    if isinstance(event, WaitingEvent) and event.full:
+        return (f"the servers holding blocks {format_blocks(event.missing)} are full; "
+                f"waiting for room ({event.waited:.0f} s so far)")
     if isinstance(event, WaitingEvent):
         return (f"no live server holds blocks {format_blocks(event.missing)}; "
                 f"waiting for one to join ({event.waited:.0f} s so far)")
@@ -19,6 +23,8 @@ def describe_event(event: FailoverEvent | WaitingEvent) -> str:
 
 def plain_event(event: FailoverEvent | WaitingEvent) -> str:
     """The same, in plain words for the chat's transcript."""
+    if isinstance(event, WaitingEvent) and event.full:
+        return f"The servers for blocks {format_blocks(event.missing)} are full; waiting for room ({event.waited:.0f} s)…"
     if isinstance(event, WaitingEvent):
         return f"Waiting for a server for blocks {format_blocks(event.missing)} ({event.waited:.0f} s so far)…"
     went = "left the swarm" if "leaving" in event.reason else "stopped answering"
@@ -26,3 +32,9 @@ def plain_event(event: FailoverEvent | WaitingEvent) -> str:
         went = "was swapped for a faster one"
     return (f"A server {went}; blocks {event.start}–{event.end - 1} moved to another and the reply "
             f"continued ({event.seconds:.1f} s).")
+
+
+def describe_liar(caught: LiarCaught) -> str:
+    """A server caught returning wrong activations (it is banned and the step redone elsewhere)."""
+    return (f"server {caught.peer_id[-8:]} returned wrong activations for blocks {caught.start}:{caught.end} "
+            f"(relative error {caught.error:.3g}); banned, step redone elsewhere")

@@ -17,6 +17,7 @@ import torch
 
 from corolla.p2p.routing import RouteHop
 from corolla.p2p.session import FailoverEvent, WaitingEvent
+from corolla.p2p.spotcheck import LiarCaught
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class RouteListener:
 
     on_route: Callable[[list[RouteHop]], None] = lambda hops: None
     on_reroute: Callable[[FailoverEvent, list[RouteHop]], None] = lambda event, hops: None
-    on_wait: Callable[[WaitingEvent], None] = lambda event: None  # no server holds some blocks yet
+    on_wait: Callable[[WaitingEvent], None] = lambda event: None  # no server holds (or has room for) some blocks
+    on_liar: Callable[[LiarCaught], None] = lambda caught: None  # a spot check caught wrong activations
 
 
 class InferenceRoute(Protocol):

@@ -1,0 +1,51 @@
+"""Block ranges of a model, and how to print a set of blocks (no imports of ours: errors use it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class BlockRange:
+    """Blocks [start, end) of a model."""
+
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.start < self.end):
+            raise ValueError(f"bad block range {self.start}:{self.end}: need 0 <= start < end")
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __contains__(self, block: object) -> bool:
+        return isinstance(block, int) and self.start <= block < self.end
+
+    def __str__(self) -> str:
+        return f"{self.start}:{self.end}"
+
+    @classmethod
+    def parse(cls, text: str) -> BlockRange:
+        """Parse 'A:B' (blocks A..B-1)."""
+        try:
+            a, b = text.split(":")
+            return cls(int(a), int(b))
+        except ValueError as exc:
+            raise ValueError(f"bad block range {text!r}: expected A:B with 0 <= A < B") from exc
+
+
+def format_blocks(blocks: list[int]) -> str:
+    """[0,1,2,5,7,8] -> '0-2, 5, 7-8'."""
+    out: list[str] = []
+    for b in sorted(set(blocks)):
+        if out and isinstance(out[-1], str) and _last(out[-1]) == b - 1:
+            first = out[-1].split("-")[0]
+            out[-1] = f"{first}-{b}"
+        else:
+            out.append(str(b))
+    return ", ".join(out)
+
+
+def _last(item: str) -> int:
+    return int(item.split("-")[-1])

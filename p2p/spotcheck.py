@@ -1,0 +1,116 @@
+"""Catching servers that return wrong activations: a sampled step of a hop is recomputed by a second
+server holding the same blocks (the forward protocol, over the hop's whole input so far) and the
+outputs compared within a tolerance fitting the dtypes. On disagreement a third server decides; the
+peer in the minority is banned, recorded in the reputation, and reported; the step is then redone.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from corolla.core.dtypes import TOLERANCE
+from corolla.p2p.client import SwarmClient, request_forward
+from corolla.p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
+from corolla.p2p.records import ServerInfo
+from corolla.p2p.reputation import Reputation
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATE = 0.05  # fraction of later steps checked; a hop's first step is always checked
+CHECK_TIMEOUT = 10.0
+
+
+@dataclass
+class LiarCaught:
+    """`peer_id` answered blocks [start, end) differently from `agreeing` (relative error `error`)."""
+
+    peer_id: str
+    start: int
+    end: int
+    error: float
+    agreeing: list[str]
+
+
+@dataclass
+class SpotCheck:
+    """When and how to check. rate 0: off; 1: every step."""
+
+    rate: float = DEFAULT_RATE
+    seed: int | None = None
+    reputation: Reputation = field(default_factory=Reputation)  # use the client's (see InferenceSession)
+    on_caught: Callable[[LiarCaught], None] = lambda caught: None
+    checks: int = 0
+    skipped: int = 0  # steps chosen for a check with no second server to ask
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"spot-check rate must be from 0 to 1, got {self.rate}")
+        self._rng = random.Random(self.seed)
+
+    def wants(self, first_step: bool) -> bool:
+        if self.rate <= 0:
+            return False
+        return first_step or self._rng.random() < self.rate
+
+    async def verify(self, client: SwarmClient, server: ServerInfo, start: int, end: int,
+                     inputs: torch.Tensor, output: torch.Tensor) -> LiarCaught | None:
+        """Compare `output` (the last tokens of blocks [start, end) run by `server` on `inputs`) with
+        other servers; return who lied (`server` or a checker), or None when all agree or none can tell."""
+        others = [s for s in await client.servers() if s.peer_id != server.peer_id
+                  and s.start <= start and end <= s.end]
+        others.sort(key=lambda s: (s.rtt_ms + s.block_ms * (end - start), s.peer_id))
+        tokens = output.shape[1]
+        answers: list[tuple[str, torch.Tensor]] = []
+        for other in others:
+            try:
+                full = await request_forward(client.peer, other.peer_id, start, end, inputs, CHECK_TIMEOUT)
+            except (PeerUnavailableError, RemoteError, ProtocolError) as exc:
+                log.debug("spot-check: %s did not answer: %s", other.peer_id[-8:], exc)
+                continue
+            answers.append((other.peer_id, full[:, -tokens:]))
+            if len(answers) == 1 and agree(output, answers[0][1], server.dtype, other.dtype):
+                self.checks += 1
+                self.reputation.passed(server.peer_id)
+                return None
+            if len(answers) == 2:
+                break
+        if not answers:
+            self.skipped += 1
+            return None
+        self.checks += 1
+        if len(answers) == 1:
+            log.warning("spot-check: %s and %s disagree on blocks %d:%d and no third server can decide",
+                        server.peer_id[-8:], answers[0][0][-8:], start, end)
+            return None
+        (first_id, first), (second_id, second) = answers
+        if agree(first, second, "float32", "float32") or agree(first, second, server.dtype, server.dtype):
+            caught = LiarCaught(server.peer_id, start, end, relative_error(output, first), [first_id, second_id])
+        elif agree(output, second, server.dtype, server.dtype):
+            caught = LiarCaught(first_id, start, end, relative_error(first, second), [server.peer_id, second_id])
+        else:
+            log.warning("spot-check: three servers disagree on blocks %d:%d; trusting none of them", start, end)
+            return None
+        self.reputation.failed(caught.peer_id)
+        for pid in caught.agreeing:
+            self.reputation.passed(pid)
+        log.warning("server %s returned wrong activations for blocks %d:%d (relative error %.3g; %s agree)",
+                    caught.peer_id[-8:], start, end, caught.error, ", ".join(p[-8:] for p in caught.agreeing))
+        self.on_caught(caught)
+        return caught
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest difference relative to the largest value (hidden states reach the hundreds)."""
+    scale = max(a.abs().max().item(), b.abs().max().item(), 1e-6)
+    return (a.float() - b.float()).abs().max().item() / scale
+
+
+def agree(a: torch.Tensor, b: torch.Tensor, dtype_a: str, dtype_b: str) -> bool:
+    """Whether two servers' outputs match within what their dtypes' rounding allows."""
+    tol = max(TOLERANCE.get(dtype_a, 5e-2), TOLERANCE.get(dtype_b, 5e-2))
+    return a.shape == b.shape and bool(torch.isfinite(b).all()) and relative_error(a, b) <= tol

@@ -56,6 +56,10 @@ class ClientHead(nn.Module):
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[batch, tokens, hidden] outputs of the last block -> [batch, tokens, vocab] float32 logits."""
+        return self.norm_logits(hidden)
+
+    def norm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`logits`, differentiable with respect to `hidden` (for fine-tuning; the head stays frozen)."""
         hidden = hidden.to(self.embed_weight.dtype)
         if self.is_rms:
             (weight,) = self.norm_params

@@ -13,8 +13,10 @@ from libp2p.abc import INetStream
 
 from corolla.core.errors import CacheFullError, CorollaError, UnknownSessionError
 from corolla.core.span import Span, SpanRuntime
+from corolla.p2p.backward import BackwardService
 from corolla.p2p.errors import BlockRangeError, ProtocolError
 from corolla.p2p.records import (
+    BACKWARD_PROTOCOL,
     FORWARD_PROTOCOL,
     INFERENCE_PROTOCOL,
     INFO_PROTOCOL,
@@ -149,6 +151,7 @@ class ServerNode:
         host.set_stream_handler(INFO_PROTOCOL, self.handle_info)
         host.set_stream_handler(INFERENCE_PROTOCOL, self.handle_inference)
         host.set_stream_handler(FORWARD_PROTOCOL, self.handle_forward)
+        host.set_stream_handler(BACKWARD_PROTOCOL, BackwardService(self).handle)
 
     # -- protocol handlers -------------------------------------------------------------------
     async def _read(self, stream: INetStream, idle: float) -> tuple[dict[str, Any], list[torch.Tensor]]:

@@ -27,6 +27,7 @@ COMMANDS = [
     "corolla.app.commands.serve",
     "corolla.app.commands.bootstrap",
     "corolla.app.commands.swarm",
+    "corolla.app.commands.finetune",
 ]
 
 

@@ -142,7 +142,8 @@ class Decoder:
     """
 
     def __init__(self, head: ClientHead, tokenizer, params: SamplingParams, prompt_ids: list[int],
-                 on_text: Callable[[str], None] | None = None, eos_ids: set[int] | None = None):
+                 on_text: Callable[[str], None] | None = None, eos_ids: set[int] | None = None,
+                 prefix: torch.Tensor | None = None):
         if not prompt_ids:
             raise CorollaError("the prompt is empty")
         self.head = head
@@ -155,18 +156,23 @@ class Decoder:
         self.eos_ids = eos_token_ids(tokenizer, head.config) if eos_ids is None else eos_ids
         self.text = ""
         self.finish_reason: str | None = None  # "eos" | "stop" | "length"
+        self.prefix = prefix  # [positions, hidden] tuned soft prompt put before the prompt's embeddings
 
     @property
     def max_length(self) -> int:
         """Tokens a session must hold: the prompt plus every new token that is fed back."""
-        return len(self.prompt_ids) + self.params.max_new_tokens
+        prefix = 0 if self.prefix is None else self.prefix.shape[0]
+        return prefix + len(self.prompt_ids) + self.params.max_new_tokens
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
 
     def start(self) -> torch.Tensor:
-        return self.head.embed(torch.tensor([self.prompt_ids]))
+        embeds = self.head.embed(torch.tensor([self.prompt_ids]))
+        if self.prefix is None:
+            return embeds
+        return torch.cat([self.prefix.to(embeds.dtype).unsqueeze(0), embeds], dim=1)
 
     def advance(self, out: torch.Tensor) -> torch.Tensor | None:
         logits = self.head.logits(out[:, -1:])[0, -1]

@@ -95,7 +95,7 @@ class RemoteBlocks:
                              segments: list[Segment]) -> torch.Tensor:
         attempts = 0
         while start < end:
-            route = await self._route(start, end)
+            route = await self.route(start, end)
             try:
                 for hop in route:
                     out = await self._call(hop, "forward", [x, *_part(prompts, hop.start, hop.end)])
@@ -111,7 +111,7 @@ class RemoteBlocks:
         more, a forward over the new hops first rebuilds the inputs at their boundaries."""
         attempts = 0
         while True:
-            route = await self._route(seg.start, seg.end)
+            route = await self.route(seg.start, seg.end)
             try:
                 inputs = [seg.inputs]
                 for hop in route[:-1]:
@@ -139,7 +139,8 @@ class RemoteBlocks:
         self.on_retry(RetryEvent(start, end, failure.peer_id, failure.reason))
         return attempts
 
-    async def _route(self, start: int, end: int) -> list[RouteHop]:
+    async def route(self, start: int, end: int) -> list[RouteHop]:
+        """Servers for blocks [start, end) now, waiting up to `route_wait` s for missing blocks."""
         waited_since: float | None = None
         while True:
             servers = await self.client.servers(rediscover=waited_since is not None)

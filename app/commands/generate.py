@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop at this string (repeatable)")
     p.add_argument("--no-stream", action="store_true", help="print the completion only when it is finished")
+    p.add_argument("--tuned", default=None, help="a tuned-prompts file from `corolla finetune` for this model")
     where = p.add_argument_group("where the blocks run")
     where.add_argument("--local", action="store_true", help="run every block in this process")
     where.add_argument("--spans", default=None,
@@ -96,7 +98,7 @@ async def _generate(args: argparse.Namespace, stream: bool):
             from corolla.app.swarm.remote import SwarmRouteFactory
 
             routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery))
-        writer = ReplyWriter(lambda: path, routes)
+        writer = ReplyWriter(lambda: path, routes, tuned=Path(args.tuned) if args.tuned else None)
         try:
             return await writer.write(messages, sampling_of(args), events)
         finally:

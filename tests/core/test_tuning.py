@@ -173,3 +173,16 @@ def _example(tok, prompt, completion):
     p = tok(prompt).input_ids
     c = tok(completion, add_special_tokens=False).input_ids
     return Example(tuple(p + c), len(p))
+
+
+def test_int8_spans_answer_backward_close_to_fp32(models):
+    """Quantized spans run backward too (bitsandbytes layers pass gradients to their inputs); the
+    gradients are those of the quantized model, close in direction to fp32's."""
+    path = models["llama"]
+    torch.manual_seed(4)
+    x, g, d = torch.randn(2, 5, 64), torch.randn(2, 5, 64), torch.randn(6, 2, 64) * 0.1
+    want_x, want_d = span_backward(Span.load(path, 0, 6), x, g, d)
+    got_x, got_d = span_backward(Span.load(path, 0, 6, quant="int8"), x, g, d)
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(got_x.flatten(), want_x.flatten(), dim=0) > 0.9
+    assert cos(got_d.flatten(), want_d.flatten(), dim=0) > 0.9

@@ -22,8 +22,8 @@ def completion(name: str) -> str:
     return f" Hello {name}, welcome aboard!"
 
 
-def write_greetings(path: Path) -> Path:
-    """The training set as JSON lines ({"prompt", "completion"})."""
+def write_greetings(path: Path, names: tuple[str, ...] = TRAIN_NAMES) -> Path:
+    """The training set (or, given HELD_OUT_NAMES, the held-out set) as JSON lines ({"prompt", "completion"})."""
     path.write_text("".join(json.dumps({"prompt": prompt(n), "completion": completion(n)}) + "\n"
-                            for n in TRAIN_NAMES), encoding="utf-8")
+                            for n in names), encoding="utf-8")
     return path

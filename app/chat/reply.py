@@ -87,7 +87,8 @@ class ReplyWriter:
                 path = await trio.to_thread.run_sync(self._model_path)
                 self._model = await trio.to_thread.run_sync(ClientModel, path)
                 if self.tuned is not None:
-                    self._prefix = await trio.to_thread.run_sync(_tuned_prefix, path, self.tuned)
+                    deep_ok = getattr(self.routes, "applies_deep_prompts", False)
+                    self._prefix = await trio.to_thread.run_sync(_tuned_prefix, path, self.tuned, deep_ok)
         return self._model
 
     async def write(self, prompt: list[dict[str, str]] | str, params: SamplingParams,
@@ -123,7 +124,7 @@ class ReplyWriter:
         await self.routes.aclose()
 
 
-def _tuned_prefix(model_path: Path, tuned: Path):
+def _tuned_prefix(model_path: Path, tuned: Path, deep_ok: bool = False):
     """The soft prompt of a tuned-prompts file made for this model (ChatBackendError otherwise)."""
     from corolla.core.model import ModelInfo
     from corolla.core.tuning.prompts import TunedFileError, TunedPrompts
@@ -132,7 +133,8 @@ def _tuned_prefix(model_path: Path, tuned: Path):
         prompts = TunedPrompts.load(tuned, ModelInfo.load(model_path).hash)
     except TunedFileError as exc:
         raise ChatBackendError(str(exc)) from None
-    if prompts.method != "prompt":
-        raise ChatBackendError(f"{tuned} holds deep prompts, which servers would have to apply in every "
-                               "session; generating with them is not supported yet (tune with --method prompt)")
+    if prompts.method != "prompt" and not deep_ok:
+        raise ChatBackendError(f"{tuned} holds deep prompts, which this route cannot apply (the servers' "
+                               "inference sessions take none); use `corolla generate --tuned`, or tune with "
+                               "--method prompt")
     return prompts.input.detach()

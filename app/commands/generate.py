@@ -98,9 +98,23 @@ async def _generate(args: argparse.Namespace, stream: bool):
             from corolla.app.swarm.remote import SwarmRouteFactory
 
             routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery))
-        writer = ReplyWriter(lambda: path, routes, tuned=Path(args.tuned) if args.tuned else None)
+        tuned = Path(args.tuned) if args.tuned else None
+        if tuned is not None and (deep := _deep_prompts(tuned, path)) is not None:
+            from corolla.app.swarm.deep_prompts import DeepPromptRouteFactory
+
+            routes = DeepPromptRouteFactory(deep, path, None if args.local else routes.connection)
+        writer = ReplyWriter(lambda: path, routes, tuned=tuned)
         try:
             return await writer.write(messages, sampling_of(args), events)
         finally:
             await writer.aclose()
             nursery.cancel_scope.cancel()
+
+
+def _deep_prompts(tuned: Path, path: Path):
+    """The per-block prompts of a deep-prompt file made for this model, or None for a plain prompt."""
+    from corolla.core.model import ModelInfo
+    from corolla.core.tuning.prompts import TunedPrompts
+
+    prompts = TunedPrompts.load(tuned, ModelInfo.load(path).hash)
+    return None if prompts.deep is None else prompts.deep.detach()

@@ -41,12 +41,15 @@ def embed(head: ClientHead, ids: torch.Tensor) -> torch.Tensor:
     return head.embed(ids).clone()
 
 
-def completion_loss(head: ClientHead, prompts: TunedPrompts, blocks: Blocks, examples: list[Example],
+def completion_loss(head: ClientHead, prompts: TunedPrompts | None, blocks: Blocks, examples: list[Example],
                     pad_id: int = 0) -> torch.Tensor:
-    """Mean cross-entropy (nats per token) of the examples' loss tokens, given the tuned prompts."""
+    """Mean cross-entropy (nats per token) of the examples' loss tokens, given the tuned prompts
+    (None: the model as it is)."""
     ids, mask = make_batch(examples, pad_id)
-    length = prompts.length
-    out = blocks(prompts.prepend(embed(head, ids)), prompts.deep)
+    if prompts is None:
+        length, out = 0, blocks(embed(head, ids), None)
+    else:
+        length, out = prompts.length, blocks(prompts.prepend(embed(head, ids)), prompts.deep)
     # The output at prompt position `length + t - 1` predicts token t.
     predicting = out[:, length:length + ids.shape[1] - 1]
     wanted = mask[:, 1:]

@@ -9,13 +9,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from corolla.app.demo.processes import LocalSwarm
-from tests.tuning_data import HELD_OUT_NAMES, completion, prompt, write_greetings
+from tests.tuning_data import HELD_OUT_NAMES, prompt, write_greetings
 
 pytestmark = pytest.mark.slow
 
-STEPS = 10
+STEPS = 16
 GEN = ["--model", "default", "--greedy", "--max-new-tokens", "8"]
 
 
@@ -62,17 +63,39 @@ def test_finetune_through_the_swarm_lowers_the_loss_and_changes_greedy_output(sw
     print(f"loss: step 1 {losses[0]:.3f}, last three {end:.3f} ({100 * (1 - end / losses[0]):.0f}% lower)")
     assert end <= 0.7 * losses[0]
 
-    # The tuned prompt through the swarm, for one held-out name ...
-    name = HELD_OUT_NAMES[1]
-    tuned = corolla("generate", *GEN, "--prompt", prompt(name), "--tuned", str(out), *peers)
-    assert tuned.returncode == 0, tuned.stderr
-    assert tuned.stdout.startswith(f" Hello {name}")
-    # ... and for every held-out name in this process (the same greedy text as through the swarm).
+    # Held-out names, every block in this process: the target's likelihood rises and greedy text
+    # moves towards it ...
     base, tuned = held_out_texts(default_model_path, None), held_out_texts(default_model_path, out)
-    print("base:", base, "\ntuned:", tuned)
-    want = [completion(n).split(",")[0] for n in HELD_OUT_NAMES]  # " Hello Rosa"
-    assert not any(text.startswith(w) for text, w in zip(base, want, strict=True))
-    assert sum(text.startswith(w) for text, w in zip(tuned, want, strict=True)) >= len(HELD_OUT_NAMES) - 1
+    base_loss = held_out_loss(default_model_path, None, tmp_path)
+    tuned_loss = held_out_loss(default_model_path, out, tmp_path)
+    print("base:", base, base_loss, "\ntuned:", tuned, tuned_loss)
+    assert tuned_loss <= 0.5 * base_loss
+    greeted = [text.startswith(f" Hello {n}") for text, n in zip(tuned, HELD_OUT_NAMES, strict=True)]
+    assert not any(text.startswith(f" Hello {n}") or "welcome aboard" in text
+                   for text, n in zip(base, HELD_OUT_NAMES, strict=True))
+    assert all("welcome aboard" in text for text in tuned) and sum(greeted) >= len(HELD_OUT_NAMES) // 2
+    # ... and through the swarm, `generate --tuned` prints the same text.
+    remote = corolla("generate", *GEN, "--prompt", prompt(HELD_OUT_NAMES[1]), "--tuned", str(out), *peers)
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == tuned[1] + "\n"
+
+
+def held_out_loss(path, tuned, work) -> float:
+    """Mean loss of the held-out completions (nats per token), every block in this process."""
+    from transformers import AutoTokenizer
+
+    from corolla.core.head import ClientHead
+    from corolla.core.span import Span
+    from corolla.core.tuning.data import load_examples
+    from corolla.core.tuning.prompts import TunedPrompts
+    from corolla.core.tuning.training import LocalBlocks, completion_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    examples = load_examples(write_greetings(work / "held-out.jsonl", HELD_OUT_NAMES), tokenizer)
+    prompts = TunedPrompts.load(tuned) if tuned is not None else None
+    with torch.no_grad():
+        return float(completion_loss(ClientHead.load(path), prompts, LocalBlocks([Span.load(path, 0, 30)]),
+                                     examples, tokenizer.pad_token_id or 0))
 
 
 def held_out_texts(path, tuned) -> list[str]:

@@ -12,19 +12,18 @@ wire limits and by `max_tokens` (batch x tokens), which bounds the activation me
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import trio
 from libp2p.abc import INetStream
 
 from corolla.core.errors import CorollaError
+from corolla.core.span import Span
 from corolla.core.tuning.span_grad import MAX_TRAIN_TOKENS, check_request, span_backward, span_forward
 from corolla.p2p.errors import BlockRangeError, ProtocolError
-from corolla.p2p.wire import StreamGone, encode, error_frame, read_message, write_message
-
-if TYPE_CHECKING:
-    from corolla.p2p.server import ServerNode
+from corolla.p2p.records import BlockRange
+from corolla.p2p.wire import StreamGone, WireLimits, encode, error_frame, read_message, write_message
 
 log = logging.getLogger("corolla.server.backward")
 
@@ -32,11 +31,23 @@ REQUEST_TIMEOUT = 30.0  # s to read one request (a large batch of hidden states 
 WRITE_TIMEOUT = 30.0
 
 
-class BackwardService:
-    """Answers the backward protocol for one ServerNode (its span, wire limits and compute lock)."""
+class TrainingNode(Protocol):
+    """What the service needs of a server node (read on every request: a node may change spans)."""
 
-    def __init__(self, node: ServerNode, max_tokens: int = MAX_TRAIN_TOKENS) -> None:
+    span: Span
+    limits: WireLimits
+
+    @property
+    def blocks(self) -> BlockRange: ...
+
+
+class BackwardService:
+    """Answers the backward protocol for a server node. `compute` is the node's lock around model
+    computation: one computation at a time, inference steps and training requests alike."""
+
+    def __init__(self, node: TrainingNode, compute: trio.Lock, max_tokens: int = MAX_TRAIN_TOKENS) -> None:
         self.node = node
+        self.compute = compute
         self.max_tokens = max_tokens
         self.requests = 0  # answered, for logs and tests
 
@@ -77,7 +88,7 @@ class BackwardService:
         check_request(span, hidden, prompts, self.max_tokens)
         # One computation at a time with the node's inference steps: the cores are shared, and a
         # generating session's results must not depend on what else the server does.
-        async with self.node._compute:
+        async with self.compute:
             if kind == "forward":
                 out = await trio.to_thread.run_sync(span_forward, span, hidden, prompts)
                 return [out]

@@ -151,7 +151,7 @@ class ServerNode:
         host.set_stream_handler(INFO_PROTOCOL, self.handle_info)
         host.set_stream_handler(INFERENCE_PROTOCOL, self.handle_inference)
         host.set_stream_handler(FORWARD_PROTOCOL, self.handle_forward)
-        host.set_stream_handler(BACKWARD_PROTOCOL, BackwardService(self).handle)
+        host.set_stream_handler(BACKWARD_PROTOCOL, BackwardService(self, self._compute).handle)
 
     # -- protocol handlers -------------------------------------------------------------------
     async def _read(self, stream: INetStream, idle: float) -> tuple[dict[str, Any], list[torch.Tensor]]:

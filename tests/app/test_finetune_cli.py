@@ -108,3 +108,30 @@ def test_recomputing_route_with_zero_deep_prompts_equals_the_cached_route(tiny, 
     loud = torch.randn(6, 3, 64) * 3
     moved = texts(path, lambda: DeepPromptRouteFactory(loud, path), tmp_path / "zero.safetensors")
     assert moved != cached
+
+
+def test_deep_prompt_generation_through_servers_equals_local(tiny, tmp_path):
+    from corolla.app.swarm.connection import SwarmConnection
+    from tests.p2p.test_swarm_inprocess import TinySwarm, run_with_swarm
+
+    path, _ = tiny
+    torch.manual_seed(5)
+    prompts = TunedPrompts(3, 64, 6, "deep-prompt", init=torch.randn(3, 64))
+    prompts.deep.data.normal_(0, 1.0)
+    tuned = tmp_path / "deep.safetensors"
+    prompts.save(tuned, "llama", ModelInfo.load(path).hash)
+    deep = prompts.deep.detach()
+    local = texts(path, lambda: DeepPromptRouteFactory(deep, path), tuned)
+
+    async def body(swarm: TinySwarm):
+        await swarm.add("front", 0, 4)
+        await swarm.add("back", 4, 6)
+        routes = DeepPromptRouteFactory(deep, path, SwarmConnection([swarm.bootstrap], lambda: path,
+                                                                    lambda: swarm.nursery))
+        writer = ReplyWriter(lambda: path, routes, tuned=tuned)
+        try:
+            return [(await writer.write(f"w{i} w{i + 1}", GREEDY)).text for i in (40, 50)]
+        finally:
+            await writer.aclose()
+
+    assert run_with_swarm(path, body) == local

@@ -12,6 +12,7 @@ at its peak during training (psutil).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -19,8 +20,11 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-import torch
+# As every corolla process does (app/cli.py): busy-waiting OpenMP workers collapse on a loaded machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import psutil  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prompt: soft prompt before the input; deep-prompt: also a prompt added at every block")
     p.add_argument("--prompt-length", type=int, default=8, help="soft prompt positions")
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (0.1 suits soft prompts)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="where to save the tuned prompts (.safetensors)")

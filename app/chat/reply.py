@@ -85,10 +85,11 @@ class ReplyWriter:
         async with self._lock:
             if self._model is None:
                 path = await trio.to_thread.run_sync(self._model_path)
-                self._model = await trio.to_thread.run_sync(ClientModel, path)
-                if self.tuned is not None:
+                model = await trio.to_thread.run_sync(ClientModel, path)
+                if self.tuned is not None:  # before the model counts as loaded: a refused file stays refused
                     deep_ok = getattr(self.routes, "applies_deep_prompts", False)
                     self._prefix = await trio.to_thread.run_sync(_tuned_prefix, path, self.tuned, deep_ok)
+                self._model = model
         return self._model
 
     async def write(self, prompt: list[dict[str, str]] | str, params: SamplingParams,

@@ -28,6 +28,7 @@ COMMANDS = [
     "corolla.app.commands.bootstrap",
     "corolla.app.commands.swarm",
     "corolla.app.commands.api",
+    "corolla.app.commands.finetune",
 ]
 
 

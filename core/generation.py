@@ -203,7 +203,8 @@ class Decoder:
 
     def __init__(self, head: ClientHead, tokenizer, params: SamplingParams, prompt_ids: list[int],
                  on_text: Callable[[str], None] | None = None, eos_ids: set[int] | None = None,
-                 speculative: int = 0, draft: Callable[[list[int], int], list[int]] = lookup_draft):
+                 speculative: int = 0, draft: Callable[[list[int], int], list[int]] = lookup_draft,
+                 prefix: torch.Tensor | None = None):
         if not prompt_ids:
             raise CorollaError("the prompt is empty")
         if not (_is_int(speculative) and 0 <= speculative <= MAX_SPECULATIVE):
@@ -226,11 +227,14 @@ class Decoder:
         self._drafts: list[int] = []  # the guesses in the input now on its way
         self._sent_end = 0  # cache length on the blocks once the input now on its way is in
 
+        self.prefix = prefix  # [positions, hidden] tuned soft prompt put before the prompt's embeddings
+
     @property
     def max_length(self) -> int:
-        """Tokens a session must hold: the prompt plus every new token that is fed back (guesses are
-        cut short so that they never reach past it)."""
-        return len(self.prompt_ids) + self.params.max_new_tokens
+        """Tokens a session must hold: a tuned prefix, the prompt, and every new token that is fed back
+        (guesses are cut short so that they never reach past it)."""
+        prefix = 0 if self.prefix is None else self.prefix.shape[0]
+        return prefix + len(self.prompt_ids) + self.params.max_new_tokens
 
     @property
     def done(self) -> bool:
@@ -242,8 +246,11 @@ class Decoder:
         return len(self.token_ids) / max(self.rounds, 1)
 
     def start(self) -> torch.Tensor:
-        self._sent_end = len(self.prompt_ids)
-        return self.head.embed(torch.tensor([self.prompt_ids]))
+        embeds = self.head.embed(torch.tensor([self.prompt_ids]))
+        if self.prefix is not None:
+            embeds = torch.cat([self.prefix.to(embeds.dtype).unsqueeze(0), embeds], dim=1)
+        self._sent_end = embeds.shape[1]
+        return embeds
 
     def advance(self, out: torch.Tensor) -> torch.Tensor | None:
         drafts, n = self._drafts, len(self._drafts)

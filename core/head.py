@@ -74,6 +74,10 @@ class ClientHead(nn.Module):
 
         Callers pass only the rows they sample. With half-precision weights (a GPU client) the LM
         head accumulates and returns float32: a bfloat16 result flips near-ties."""
+        return self.norm_logits(hidden)
+
+    def norm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`logits`, differentiable with respect to `hidden` (for fine-tuning; the head stays frozen)."""
         dtype = self.embed_weight.dtype
         x = self.family.final_norm(self.config, hidden.to(device=self.device, dtype=dtype), tuple(self.norm_params))
         if dtype == torch.float32:

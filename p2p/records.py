@@ -17,6 +17,7 @@ PROTOCOL_VERSION = "1.0.0"
 INFO_PROTOCOL = f"/corolla/info/{PROTOCOL_VERSION}"
 INFERENCE_PROTOCOL = f"/corolla/inference/{PROTOCOL_VERSION}"
 FORWARD_PROTOCOL = f"/corolla/forward/{PROTOCOL_VERSION}"
+BACKWARD_PROTOCOL = f"/corolla/backward/{PROTOCOL_VERSION}"  # training: p2p/backward.py
 
 ONLINE = "online"
 LEAVING = "leaving"

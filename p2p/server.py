@@ -19,6 +19,7 @@ from libp2p.abc import INetStream
 from corolla.core.dtypes import DTYPE_NAMES, ELEMENT_BYTES
 from corolla.core.errors import CacheFullError, CorollaError, ShapeError, UnknownSessionError
 from corolla.core.span import Span, SpanRuntime
+from corolla.p2p.backward import BackwardService
 from corolla.p2p.batching import StepBatcher
 from corolla.p2p.errors import BlockRangeError, ProtocolError
 from corolla.p2p.fairness import (
@@ -32,6 +33,7 @@ from corolla.p2p.fairness import (
     peer_of,
 )
 from corolla.p2p.records import (
+    BACKWARD_PROTOCOL,
     FORWARD_PROTOCOL,
     INFERENCE_PROTOCOL,
     INFO_PROTOCOL,
@@ -194,6 +196,7 @@ class ServerNode:
         host.set_stream_handler(INFO_PROTOCOL, self._guarded(self._info))
         host.set_stream_handler(INFERENCE_PROTOCOL, self._guarded(self._inference))
         host.set_stream_handler(FORWARD_PROTOCOL, self._guarded(self._forward))
+        host.set_stream_handler(BACKWARD_PROTOCOL, BackwardService(self, self._compute).handle)
 
     # -- protocol handlers -------------------------------------------------------------------
     def _guarded(self, body: Callable[[INetStream, str], Awaitable[None]]) -> Callable[[INetStream], Awaitable[None]]:

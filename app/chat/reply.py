@@ -72,11 +72,13 @@ class ReplyWriter:
     """Writes replies with one model through one route factory. The model loads on first use."""
 
     def __init__(self, model_path: Callable[[], Path], routes: RouteFactory, *, head_device: str = "cpu",
-                 speculative: int = 0) -> None:
+                 speculative: int = 0, tuned: Path | None = None) -> None:
         self._model_path = model_path
         self.routes = routes
         self.head_device = head_device  # where the embeddings and LM head run: "cpu", "cuda", "auto"
         self.speculative = speculative  # guessed tokens per step (prompt lookup); 0: off
+        self.tuned = tuned  # a tuned-prompts file (`corolla finetune`), checked against the model's hash
+        self._prefix = None
         self._model: ClientModel | None = None
         self._lock: trio.Lock | None = None
 
@@ -87,7 +89,11 @@ class ReplyWriter:
         async with self._lock:
             if self._model is None:
                 path = await trio.to_thread.run_sync(self._model_path)
-                self._model = await trio.to_thread.run_sync(ClientModel, path, self.head_device)
+                model = await trio.to_thread.run_sync(ClientModel, path, self.head_device)
+                if self.tuned is not None:  # before the model counts as loaded: a refused file stays refused
+                    deep_ok = getattr(self.routes, "applies_deep_prompts", False)
+                    self._prefix = await trio.to_thread.run_sync(_tuned_prefix, path, self.tuned, deep_ok)
+                self._model = model
         return self._model
 
     async def write(self, prompt: list[dict[str, str]] | str, params: SamplingParams,
@@ -97,11 +103,12 @@ class ReplyWriter:
         model = await self.model()
         prompt_ids = model.text_ids(prompt) if isinstance(prompt, str) else model.prompt_ids(prompt)
         limit = model.card.context_length
-        if len(prompt_ids) + 1 > limit:
+        used = len(prompt_ids) + (0 if self._prefix is None else self._prefix.shape[0])
+        if used + 1 > limit:
             raise ChatBackendError(
                 f"the conversation is {len(prompt_ids)} tokens, over the model's context of {limit}; "
                 "start a new conversation or delete old messages")
-        params = params.replace(max_new_tokens=min(params.max_new_tokens, limit - len(prompt_ids))).validated()
+        params = params.replace(max_new_tokens=min(params.max_new_tokens, limit - used)).validated()
         events.on_usage(len(prompt_ids), limit)
         pending: list[str] = []  # the head runs in a worker thread; text is reported from the loop's
 
@@ -113,10 +120,26 @@ class ReplyWriter:
             events.on_usage(len(prompt_ids) + len(decoder.token_ids), limit)
 
         decoder = Decoder(model.head, model.tokenizer, params, prompt_ids, on_text=pending.append,
-                          speculative=self.speculative)
+                          speculative=self.speculative, prefix=self._prefix)
         async with self.routes.open(decoder.max_length, events) as route:
             await decode(decoder, route.forward, offload=trio.to_thread.run_sync, on_step=after_token)
         return Reply(decoder.text, decoder.finish_reason or "eos", len(decoder.token_ids), decoder.rounds)
 
     async def aclose(self) -> None:
         await self.routes.aclose()
+
+
+def _tuned_prefix(model_path: Path, tuned: Path, deep_ok: bool = False):
+    """The soft prompt of a tuned-prompts file made for this model (ChatBackendError otherwise)."""
+    from corolla.core.model import ModelInfo
+    from corolla.core.tuning.prompts import TunedFileError, TunedPrompts
+
+    try:
+        prompts = TunedPrompts.load(tuned, ModelInfo.load(model_path).hash)
+    except TunedFileError as exc:
+        raise ChatBackendError(str(exc)) from None
+    if prompts.method != "prompt" and not deep_ok:
+        raise ChatBackendError(f"{tuned} holds deep prompts, which this route cannot apply (the servers' "
+                               "inference sessions take none); use `corolla generate --tuned`, or tune with "
+                               "--method prompt")
+    return prompts.input.detach()

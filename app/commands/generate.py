@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "one pass; the output is the same, in fewer round trips (0: off)")
     p.add_argument("--client-device", default="auto",
                    help="where the embeddings and LM head run: auto (a CUDA GPU if there is one), cpu, cuda")
+    p.add_argument("--tuned", default=None, help="a tuned-prompts file from `corolla finetune` for this model")
     where = p.add_argument_group("where the blocks run")
     where.add_argument("--local", action="store_true", help="run every block in this process")
     where.add_argument("--spans", default=None,
@@ -121,7 +122,13 @@ async def _generate(args: argparse.Namespace, stream: bool):
             key = read_swarm_key(args.swarm_key) if args.swarm_key else None
             routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery, key),
                                        spot_check=rate)
-        writer = ReplyWriter(lambda: path, routes, head_device=args.client_device, speculative=args.speculative)
+        tuned = Path(args.tuned) if args.tuned else None
+        if tuned is not None and (deep := _deep_prompts(tuned, path)) is not None:
+            from corolla.app.swarm.deep_prompts import DeepPromptRouteFactory
+
+            routes = DeepPromptRouteFactory(deep, path, None if args.local else routes.connection)
+        writer = ReplyWriter(lambda: path, routes, head_device=args.client_device, speculative=args.speculative,
+                             tuned=tuned)
         try:
             reply = await writer.write(messages, sampling_of(args, path), events)
             if args.verbose or args.speculative:
@@ -131,3 +138,12 @@ async def _generate(args: argparse.Namespace, stream: bool):
         finally:
             await writer.aclose()
             nursery.cancel_scope.cancel()
+
+
+def _deep_prompts(tuned: Path, path: Path):
+    """The per-block prompts of a deep-prompt file made for this model, or None for a plain prompt."""
+    from corolla.core.model import ModelInfo
+    from corolla.core.tuning.prompts import TunedPrompts
+
+    prompts = TunedPrompts.load(tuned, ModelInfo.load(path).hash)
+    return None if prompts.deep is None else prompts.deep.detach()

@@ -42,17 +42,8 @@ from corolla.p2p.records import (
     BlockRange,
     ServerInfo,
 )
-from corolla.p2p.wire import (
-    StreamGone,
-    WireLimits,
-    encode,
-    error_frame,
-    read_message,
-    write_message,
-)
-from corolla.p2p.wire import (
-    is_int as _is_int,
-)
+from corolla.p2p.wire import StreamGone, WireLimits, encode, error_frame, read_message, write_message
+from corolla.p2p.wire import is_int as _is_int
 
 log = logging.getLogger("corolla.server")
 

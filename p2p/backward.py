@@ -11,6 +11,7 @@ wire limits and by `max_tokens` (batch x tokens), which bounds the activation me
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Protocol
 
@@ -43,18 +44,23 @@ class TrainingNode(Protocol):
 
 
 class BackwardService:
-    """Answers the backward protocol for a server node. `compute` is the node's lock around model
-    computation: one computation at a time, inference steps and training requests alike."""
+    """Answers the backward protocol for a server node. `compute` is the node's fair compute turns:
+    one computation at a time, inference steps and training requests alike."""
 
     def __init__(self, node: TrainingNode, compute: FairCompute, max_tokens: int = MAX_TRAIN_TOKENS) -> None:
         self.node = node
         self.compute = compute
         self.max_tokens = max_tokens
+        # hidden states, their gradient and deep prompts: three tensors. The wire refuses what is far
+        # too big before reading it; check_request then says exactly what is over (tokens, shapes).
+        most = 4 * max_tokens * node.span.hidden_size * 4
+        self.limits = dataclasses.replace(node.limits, max_tensors=3, max_tensor_bytes=most,
+                                          max_payload_bytes=3 * most)
         self.requests = 0  # answered, for logs and tests
 
     async def handle(self, stream: INetStream) -> None:
         try:
-            header, tensors = await read_message(stream, limits=self.node.limits, idle_timeout=REQUEST_TIMEOUT,
+            header, tensors = await read_message(stream, limits=self.limits, idle_timeout=REQUEST_TIMEOUT,
                                                  body_timeout=REQUEST_TIMEOUT)
             try:
                 out = await self._answer(header, tensors, peer_of(stream))

@@ -96,12 +96,19 @@ async def _generate(args: argparse.Namespace, stream: bool):
     def err(text: str) -> None:
         print(f"[swarm] {text}", file=sys.stderr, flush=True)
 
+    last_route: list = []
+
     def on_route(hops) -> None:
+        last_route[:] = hops
         if args.verbose:
             err("route: " + " -> ".join(f"blocks {h.start}:{h.end} on {h.peer_id} ({h.server.rtt_ms:.1f} ms rtt, "
                                         f"{h.server.block_ms:.2f} ms/block)" for h in hops))
 
-    events = ReplyEvents(on_route=on_route, on_reroute=lambda event, hops: err(describe_event(event)),
+    def on_reroute(event, hops) -> None:
+        last_route[:] = hops
+        err(describe_event(event))
+
+    events = ReplyEvents(on_route=on_route, on_reroute=on_reroute,
                          on_wait=lambda event: err(describe_event(event)), on_text=out,
                          on_liar=lambda caught: err(describe_liar(caught)))
     messages: list[dict[str, str]] | str = args.prompt
@@ -131,6 +138,8 @@ async def _generate(args: argparse.Namespace, stream: bool):
                              tuned=tuned)
         try:
             reply = await writer.write(messages, sampling_of(args, path), events)
+            if args.verbose and last_route:
+                err("final route: " + " -> ".join(str(h) for h in last_route))
             if args.verbose or args.speculative:
                 err(f"{reply.tokens} tokens in {reply.rounds} round trips "
                     f"({reply.tokens / max(reply.rounds, 1):.2f} tokens per round trip)")

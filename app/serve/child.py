@@ -17,10 +17,12 @@ GRACE_S = 20.0
 
 
 def _watch_stdin() -> None:
+    # The raw descriptor, not sys.stdin: a daemon thread blocked inside sys.stdin's buffer holds its
+    # lock, and the interpreter aborts at exit when it cannot take it (SIGABRT instead of exit 0).
     try:
-        while sys.stdin.buffer.read(4096):
+        while os.read(0, 4096):
             pass
-    except (OSError, ValueError):
+    except OSError:
         pass  # a closed or broken pipe: the same as end of input
     signal.raise_signal(signal.SIGINT)
     timer = threading.Timer(GRACE_S, lambda: os._exit(3))

@@ -23,16 +23,17 @@ LIES = {
 def make_liar(node: ServerNode, lie, honest_steps: int) -> None:
     """Make `node` answer session steps honestly `honest_steps` times per session, then lie; it lies
     on every forward request (as a checker). It also claims to be the fastest server."""
-    run, steps = node._run, {}
+    run, step, steps = node._run, node.batcher.forward, {}
 
-    async def lying(fn, *args):
-        out = await run(fn, *args)
-        if len(args) == 2:  # a session step: (session id, hidden)
-            steps[args[0]] = steps.get(args[0], 0) + 1
-            if steps[args[0]] <= honest_steps:
-                return out
-        return lie(out)
+    async def lying_step(runtime, session_id, hidden, start=None):  # a session's step (batched)
+        out, seconds, batch = await step(runtime, session_id, hidden, start)
+        steps[session_id] = steps.get(session_id, 0) + 1
+        return (out if steps[session_id] <= honest_steps else lie(out)), seconds, batch
 
+    async def lying(fn, *args):  # a forward request: what a checker answers
+        return lie(await run(fn, *args))
+
+    node.batcher.forward = lying_step
     node._run = lying
     node._observe = lambda *a: None
     node.block_ms = 0.001
@@ -111,15 +112,15 @@ def test_a_server_claiming_to_be_faster_than_it_is_is_routed_by_what_it_does(tin
         braggart = await swarm.add("braggart", 0, 6)
         braggart._observe = lambda *a: None
         braggart.block_ms = 0.0001
-        run = braggart._run
+        step = braggart.batcher.forward
 
-        async def slow(fn, *args):
+        async def slow(*args):
             import trio
 
             await trio.sleep(0.05)  # 50 ms a step, ~8 ms a block: far from the 0.0001 it claims
-            return await run(fn, *args)
+            return await step(*args)
 
-        braggart._run = slow
+        braggart.batcher.forward = slow
         await swarm.add("honest", 0, 6)
         async with swarm.client() as client:
             async with InferenceSession(client, 64) as session:

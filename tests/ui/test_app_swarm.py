@@ -126,7 +126,8 @@ def test_killing_the_server_in_use_shows_a_reroute_notice(qtbot, swarm):
         with qtbot.waitSignal(services.backend.rerouted, timeout=90_000) as rerouted:
             pass
         assert in_use[-8:] in rerouted.args[1] and "moved to another" in rerouted.args[0]
-        assert chat.route.notice.isVisible() and "Rerouted" in chat.route.notice.text()
+        assert chat.route.notice.isVisible() and "moved to another" in chat.route.notice.text()
+        assert "moved to another" in chat.messages.toPlainText()  # in the transcript too
         assert in_use not in [h.peer_id for h in chat.route.hops]
         before = len(pieces)
         qtbot.waitUntil(lambda: len(pieces) > before, timeout=90_000)  # the reply goes on

@@ -99,7 +99,9 @@ class ChildProcess:
         """Ask the child to leave (its stdin closes, as when this process ends), kill it after `timeout` s."""
         if self.proc.poll() is None:
             try:
-                self.proc.stdin.close()  # type: ignore[union-attr]
+                if self.proc.stdin is None:
+                    raise OSError("no pipe to the child's stdin")
+                self.proc.stdin.close()
             except OSError:
                 if sys.platform == "win32":
                     self.proc.send_signal(signal.CTRL_BREAK_EVENT)

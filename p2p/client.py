@@ -40,21 +40,31 @@ async def open_stream(peer: Peer, peer_id: str | ID, protocol: str, timeout: flo
         raise PeerUnavailableError(str(pid), f"{type(exc).__name__}: {exc}") from None
 
 
-async def request_info(peer: Peer, peer_id: str | ID, timeout: float = INFO_TIMEOUT) -> ServerInfo:
-    """Ask one server about itself; the reply time (connection included) is its rtt_ms."""
-    t0 = time.perf_counter()
-    stream = await open_stream(peer, peer_id, INFO_PROTOCOL, timeout)
+async def one_request(peer, peer_id, protocol: str, frame: bytes, timeout: float,
+                      connect_timeout: float | None = None) -> tuple[dict, list]:
+    """Send one request on a fresh stream and read its one reply; the stream is closed after.
+
+    Raises what opening, writing and reading raise (PeerUnavailableError, StreamGone, TooSlowError,
+    ProtocolError): each caller says what the failure means for it."""
+    stream = await open_stream(peer, peer_id, protocol, timeout if connect_timeout is None else connect_timeout)
     try:
-        await write_message(stream, encode({"type": "info"}), timeout=timeout)
-        header, _ = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
-    except (StreamGone, trio.TooSlowError) as exc:
-        raise PeerUnavailableError(str(peer_id), f"info: {exc or type(exc).__name__}") from None
+        await write_message(stream, frame, timeout=timeout)
+        return await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
     finally:
         with trio.move_on_after(0.5):
             try:
                 await stream.close()
             except Exception as exc:  # noqa: BLE001 - best effort on a stream we are done with
                 log.debug("close: %s", exc)
+
+
+async def request_info(peer: Peer, peer_id: str | ID, timeout: float = INFO_TIMEOUT) -> ServerInfo:
+    """Ask one server about itself; the reply time (connection included) is its rtt_ms."""
+    t0 = time.perf_counter()
+    try:
+        header, _ = await one_request(peer, peer_id, INFO_PROTOCOL, encode({"type": "info"}), timeout)
+    except (StreamGone, trio.TooSlowError) as exc:
+        raise PeerUnavailableError(str(peer_id), f"info: {exc or type(exc).__name__}") from None
     if header.get("type") == "error":
         raise RemoteError(str(header.get("code"))[:64], str(header.get("message"))[:300])
     info = ServerInfo.from_wire(header.get("info"))
@@ -203,19 +213,11 @@ async def request_forward(peer: Peer, peer_id: str, start: int, end: int, hidden
     """Hidden states through blocks [start, end) of one server, statelessly (the forward protocol)."""
     from corolla.p2p.records import FORWARD_PROTOCOL
 
-    stream = await open_stream(peer, peer_id, FORWARD_PROTOCOL, timeout)
     try:
-        await write_message(stream, encode({"type": "forward", "start": start, "end": end}, [hidden]),
-                            timeout=timeout)
-        header, tensors = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
+        header, tensors = await one_request(
+            peer, peer_id, FORWARD_PROTOCOL, encode({"type": "forward", "start": start, "end": end}, [hidden]), timeout)
     except (StreamGone, trio.TooSlowError) as exc:
         raise PeerUnavailableError(str(peer_id), f"forward: {exc or type(exc).__name__}") from None
-    finally:
-        with trio.move_on_after(0.5):
-            try:
-                await stream.close()
-            except Exception as exc:  # noqa: BLE001 - best effort on a stream we are done with
-                log.debug("close: %s", exc)
     if header.get("type") == "error":
         raise RemoteError(str(header.get("code"))[:64], str(header.get("message"))[:300])
     if header.get("type") != "result" or len(tensors) != 1 or tensors[0].shape != hidden.shape:

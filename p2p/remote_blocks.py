@@ -19,12 +19,12 @@ import torch
 import trio
 from torch import nn
 
-from corolla.p2p.client import SwarmClient, open_stream
+from corolla.p2p.client import SwarmClient, one_request
 from corolla.p2p.errors import NoRouteError, PeerUnavailableError, ProtocolError, RemoteError, SwarmError
 from corolla.p2p.records import BACKWARD_PROTOCOL
 from corolla.p2p.routing import RouteHop, plan_route
 from corolla.p2p.session import HopFailure
-from corolla.p2p.wire import DTYPES, StreamGone, encode, read_message, write_message
+from corolla.p2p.wire import DTYPES, StreamGone, encode
 
 log = logging.getLogger(__name__)
 
@@ -160,17 +160,9 @@ class RemoteBlocks:
         timeout = self.timeout + TIMEOUT_PER_KTOKEN * tensors[0].shape[0] * tensors[0].shape[1] / 1000
         self.calls += 1
         try:
-            stream = await open_stream(self.client.peer, hop.peer_id, BACKWARD_PROTOCOL, CONNECT_TIMEOUT)
-            try:
-                await write_message(stream, encode({"type": kind, "start": hop.start, "end": hop.end}, sent),
-                                    timeout=timeout)
-                header, out = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
-            finally:
-                with trio.move_on_after(0.5):
-                    try:
-                        await stream.close()
-                    except Exception as exc:  # noqa: BLE001 - best effort on a stream we are done with
-                        log.debug("close: %s", exc)
+            header, out = await one_request(self.client.peer, hop.peer_id, BACKWARD_PROTOCOL,
+                                            encode({"type": kind, "start": hop.start, "end": hop.end}, sent),
+                                            timeout, connect_timeout=CONNECT_TIMEOUT)
         except (PeerUnavailableError, StreamGone, trio.TooSlowError, ProtocolError) as exc:
             reason = "timed out" if isinstance(exc, trio.TooSlowError) else (str(exc) or type(exc).__name__)
             raise HopFailure(hop.peer_id, f"{kind}: {reason}", cause=exc) from None

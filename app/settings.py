@@ -34,6 +34,9 @@ class Settings:
     num_blocks: int = 8
     port: int = 0  # 0: any free port
     contribute: bool = False
+    max_gpu_memory: float = 0.0  # GiB the contributed server may use (weights and cache); 0: no cap
+    cpu_threads: int = 0  # threads a CPU server computes with; 0: as many as torch chooses
+    start_at_login: bool = False  # the OS starts the tray app at login (app/contribute/autostart.py)
     system_prompt: str = "You are a helpful assistant."
     welcomed: bool = False  # the first-run welcome was answered
     sampling: SamplingParams = CHAT_SAMPLING
@@ -53,6 +56,14 @@ class Settings:
         _check(_is_int(self.port) and 0 <= self.port <= 65535, "port", self.port,
                "must be from 0 (any) to 65535")
         _check(isinstance(self.contribute, bool), "contribute", self.contribute, "must be true or false")
+        _check(_is_number(self.max_gpu_memory) and 0 <= self.max_gpu_memory <= 100_000, "memory cap",
+               self.max_gpu_memory, "must be a number of GiB from 0 (no cap) up")
+        _check(not (self.max_gpu_memory and self.blocks), "memory cap", self.max_gpu_memory,
+               "chooses how many blocks to serve: leave Blocks empty to use it, or set the cap to 0")
+        _check(_is_int(self.cpu_threads) and 0 <= self.cpu_threads <= 1024, "CPU threads", self.cpu_threads,
+               "must be a whole number from 0 (let the computer choose) to 1024")
+        _check(isinstance(self.start_at_login, bool), "start at login", self.start_at_login,
+               "must be true or false")
         _check(isinstance(self.welcomed, bool), "welcomed", self.welcomed, "must be true or false")
         _check(isinstance(self.system_prompt, str), "system prompt", self.system_prompt, "must be text")
         try:

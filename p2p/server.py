@@ -104,6 +104,7 @@ class ServerNode:
         # concurrent sessions' steps share forward passes, in the fair order as one more user
         self.batcher = StepBatcher(InferenceTurns(self._compute))
         self.sessions_changed = trio.Event()
+        self.tokens_served = self.sessions_served = 0  # since this node started (a volunteer's stats)
 
     # -- bookkeeping -------------------------------------------------------------------------
     @property
@@ -291,6 +292,7 @@ class ServerNode:
                     # "start": where these tokens go, dropping cache entries after it (speculative decoding)
                     out, seconds, _ = await self.batcher.forward(rt, sid, tensors[0], header.get("start"))
                     self._observe(tensors[0].shape[1], seconds, len(rt.span.blocks))
+                    self.tokens_served += tensors[0].shape[0] * tensors[0].shape[1]
                     reply = {"type": "result", "compute_ms": 1000 * seconds}
                     if self.state == LEAVING:
                         reply["leaving"] = True  # the client moves this session elsewhere at its leisure
@@ -347,6 +349,7 @@ class ServerNode:
         sid = uuid.uuid4().hex
         rt.open_session(sid, max_length, batch)
         slot = self._slots[sid] = SessionSlot(peer, wanted, rt, time.monotonic())
+        self.sessions_served += 1
         log.info("session opened %s blocks %d:%d max_length %d (%d active)",
                  sid[:8], start, end, max_length, self.active_sessions)
         self._notify()

@@ -23,7 +23,7 @@ class MenuWindow(QMainWindow):
         self.status = QLabel("Contribute GPU: off", body)
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
-        for action in (menu.contribute_action, menu.open_chat_action, menu.swarm_action,
+        for action in (menu.contribute_action, menu.stats_action, menu.open_chat_action, menu.swarm_action,
                        menu.settings_action, menu.quit_action):
             button = QToolButton(body)
             button.setDefaultAction(action)
@@ -35,7 +35,7 @@ class MenuWindow(QMainWindow):
 
     @Slot(object)
     def show_contribution(self, state: ContributionState) -> None:
-        self.status.setText(f"Contribute GPU: {state.describe()}")
+        self.status.setText(self.menu.contribute_text(state))
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.closed.emit()

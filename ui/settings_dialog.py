@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFormLayout,
     QLabel,
     QLineEdit,
@@ -53,6 +55,19 @@ class SettingsDialog(QDialog):
         self.num_blocks.setRange(1, 1000)
         self.port = QLineEdit(self)
         self.port.setPlaceholderText("0 = any free port")
+        self.max_gpu_memory = QDoubleSpinBox(self)
+        self.max_gpu_memory.setRange(0, 4096)
+        self.max_gpu_memory.setDecimals(1)
+        self.max_gpu_memory.setSingleStep(0.5)
+        self.max_gpu_memory.setSuffix(" GiB")
+        self.max_gpu_memory.setSpecialValueText("no cap")
+        self.max_gpu_memory.setToolTip("Serve only as many blocks as fit in this much GPU memory "
+                                       "(or RAM on a CPU), their cache included")
+        self.cpu_threads = QSpinBox(self)
+        self.cpu_threads.setRange(0, 1024)
+        self.cpu_threads.setSpecialValueText("automatic")
+        self.cpu_threads.setToolTip("CPU threads a server on the CPU computes with; the rest stay free for you")
+        self.start_at_login = QCheckBox("Start Corolla when I log in", self)
         self.error = QLabel(self)
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color:#9b1c1c")
@@ -64,6 +79,9 @@ class SettingsDialog(QDialog):
         form.addRow("Blocks", self.blocks)
         form.addRow("Number of blocks", self.num_blocks)
         form.addRow("Port", self.port)
+        form.addRow("Memory cap", self.max_gpu_memory)
+        form.addRow("CPU threads", self.cpu_threads)
+        form.addRow("", self.start_at_login)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self.try_accept)
         buttons.rejected.connect(self.reject)
@@ -82,6 +100,9 @@ class SettingsDialog(QDialog):
         self.blocks.setText(s.blocks)
         self.num_blocks.setValue(s.num_blocks)
         self.port.setText(str(s.port))
+        self.max_gpu_memory.setValue(s.max_gpu_memory)
+        self.cpu_threads.setValue(s.cpu_threads)
+        self.start_at_login.setChecked(s.start_at_login)
 
     def problems(self) -> dict[QWidget, str]:
         """Every field that cannot be used, with the reason in a sentence (empty: all good)."""
@@ -91,8 +112,12 @@ class SettingsDialog(QDialog):
             (self.device, lambda: self._base.replace(device=self.device.currentText().strip())),
             (self.blocks, lambda: self._base.replace(blocks=self.blocks.text().strip())),
             (self.port, lambda: self._base.replace(port=self._port())),
+            (self.max_gpu_memory, lambda: self._base.replace(blocks=self.blocks.text().strip(),
+                                                             max_gpu_memory=self.max_gpu_memory.value())),
         ]
         for widget, check in checks:
+            if widget is self.max_gpu_memory and self.blocks in found:
+                continue  # the blocks are wrong already; say that first
             try:
                 check()
             except SettingsError as exc:
@@ -134,13 +159,16 @@ class SettingsDialog(QDialog):
             blocks=self.blocks.text().strip(),
             num_blocks=self.num_blocks.value(),
             port=port,
+            max_gpu_memory=self.max_gpu_memory.value(),
+            cpu_threads=self.cpu_threads.value(),
+            start_at_login=self.start_at_login.isChecked(),
         )
 
     @Slot()
     def try_accept(self) -> None:
         """Save only settings that work: every bad field is marked at once, with a sentence each."""
         problems = self.problems()
-        for widget in (self.peers, self.model, self.device, self.blocks, self.port):
+        for widget in (self.peers, self.model, self.device, self.blocks, self.port, self.max_gpu_memory):
             widget.setStyleSheet("border: 1px solid #b00020" if widget in problems else "")
         if problems:
             self.error.setText("\n".join(f"• {why}" for why in problems.values()))

@@ -8,6 +8,7 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from corolla.app.serve.stats import ServedStats
 from corolla.app.swarm.snapshot import SwarmSnapshot
 from corolla.ui.block_coverage import BlockCoverage
 from corolla.ui.server_table import ServerTable
@@ -24,19 +25,34 @@ class SwarmView(QWidget):
         self.coverage = BlockCoverage(self)
         self.servers = ServerTable(self)
         layout = QVBoxLayout(self)
+        self.own = QLabel(self)  # this PC's server: what it served (all runs)
+        self.own.setWordWrap(True)
+        self.own.hide()
         layout.addWidget(self.summary)
+        layout.addWidget(self.own)
         layout.addWidget(QLabel("<b>Block coverage</b> (servers per block)", self))
         layout.addWidget(self.coverage)
         layout.addWidget(QLabel("<b>Servers</b>", self))
         layout.addWidget(self.servers, 1)
         self.resize(720, 460)
         self.snapshot: SwarmSnapshot | None = None
+        self.own_peer = ""
+
+    @Slot(str, object)
+    def show_own(self, peer_id: str, stats: ServedStats) -> None:
+        """Mark this PC's server (by its peer id) in the table and say what it has served."""
+        self.own_peer = peer_id
+        where = "serving now (marked below)" if peer_id else "not serving now"
+        self.own.setText(f"<b>This PC</b>: {where}; served {stats.describe()} in all")
+        self.own.show()
+        if self.snapshot is not None:
+            self.servers.show_servers(self.snapshot.servers, self.snapshot.silent, self.own_peer)
 
     @Slot(object)
     def show_snapshot(self, snapshot: SwarmSnapshot) -> None:
         self.snapshot = snapshot
         self.coverage.show_coverage(snapshot.coverage())
-        self.servers.show_servers(snapshot.servers, snapshot.silent)
+        self.servers.show_servers(snapshot.servers, snapshot.silent, self.own_peer)
         online = sum(1 for s in snapshot.servers if s.state == "online")
         missing = snapshot.missing_blocks()
         text = f"{snapshot.model}: {online} server{'s' if online != 1 else ''} online, {snapshot.num_blocks} blocks"

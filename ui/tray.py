@@ -66,7 +66,7 @@ class Tray(QObject):
         icon = state_icon(state.phase)
         if self.icon is not None:
             self.icon.setIcon(icon)
-            self.icon.setToolTip(f"Corolla — contribute GPU: {state.describe()}")
+            self.icon.setToolTip(f"Corolla — {self.menu.contribute_text(state)}")
         if self.window is not None:
             self.window.show_contribution(state)
             self.window.setWindowIcon(icon)

@@ -36,6 +36,12 @@ class TrayApp(QObject):
         self.menu.settings_requested.connect(self.open_settings)
         self.menu.quit_requested.connect(self.quit)
         s.contribution.state_changed.connect(self.tray.show_contribution)
+        s.contribution.state_changed.connect(self._show_own_server)
+        s.contribution.stats_changed.connect(self.menu.show_stats)
+        s.contribution.stats_changed.connect(self._show_own_server)
+        s.settings_changed.connect(self._show_hardware)
+        self.menu.show_stats(s.contribution.stats)
+        self._show_hardware(s.settings)
         s.settings_refused.connect(self._warn)
         self.tray.show_contribution(s.contribution.state)
         if self.tray.window is not None:
@@ -80,6 +86,7 @@ class TrayApp(QObject):
             self.swarm = SwarmView()
             self.services.monitor.snapshot.connect(self.swarm.show_snapshot)
             self.swarm.closed.connect(self.services.monitor.stop)
+            self._show_own_server()
             if self.services.monitor.last is not None:
                 self.swarm.show_snapshot(self.services.monitor.last)
         self.services.monitor.start()
@@ -97,6 +104,20 @@ class TrayApp(QObject):
         self.settings_dialog.show()
         self.settings_dialog.raise_()
         return self.settings_dialog
+
+    @Slot(object)
+    def _show_hardware(self, settings: Settings) -> None:
+        from corolla.app.contribute.state import lent_hardware
+
+        self.menu.show_hardware(lent_hardware(settings))
+        self.tray.show_contribution(self.services.contribution.state)
+
+    @Slot()
+    def _show_own_server(self, *_: object) -> None:
+        """The swarm view marks this PC's server (by peer id) and shows what it served."""
+        if self.swarm is not None:
+            c = self.services.contribution
+            self.swarm.show_own(c.state.peer_id, c.stats)
 
     @Slot(object)
     def _settings_accepted(self, settings: Settings) -> None:

@@ -1,4 +1,5 @@
-"""The tray's menu: Contribute GPU (with its state), Open chat, Swarm status, Settings, Quit."""
+"""The tray's menu: Contribute (what it lends, its state, what it served), Open chat, Swarm status,
+Settings, Quit."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QMenu, QWidget
 
 from corolla.app.contribute.state import ContributionState, Phase
+from corolla.app.serve.stats import ServedStats
 
 
 class TrayMenu(QMenu):
@@ -18,9 +20,13 @@ class TrayMenu(QMenu):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Corolla", parent)
+        self.hardware = "GPU"  # what contributing lends: "GPU (NVIDIA H200)", "CPU (4 threads)"
+        self._state = ContributionState()
         self.contribute_action = self.addAction("Contribute GPU: off")
         self.contribute_action.setCheckable(True)
         self.contribute_action.toggled.connect(self._toggled)
+        self.stats_action = self.addAction("Served: nothing yet")
+        self.stats_action.setEnabled(False)  # a line of information, not a command
         self.addSeparator()
         self.open_chat_action = self.addAction("Open chat")
         self.open_chat_action.triggered.connect(self.open_chat_requested)
@@ -36,13 +42,28 @@ class TrayMenu(QMenu):
         self.quit_action.triggered.connect(self.quit_requested)
         self._updating = False
 
+    def show_hardware(self, hardware: str) -> None:
+        """Name what contributing lends, e.g. "GPU (NVIDIA H200)" or "CPU (4 threads)"."""
+        self.hardware = hardware
+        self.show_contribution(self._state)
+
+    @Slot(object)
+    def show_stats(self, stats: ServedStats) -> None:
+        """This installation's totals as a server, all runs together."""
+        self.stats_action.setText(f"Served: {stats.describe()}" if stats.tokens or stats.seconds_online
+                                  else "Served: nothing yet")
+
+    def contribute_text(self, state: ContributionState) -> str:
+        return f"Contribute {self.hardware}: {state.describe()}"
+
     @Slot(object)
     def show_contribution(self, state: ContributionState) -> None:
         """Reflect the server's state in the toggle's text and tick (without re-emitting)."""
+        self._state = state
         self._updating = True
         try:
             self.contribute_action.setChecked(state.active or state.phase in (Phase.STOPPING, Phase.PAUSED))
-            self.contribute_action.setText(f"Contribute GPU: {state.describe()}")
+            self.contribute_action.setText(self.contribute_text(state))
             self.contribute_action.setToolTip(state.error or state.describe())
         finally:
             self._updating = False

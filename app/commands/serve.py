@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-gpu-memory", type=float, default=None, metavar="GIB",
                    help="serve as many blocks as fit in this much memory (weights and their cache); "
                         "instead of --blocks/--num-blocks, or as an upper bound on --num-blocks")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="compute with at most N CPU threads (a CPU server leaves the rest of the machine free)")
     p.add_argument("--max-sessions", type=int, default=16, help="sessions served at once")
     p.add_argument("--cache-tokens", type=int, default=8192,
                    help="attention-cache budget in tokens, shared by all sessions")
@@ -65,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_sessions", "cache_tokens"):
         if getattr(args, name) < 1:
             raise CorollaError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CorollaError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     args.quant = resolve_quant(args.quant, args.device)
     if args.max_gpu_memory is not None:
         if args.blocks:

@@ -13,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 
 from corolla.app.paths import data_dir
+from corolla.app.serve.stats import ServedStats, load_stats, stats_file
 from corolla.app.serve.status import Event, ServerStatus
 from corolla.app.settings import Settings, block_range
 
@@ -74,6 +75,44 @@ def apply_status(state: ContributionState, status: ServerStatus) -> Contribution
     return state
 
 
+def serving_device(device: str) -> str:
+    """The device a server runs on for the Device setting: "auto" is the first CUDA GPU if there is one."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def lent_hardware(settings: Settings) -> str:
+    """What contributing lends, for the tray: "GPU (NVIDIA H200)" or "CPU (4 threads)"."""
+    device = serving_device(settings.device)
+    if device.startswith("cuda"):
+        import torch
+
+        index = int(device.split(":")[1]) if ":" in device else 0
+        try:
+            return f"GPU ({torch.cuda.get_device_name(index)})"
+        except (RuntimeError, AssertionError, ValueError):  # torch's errors for a missing GPU index
+            return f"GPU ({device})"
+    if device == "mps":
+        return "GPU (Apple)"
+    import os
+
+    threads = settings.cpu_threads or os.cpu_count() or 1
+    return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
+
+
+def stats_from_status(status: ServerStatus) -> ServedStats:
+    """The totals a STATS message carries."""
+    return ServedStats(status.tokens_served or 0, status.sessions_served or 0, float(status.seconds_online or 0))
+
+
+def saved_stats() -> ServedStats:
+    """The contributed server's totals from earlier runs (its stats file, next to its key)."""
+    return load_stats(stats_file(identity_file()))
+
+
 def identity_file() -> Path:
     """The contributed server's key: its peer id stays the same across restarts."""
     return data_dir() / "identity" / "server.key"
@@ -88,8 +127,11 @@ def server_arguments(settings: Settings, identity: Path | None = None) -> list[s
         args += ["--blocks", f"{start}:{end}"]
     else:
         args += ["--num-blocks", str(settings.num_blocks)]
-    if settings.device != "auto":
-        args += ["--device", settings.device]
+        if settings.max_gpu_memory:  # an upper bound on the number of blocks: as many as fit
+            args += ["--max-gpu-memory", f"{settings.max_gpu_memory:g}"]
+    args += ["--device", serving_device(settings.device)]
+    if settings.cpu_threads:
+        args += ["--threads", str(settings.cpu_threads)]
     if settings.initial_peers:
         args += ["--initial-peers", *settings.initial_peers]
     return args

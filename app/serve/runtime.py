@@ -8,6 +8,7 @@ import random
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,18 +16,20 @@ from pathlib import Path
 import torch
 import trio
 
+from corolla.app.serve.stats import ServedStats, load_stats, save_stats, stats_file
 from corolla.app.serve.status import Event, ServerStatus, StatusWriter
 from corolla.app.trio_run import run_trio
 from corolla.core.dtypes import DTYPES
 from corolla.core.errors import CorollaError
 from corolla.p2p.discovery import announce
 from corolla.p2p.host import Peer, open_peer
-from corolla.p2p.identity import identity_key
+from corolla.p2p.identity import EPHEMERAL, claim_identity_path, identity_key
 from corolla.p2p.records import LEAVING, ONLINE, BlockRange
 
 log = logging.getLogger("corolla.node")
 
 PRUNE_PERIOD = 5.0  # s between sweeps of DHT clients out of the routing table
+STATS_PERIOD = 10.0  # s between reports of the contribution stats while nothing else changes
 
 
 @dataclass
@@ -133,13 +136,18 @@ async def run_server(cfg: NodeConfig) -> None:
     dtype = check_device(cfg.device, cfg.dtype)
     path = await trio.to_thread.run_sync(resolve_model, cfg.model)
     model = ModelInfo.load(path)
-    key = identity_key(cfg.identity, "server")
+    identity = cfg.identity
+    if identity is None:  # this installation's server key: claimed now, so its stats file is known
+        identity = claim_identity_path("server")
+    key = identity_key(identity, "server")
+    stats_path = None if str(identity) == EPHEMERAL else stats_file(identity)
     async with open_peer(key, host=cfg.host, port=cfg.port, initial_peers=cfg.initial_peers,
                          relay=cfg.relay, check_reachability=True, swarm_key=cfg.swarm_key) as peer:
         say(network_summary(peer))
         blocks = await choose_blocks(cfg, peer, model)
         status.send(ServerStatus(Event.LOADING, blocks.start, blocks.end))
-        say(f"loading blocks {blocks} of {model.name} ({model.num_blocks} blocks) on {cfg.device}")
+        threads = f" with {torch.get_num_threads()} CPU threads" if cfg.device == "cpu" else ""
+        say(f"loading blocks {blocks} of {model.name} ({model.num_blocks} blocks) on {cfg.device}{threads}")
         span = await trio.to_thread.run_sync(lambda: Span.load(path, blocks.start, blocks.end,
                                                                device=cfg.device, dtype=dtype, quant=cfg.quant))
         node = ServerNode(span, model.name, model.hash, cache_tokens=cfg.cache_tokens,
@@ -156,6 +164,8 @@ async def run_server(cfg: NodeConfig) -> None:
             if cfg.blocks is None and cfg.rebalance_period > 0:
                 nursery.start_soon(_rebalance_forever, cfg, peer, node, model, dtype, status)
             nursery.start_soon(_report_sessions, node, status)
+            stats = StatsKeeper(node, status, stats_path)
+            nursery.start_soon(stats.run)
             say(f"serving blocks {blocks} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
                 f"{node.block_ms:.2f} ms per block per token")
             for addr in printable_addrs(peer, cfg.host):
@@ -170,6 +180,7 @@ async def run_server(cfg: NodeConfig) -> None:
             say(f"leaving the swarm: no new sessions; waiting up to {cfg.drain_timeout:.0f} s "
                 f"for {node.active_sessions} open session(s)")
             await node.leave(cfg.drain_timeout)
+            stats.report()
             nursery.cancel_scope.cancel()
     say("server stopped")
     status.send(ServerStatus(Event.STOPPED))
@@ -183,6 +194,37 @@ async def _report_sessions(node, status: StatusWriter) -> None:
         if node.active_sessions != last:
             last = node.active_sessions
             status.send(ServerStatus(Event.SESSIONS, sessions=last))
+
+
+class StatsKeeper:
+    """This identity's totals (app/serve/stats.py): earlier runs' plus this one's, reported on the
+    status channel and saved when sessions open or close, and every STATS_PERIOD s while serving."""
+
+    def __init__(self, node, status: StatusWriter, path: Path | None) -> None:
+        self.node, self.status, self.path = node, status, path
+        self.before = load_stats(path) if path is not None else ServedStats()
+        self.since = time.monotonic()
+
+    def totals(self) -> ServedStats:
+        return self.before.plus(ServedStats(self.node.tokens_served, self.node.sessions_served,
+                                            time.monotonic() - self.since))
+
+    def report(self) -> ServedStats:
+        now = self.totals()
+        if self.path is not None:
+            try:
+                save_stats(self.path, now)
+            except OSError as exc:  # the counts go on; only keeping them failed
+                log.warning("cannot save contribution stats to %s: %s", self.path, exc)
+        self.status.send(ServerStatus(Event.STATS, tokens_served=now.tokens, sessions_served=now.sessions,
+                                      seconds_online=int(now.seconds_online)))
+        return now
+
+    async def run(self) -> None:
+        while True:
+            self.report()
+            with trio.move_on_after(STATS_PERIOD):
+                await self.node.sessions_changed.wait()
 
 
 async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: torch.dtype,

@@ -34,6 +34,7 @@ class Event(str, Enum):
     STOPPING = "stopping"  # sessions: still open, being drained
     STOPPED = "stopped"
     ERROR = "error"  # message: why the server cannot go on, for the user
+    STATS = "stats"  # tokens_served, sessions_served, seconds_online: this identity's totals, all runs
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class ServerStatus:
     peer_id: str = ""
     join_address: str = ""
     message: str = ""
+    tokens_served: int | None = None  # tokens computed for others (each token of each session)
+    sessions_served: int | None = None  # inference sessions opened here
+    seconds_online: int | None = None  # time spent serving
 
     def to_line(self) -> str:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -67,7 +71,7 @@ class ServerStatus:
         except ValueError:
             raise StatusError(f"unknown status event {data.get('event')!r}") from None
         kwargs: dict[str, Any] = {}
-        for name in ("start", "end", "sessions"):
+        for name in ("start", "end", "sessions", "tokens_served", "sessions_served", "seconds_online"):
             value = data.get(name)
             if value is not None:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:

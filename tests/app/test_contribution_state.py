@@ -2,7 +2,15 @@
 
 import pytest
 
-from corolla.app.contribute.state import ContributionState, Phase, apply_status, server_arguments
+from corolla.app.contribute.state import (
+    ContributionState,
+    Phase,
+    apply_status,
+    lent_hardware,
+    server_arguments,
+    serving_device,
+)
+from corolla.app.errors import SettingsError
 from corolla.app.serve.status import Event, ServerStatus, StatusError
 from corolla.app.settings import Settings
 
@@ -56,3 +64,27 @@ def test_settings_become_serve_arguments(tmp_path):
     assert args == ["serve", "--model", "default", "--port", "31337", "--identity", str(key),
                     "--blocks", "5:9", "--device", "cuda", "--initial-peers", BOOT]
     assert "--num-blocks" in server_arguments(Settings(num_blocks=4), key)
+
+
+def test_memory_and_thread_caps_reach_the_server(tmp_path):
+    key = tmp_path / "k"
+    args = server_arguments(Settings(num_blocks=30, max_gpu_memory=1.5, cpu_threads=2, device="cpu"), key)
+    assert args[args.index("--num-blocks"):] == ["--num-blocks", "30", "--max-gpu-memory", "1.5", "--device", "cpu",
+                                                 "--threads", "2"]
+    plain = server_arguments(Settings(device="cpu"), key)
+    assert "--max-gpu-memory" not in plain and "--threads" not in plain
+    with pytest.raises(SettingsError, match="leave Blocks empty"):
+        Settings(blocks="0:10", max_gpu_memory=4).validated()
+    with pytest.raises(SettingsError, match="CPU threads"):
+        Settings(cpu_threads=-1).validated()
+
+
+def test_the_tray_names_what_is_lent():
+    import torch
+
+    if torch.cuda.is_available():
+        assert lent_hardware(Settings()) == f"GPU ({torch.cuda.get_device_name(0)})"
+    else:  # "auto" on a machine without a GPU lends the CPU
+        assert serving_device("auto") == "cpu"
+        assert lent_hardware(Settings(cpu_threads=3)) == "CPU (3 threads)"
+    assert lent_hardware(Settings(device="cpu", cpu_threads=1)) == "CPU (1 thread)"

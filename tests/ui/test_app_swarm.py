@@ -39,7 +39,7 @@ def test_toggle_starts_a_server_that_joins_the_swarm_and_stops_it(qtbot, swarm):
         assert services.contribution.state.phase is Phase.STARTING
         assert app.menu.contribute_action.isChecked()
         qtbot.waitUntil(lambda: services.contribution.state.phase is Phase.SERVING, timeout=180_000)
-        assert app.menu.contribute_action.text() == "Contribute GPU: serving blocks 0–14, 0 sessions"
+        assert app.menu.contribute_action.text() == f"Contribute {app.menu.hardware}: serving blocks 0–14, 0 sessions"
         peer = services.contribution.state.peer_id
         assert peer and peer not in [s.peer_id for s in swarm.servers]
         assert settings_file.load().contribute  # remembered across restarts
@@ -51,7 +51,7 @@ def test_toggle_starts_a_server_that_joins_the_swarm_and_stops_it(qtbot, swarm):
         app.menu.contribute_action.trigger()
         qtbot.waitUntil(lambda: services.contribution.state.phase is Phase.OFF, timeout=30_000)
         assert services.contribution.pid is None
-        assert app.menu.contribute_action.text() == "Contribute GPU: off"
+        assert app.menu.contribute_action.text() == f"Contribute {app.menu.hardware}: off"
         assert not settings_file.load().contribute
 
         def gone():  # the DHT may still list it, but it no longer answers

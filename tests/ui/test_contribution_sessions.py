@@ -52,12 +52,12 @@ def test_tray_counts_sessions_and_reports_a_dead_server(qtbot):
             chat.composer.send_button.click()
         assert [h.peer_id for h in route.args[0]] == [services.contribution.state.peer_id]
         qtbot.waitUntil(lambda: services.contribution.state.sessions == 1, timeout=30_000)
-        assert app.menu.contribute_action.text() == "Contribute GPU: serving blocks 0–29, 1 session"
+        assert app.menu.contribute_action.text() == f"Contribute {app.menu.hardware}: serving blocks 0–29, 1 session"
         assert "(reworded)" in said and not any("session" in line or "serving" in line for line in said), said
 
         os.kill(services.contribution.pid, getattr(signal, "SIGKILL", signal.SIGTERM))  # a crash
         qtbot.waitUntil(lambda: services.contribution.state.phase is Phase.ERROR, timeout=30_000)
-        assert app.menu.contribute_action.text().startswith("Contribute GPU: error: server exited")
+        assert app.menu.contribute_action.text().startswith(f"Contribute {app.menu.hardware}: error: server exited")
         assert not app.menu.contribute_action.isChecked()
         with qtbot.waitSignal(services.conversations.reply_finished, timeout=120_000) as finished:
             pass  # the only server is gone: the reply ends with an error, not a hang

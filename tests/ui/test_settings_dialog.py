@@ -61,3 +61,40 @@ def test_every_bad_field_is_marked_at_once_and_the_model_is_checked(qtbot, dialo
     dialog.blocks.setText("0:30")
     with qtbot.waitSignal(dialog.accepted_settings):
         dialog.try_accept()
+
+
+def test_caps_and_start_at_login_are_saved_and_a_cap_with_fixed_blocks_is_marked(qtbot, dialog, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    dialog.blocks.setText("0:10")
+    dialog.max_gpu_memory.setValue(2.5)
+    with qtbot.assertNotEmitted(dialog.accepted_settings):
+        dialog.try_accept()
+    assert set(dialog.problems()) == {dialog.max_gpu_memory}
+    assert "leave Blocks empty" in dialog.error.text() and "b00020" in dialog.max_gpu_memory.styleSheet()
+    dialog.blocks.setText("")
+    dialog.cpu_threads.setValue(2)
+    dialog.start_at_login.setChecked(True)
+    with qtbot.waitSignal(dialog.accepted_settings) as got:
+        dialog.try_accept()
+    s = got.args[0]
+    assert (s.max_gpu_memory, s.cpu_threads, s.start_at_login) == (2.5, 2, True)
+
+
+def test_the_start_at_login_box_writes_the_login_item(qtbot, tmp_path, monkeypatch):
+    import sys
+
+    from corolla.app.contribute.autostart import autostart_file, starts_at_login
+    from corolla.ui.bridge.services import Services
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the XDG autostart file")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    services = Services(Settings())
+    try:
+        services.apply_settings(services.settings.replace(start_at_login=True))
+        assert starts_at_login() and autostart_file().read_text().startswith("[Desktop Entry]")
+        services.apply_settings(services.settings.replace(start_at_login=False))
+        assert not starts_at_login() and not services.settings.start_at_login
+    finally:
+        services.shutdown()

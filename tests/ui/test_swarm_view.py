@@ -36,3 +36,22 @@ def test_a_failed_refresh_keeps_the_last_answer_and_says_so(qtbot):
     assert "last refresh failed (no answer within 30 s)" in view.summary.text()
     view.show_snapshot(SwarmSnapshot("", 0, [], error="not connected to a swarm"))
     assert "not connected to a swarm" in view.summary.text() and view.servers.rowCount() == 0
+
+
+def test_this_pcs_server_is_marked_with_its_stats(qtbot):
+    from corolla.app.serve.stats import ServedStats
+
+    view = SwarmView()
+    qtbot.addWidget(view)
+    view.show_snapshot(SwarmSnapshot("SmolLM2", 8, [server("12D3KooWAAA", 0, 4), server("12D3KooWMINE", 4, 8)]))
+    assert view.servers.own_rows() == [] and not view.own.isVisible()
+    view.show_own("12D3KooWMINE", ServedStats(1234, 5, 9000))
+    assert view.servers.own_rows() == [1]
+    assert view.servers.item(1, 0).text() == "12D3KooWMINE (this PC)" and view.servers.item(1, 0).font().bold()
+    assert not view.servers.item(0, 0).font().bold()
+    assert view.servers.peers() == ["12D3KooWAAA", "12D3KooWMINE"]  # the ids themselves, unmarked
+    assert "1,234 tokens · 5 sessions · 2.5 h online" in view.own.text()
+    view.show_snapshot(SwarmSnapshot("SmolLM2", 8, [server("12D3KooWMINE", 0, 8)]))  # a refresh keeps the mark
+    assert view.servers.own_rows() == [0]
+    view.show_own("", ServedStats(1234, 5, 9000))  # stopped serving: nothing marked, the totals stay
+    assert view.servers.own_rows() == [] and "not serving now" in view.own.text()

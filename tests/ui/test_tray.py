@@ -14,7 +14,7 @@ def test_menu_has_the_actions_and_shows_the_state(qtbot):
     menu = TrayMenu()
     qtbot.addWidget(menu)
     texts = [a.text() for a in menu.actions() if not a.isSeparator()]
-    assert texts == ["Contribute GPU: off", "Open chat", "Local API (OpenAI-compatible): off", "Swarm status",
+    assert texts == ["Contribute GPU: off", "Served: nothing yet", "Open chat", "Local API (OpenAI-compatible): off", "Swarm status",
                      "Settings…", "Quit"]
     with qtbot.waitSignal(menu.contribute_toggled) as toggled:
         menu.contribute_action.trigger()

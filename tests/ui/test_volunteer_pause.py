@@ -47,7 +47,7 @@ def test_a_busy_gpu_pauses_serving_without_changing_the_reply_and_serving_resume
             assert finished.args == ["complete"]
             qtbot.waitUntil(lambda: services.contribution.state.phase is Phase.PAUSED, timeout=60_000)
             assert app.menu.contribute_action.text() == \
-                "Contribute GPU: paused: another program is using the GPU (95%)"
+                f"Contribute {app.menu.hardware}: paused: another program is using the GPU (95%)"
             assert app.menu.contribute_action.isChecked()
             paused_reply = services.store.messages(services.conversations.current)[-1].content
 

@@ -49,7 +49,7 @@ def test_start_a_swarm_here_serves_the_whole_model(qtbot):
         assert services.settings.blocks == "0:30" and services.settings.initial_peers == ()
         assert services.contribution.state.active
         qtbot.waitUntil(lambda: services.contribution.state.phase is Phase.SERVING, timeout=180_000)
-        assert app.menu.contribute_action.text() == "Contribute GPU: serving blocks 0–29, 0 sessions"
+        assert app.menu.contribute_action.text() == f"Contribute {app.menu.hardware}: serving blocks 0–29, 0 sessions"
         qtbot.waitUntil(lambda: services.contribution.state.join_address != "", timeout=10_000)
         assert services.connection.initial_peers == [services.contribution.state.join_address]
         assert settings_file.load().contribute and settings_file.load().welcomed

@@ -12,8 +12,15 @@ import sys
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal, Slot
 
-from corolla.app.contribute.state import ContributionState, Phase, apply_status, server_arguments
-from corolla.app.serve.status import ServerStatus, StatusError
+from corolla.app.contribute.state import (
+    ContributionState,
+    Phase,
+    apply_status,
+    saved_stats,
+    server_arguments,
+    stats_from_status,
+)
+from corolla.app.serve.status import Event, ServerStatus, StatusError
 from corolla.app.settings import Settings
 
 STOP_GRACE_MS = 15000  # the server drains open sessions (10 s by default), then is killed
@@ -25,11 +32,13 @@ class ContributionController(QObject):
 
     state_changed = Signal(object)  # ContributionState
     output = Signal(str)  # each line the server prints, for a log view
+    stats_changed = Signal(object)  # ServedStats: this installation's server's totals, all runs
 
     def __init__(self, parent: QObject | None = None, command: list[str] | None = None) -> None:
         super().__init__(parent)
         self.command = list(command or SERVER_COMMAND)  # a program and its first arguments
         self._state = ContributionState()
+        self.stats = saved_stats()  # shown before (and between) runs; the server reports newer totals
         self._process: QProcess | None = None
         self._status_buffer = b""
         self._log_buffer = b""
@@ -145,6 +154,10 @@ class ContributionController(QObject):
                 status = ServerStatus.from_line(line)
             except StatusError:
                 self.output.emit(line)  # something else printed on stdout: show it, do not act on it
+                continue
+            if status.event is Event.STATS:
+                self.stats = stats_from_status(status)
+                self.stats_changed.emit(self.stats)
                 continue
             if self._state.phase in (Phase.STARTING, Phase.SERVING):
                 self._set(apply_status(self._state, status))

@@ -144,12 +144,20 @@ class Services(QObject):
     def apply_settings(self, new: Settings) -> None:
         """Use and remember `new` (already validated); a changed swarm reconnects on next use."""
         old = self.settings
+        if new.start_at_login != old.start_at_login:
+            from corolla.app.contribute.autostart import AutostartError, set_start_at_login
+
+            try:
+                set_start_at_login(new.start_at_login)
+            except AutostartError as exc:
+                self.settings_refused.emit(str(exc))
+                new = new.replace(start_at_login=old.start_at_login)
         self._save(new)
         if new.initial_peers != old.initial_peers and self.local_spans is None:
             self._use_swarm(list(new.initial_peers))
-        if self.contribution.state.active and (new.model, new.device, new.blocks, new.num_blocks, new.port,
-                                               new.initial_peers) != (old.model, old.device, old.blocks,
-                                                                      old.num_blocks, old.port, old.initial_peers):
+        served = ("model", "device", "blocks", "num_blocks", "port", "initial_peers", "max_gpu_memory",
+                  "cpu_threads")
+        if self.contribution.state.active and any(getattr(new, f) != getattr(old, f) for f in served):
             self.contribution.restart(new)
 
     def remember_sampling(self, sampling: SamplingParams) -> None:

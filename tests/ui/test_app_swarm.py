@@ -46,6 +46,9 @@ def test_toggle_starts_a_server_that_joins_the_swarm_and_stops_it(qtbot, swarm):
 
         view = app.open_swarm()
         qtbot.waitUntil(lambda: peer in view.servers.peers(), timeout=60_000)
+        assert view.servers.own_rows() == [view.servers.peers().index(peer)]  # this PC's server, marked
+        assert view.servers.item(view.servers.own_rows()[0], 0).text() == f"{peer} (this PC)"
+        assert "This PC" in view.own.text() and "serving now" in view.own.text()
         qtbot.waitUntil(lambda: view.coverage.counts == [2] * 30, timeout=30_000)
 
         app.menu.contribute_action.trigger()
@@ -55,8 +58,7 @@ def test_toggle_starts_a_server_that_joins_the_swarm_and_stops_it(qtbot, swarm):
         assert not settings_file.load().contribute
 
         def gone():  # the DHT may still list it, but it no longer answers
-            rows = {view.servers.item(r, 0).text(): view.servers.item(r, 2).text()
-                    for r in range(view.servers.rowCount())}
+            rows = {p: view.servers.item(r, 2).text() for r, p in enumerate(view.servers.peers())}
             return rows.get(peer, "gone") != "online"
         qtbot.waitUntil(gone, timeout=30_000)
     finally:

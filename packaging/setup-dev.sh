@@ -9,10 +9,11 @@ VENV=.venv
 STAMP=$VENV/.corolla-installed
 
 # Qt needs these even offscreen, and the rest of the xcb set on a real display; libgmp-dev lets pip
-# build the libp2p crypto dependency; Xvfb runs the GUI tests on a real X server.
+# build the libp2p crypto dependency; Xvfb runs the GUI tests on a real X server, trayer is their tray
+# host, xdotool and x11-utils (xwininfo) press keys, click and find windows there as a user would.
 APT_PACKAGES="libgmp-dev libglib2.0-0 libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libx11-6 \
 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xkb1 libxkbcommon-x11-0 \
-libxcb-randr0 libxcb-shape0 libxcb-xinerama0 fonts-dejavu-core xvfb nftables iproute2"
+libxcb-randr0 libxcb-shape0 libxcb-xinerama0 fonts-dejavu-core xvfb trayer xdotool x11-utils nftables iproute2"
 
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     missing=""

@@ -120,6 +120,7 @@ class ChatWindow(QMainWindow):
         backend.ready.connect(self._model_ready)
         if backend.card is not None:
             self._model_ready(backend.card)
+        self.composer.editor.setFocus()  # a chat window opens ready to type in
 
     @Slot(object, list)
     def _opened(self, conversation: Conversation, messages: list[Message]) -> None:
@@ -127,6 +128,7 @@ class ChatWindow(QMainWindow):
         self.system_prompt.show_text(conversation.system_prompt)
         self.composer.set_draft(conversation.draft)
         self.composer.set_busy(self.controller.busy)
+        self.composer.editor.setFocus()
 
     @Slot(object)
     def _model_ready(self, card: ModelCard) -> None:

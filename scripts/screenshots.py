@@ -1,9 +1,11 @@
 """Screenshots for the README, taken from the real app (offscreen) on a real local swarm.
 
-Starts the demo swarm, ticks "Contribute GPU" (a real fourth server), opens the swarm view, and
-grabs the chat window while a reply is streaming. Writes docs/screenshots/*.png.
+First the dialogs: the first-run welcome, and Settings with bad values marked (as after OK). Then
+it starts the demo swarm, ticks "Contribute" (a real fourth server, serving every block), opens the
+swarm view (this PC's server marked), grabs the chat window while a reply is streaming, and the
+tray menu with the stats the server counted. Writes docs/screenshots/*.png.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py
+    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py [--dialogs-only]
 """
 
 from __future__ import annotations
@@ -29,13 +31,18 @@ def main() -> int:
 
     from corolla.app.contribute.state import Phase
     from corolla.app.demo.swarm import DemoSwarm
-    from corolla.app.settings import Settings
+    from corolla.app.settings import Settings, default_bootstrap_peers
     from corolla.core.generation import CHAT_SAMPLING
     from corolla.ui.bridge.services import Services
+    from corolla.ui.settings_dialog import SettingsDialog
     from corolla.ui.tray_app import TrayApp
+    from corolla.ui.welcome_dialog import WelcomeDialog
 
     qt = QApplication.instance() or QApplication([])
     qt.setQuitOnLastWindowClosed(False)
+    from corolla.ui.theme import apply_theme
+
+    apply_theme(qt, "light")  # the style sheet the app uses (resources/style.qss)
     OUT.mkdir(parents=True, exist_ok=True)
 
     def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -54,8 +61,25 @@ def main() -> int:
         widget.grab().save(str(path))
         print(f"wrote {path.relative_to(ROOT)}")
 
+    welcome = WelcomeDialog(default_bootstrap_peers())
+    welcome.show()
+    qt.processEvents()
+    save(welcome, "welcome.png")
+    welcome.close()
+    dialog = SettingsDialog(Settings())
+    dialog.show()
+    dialog.blocks.setText("0:50")  # the default model has 30 blocks
+    dialog.port.setText("31337x")
+    dialog.try_accept()  # refused: both fields are marked, a sentence each
+    qt.processEvents()
+    save(dialog, "settings-error.png")
+    dialog.close()
+    if "--dialogs-only" in sys.argv:
+        return 0
+
     with DemoSwarm() as swarm:
-        settings = Settings(initial_peers=tuple(swarm.initial_peers), blocks="0:10",
+        # Serving every block, the contributed server is the shortest route: the chat goes through it.
+        settings = Settings(initial_peers=tuple(swarm.initial_peers), blocks="0:30",
                             sampling=CHAT_SAMPLING.replace(temperature=0.3, max_new_tokens=120))
         services = Services(settings, persist=False)
         gui = TrayApp(services)
@@ -84,6 +108,7 @@ def main() -> int:
         wait_until(lambda: len(tokens) >= 25, 240, "the reply to stream")
         save(chat, "chat.png")
 
+        wait_until(lambda: services.contribution.stats.tokens > 0, 60, "the server to count what it served")
         gui.menu.popup(QPoint(0, 0))
         wait_until(lambda: gui.menu.isVisible(), 5, "the menu")
         save(gui.menu, "tray-menu.png")

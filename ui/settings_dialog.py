@@ -61,8 +61,8 @@ class SettingsDialog(QDialog):
         self.max_gpu_memory.setSingleStep(0.5)
         self.max_gpu_memory.setSuffix(" GiB")
         self.max_gpu_memory.setSpecialValueText("no cap")
-        self.max_gpu_memory.setToolTip("Serve only as many blocks as fit in this much GPU memory "
-                                       "(or RAM on a CPU), their cache included")
+        self.max_gpu_memory.setToolTip("Serve as many blocks as fit in this much GPU memory (or RAM on a "
+                                       "CPU), their cache included; it replaces the number of blocks")
         self.cpu_threads = QSpinBox(self)
         self.cpu_threads.setRange(0, 1024)
         self.cpu_threads.setSpecialValueText("automatic")

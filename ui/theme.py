@@ -30,4 +30,7 @@ def apply_theme(app: QApplication, theme: str = "auto") -> str:
         for role, colour in DARK.items():
             palette.setColor(role, QColor(colour))
     app.setPalette(palette)
+    from corolla.resources import files
+
+    app.setStyleSheet(files().joinpath("style.qss").read_text(encoding="utf-8"))  # resources/style.qss
     return "dark" if dark else "light"

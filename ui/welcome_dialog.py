@@ -63,7 +63,9 @@ class WelcomeDialog(QDialog):
         layout.addWidget(self.start_button)
         layout.addWidget(note)
         layout.addWidget(self.later_button)
-        self.resize(560, 0)
+        # Wrapped labels need their height for this width: resize(560, 0) cut the last lines off.
+        self.setMinimumWidth(560)
+        self.resize(560, max(self.heightForWidth(560), self.sizeHint().height()))
 
     @Slot()
     def _public(self) -> None:

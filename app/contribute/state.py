@@ -125,10 +125,10 @@ def server_arguments(settings: Settings, identity: Path | None = None) -> list[s
     if settings.blocks:
         start, end = block_range(settings.blocks)
         args += ["--blocks", f"{start}:{end}"]
+    elif settings.max_gpu_memory:  # the cap sets the number of blocks: as many as fit in it
+        args += ["--max-gpu-memory", f"{settings.max_gpu_memory:g}"]
     else:
         args += ["--num-blocks", str(settings.num_blocks)]
-        if settings.max_gpu_memory:  # an upper bound on the number of blocks: as many as fit
-            args += ["--max-gpu-memory", f"{settings.max_gpu_memory:g}"]
     args += ["--device", serving_device(settings.device)]
     if settings.cpu_threads:
         args += ["--threads", str(settings.cpu_threads)]

@@ -69,8 +69,7 @@ def test_settings_become_serve_arguments(tmp_path):
 def test_memory_and_thread_caps_reach_the_server(tmp_path):
     key = tmp_path / "k"
     args = server_arguments(Settings(num_blocks=30, max_gpu_memory=1.5, cpu_threads=2, device="cpu"), key)
-    assert args[args.index("--num-blocks"):] == ["--num-blocks", "30", "--max-gpu-memory", "1.5", "--device", "cpu",
-                                                 "--threads", "2"]
+    assert args[args.index("--identity") + 2:] == ["--max-gpu-memory", "1.5", "--device", "cpu", "--threads", "2"]
     plain = server_arguments(Settings(device="cpu"), key)
     assert "--max-gpu-memory" not in plain and "--threads" not in plain
     with pytest.raises(SettingsError, match="leave Blocks empty"):

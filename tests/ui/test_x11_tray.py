@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.slow,
 T = TypeVar("T")
 QUESTION = "What is the capital of France?"
 # One line of `xwininfo -tree`: id, name, (instance, class), WxH+x+y, +absolute x+absolute y
-_TREE_LINE = re.compile(r"^\s*(0x[0-9a-f]+) .*\(\"corolla\" \"Corolla\"\)\s+(\d+)x(\d+)\+-?\d+\+-?\d+\s+\+(-?\d+)\+(-?\d+)")
+_TREE_LINE = re.compile(r"^\s*(0x[0-9a-f]+) .*\(\"[^\"]*\" \"Corolla\"\)\s+(\d+)x(\d+)\+-?\d+\+-?\d+\s+\+(-?\d+)\+(-?\d+)")
 
 
 def wait_for(check: Callable[[], T], timeout: float, what: str, log: list[str]) -> T:

@@ -146,7 +146,8 @@ async def run_server(cfg: NodeConfig) -> None:
         say(network_summary(peer))
         blocks = await choose_blocks(cfg, peer, model)
         status.send(ServerStatus(Event.LOADING, blocks.start, blocks.end))
-        threads = f" with {torch.get_num_threads()} CPU threads" if cfg.device == "cpu" else ""
+        n = torch.get_num_threads()
+        threads = f" with {n} CPU thread{'s' if n != 1 else ''}" if cfg.device == "cpu" else ""
         say(f"loading blocks {blocks} of {model.name} ({model.num_blocks} blocks) on {cfg.device}{threads}")
         span = await trio.to_thread.run_sync(lambda: Span.load(path, blocks.start, blocks.end,
                                                                device=cfg.device, dtype=dtype, quant=cfg.quant))

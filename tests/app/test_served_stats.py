@@ -69,7 +69,7 @@ def test_stats_are_counted_by_the_server_and_survive_its_restart(tiny_models, tm
     model, identity = tiny_models["llama"], tmp_path / "identity" / "server.key"
     first = Server(model, identity, "--threads", "1")
     serving = first.wait_for(lambda s: s.event is Event.SERVING)
-    assert any("with 1 CPU threads" in line for line in first.log)  # --threads reached torch in the server
+    assert any("with 1 CPU thread" in line for line in first.log)  # --threads reached torch in the server
     text = generate(model, serving.join_address)
     first.wait_for(lambda s: s.event is Event.STATS and (s.sessions_served or 0) >= 1)
     one_run = first.stop()

@@ -80,3 +80,16 @@ def test_sampling_set_in_the_chat_is_remembered(qtbot):
         assert settings_file.load().sampling.top_k == 7
     finally:
         app.quit()
+
+
+def test_the_menu_names_what_is_lent_and_what_was_served(qtbot):
+    from corolla.app.serve.stats import ServedStats
+
+    menu = TrayMenu()
+    qtbot.addWidget(menu)
+    menu.show_contribution(ContributionState(Phase.SERVING, 0, 30, sessions=1))
+    menu.show_hardware("CPU (4 threads)")
+    assert menu.contribute_action.text() == "Contribute CPU (4 threads): serving blocks 0–29, 1 session"
+    assert menu.stats_action.text() == "Served: nothing yet" and not menu.stats_action.isEnabled()
+    menu.show_stats(ServedStats(1234, 5, 9000))
+    assert menu.stats_action.text() == "Served: 1,234 tokens · 5 sessions · 2.5 h online"

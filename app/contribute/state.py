@@ -8,6 +8,7 @@ error and why. Qt-free: ui/bridge/contribution.py runs the process.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -55,6 +56,23 @@ class ContributionState:
         return {Phase.OFF: "off", Phase.STARTING: "starting…", Phase.STOPPING: "stopping…"}.get(
             self.phase, self.phase.value
         )
+
+
+_EXCEPTION = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b:?\s*")
+
+
+def ended_words(crashed: bool, message: str = "") -> str:
+    """Why the server stopped, as a sentence for the tray: never an exception name or an exit code.
+
+    `crashed`: the process was ended by a signal (killed, or it crashed); `message`: what the server
+    said on its status channel before it stopped, if anything.
+    """
+    why = _EXCEPTION.sub("", message.strip()).strip().rstrip(".")
+    if why:
+        return f"The server stopped: {why[0].upper()}{why[1:]}. Details are in the server log."
+    if crashed:
+        return "The server was stopped from outside or crashed. Turn Contribute on to start it again."
+    return "The server stopped unexpectedly. Details are in the server log; turn Contribute on to try again."
 
 
 def apply_status(state: ContributionState, status: ServerStatus) -> ContributionState:

@@ -6,6 +6,7 @@ from corolla.app.contribute.state import (
     ContributionState,
     Phase,
     apply_status,
+    ended_words,
     lent_hardware,
     server_arguments,
     serving_device,
@@ -87,3 +88,19 @@ def test_the_tray_names_what_is_lent():
         assert serving_device("auto") == "cpu"
         assert lent_hardware(Settings(cpu_threads=3)) == "CPU (3 threads)"
     assert lent_hardware(Settings(device="cpu", cpu_threads=1)) == "CPU (1 thread)"
+
+
+@pytest.mark.parametrize("message, words", [
+    ("RuntimeError: CUDA out of memory", "The server stopped: CUDA out of memory. Details are in the server log."),
+    ("torch.OutOfMemoryError: no room", "The server stopped: No room. Details are in the server log."),
+    ("model 'x' was not found.", "The server stopped: Model 'x' was not found. Details are in the server log."),
+])
+def test_why_the_server_stopped_is_a_sentence(message, words):
+    assert ended_words(crashed=False, message=message) == words
+
+
+def test_an_unexplained_end_names_no_code():
+    killed, failed = ended_words(crashed=True), ended_words(crashed=False)
+    assert killed.startswith("The server was stopped from outside or crashed.")
+    assert failed.startswith("The server stopped unexpectedly.")
+    assert not any(word in killed + failed for word in ("code", "Error", "exit"))

@@ -68,7 +68,7 @@ class ApiProcess(QObject):
         self._read()
         self._process = None
         why = next((line.split("error: ", 1)[1] for line in reversed(self._tail) if "error: " in line),
-                   self._tail[-1] if self._tail else f"exit code {code}")
+                   "the API server stopped unexpectedly; details are in its log")
         self._set(f"error: {why}")
 
     def _set(self, state: str) -> None:

@@ -16,6 +16,7 @@ from corolla.app.contribute.state import (
     ContributionState,
     Phase,
     apply_status,
+    ended_words,
     saved_stats,
     server_arguments,
     stats_from_status,
@@ -42,7 +43,6 @@ class ContributionController(QObject):
         self._process: QProcess | None = None
         self._status_buffer = b""
         self._log_buffer = b""
-        self._tail: list[str] = []
         self._stopping = False
         self._restart_with: Settings | None = None
         self._settings: Settings | None = None  # what the server runs with (to resume after a pause)
@@ -77,7 +77,7 @@ class ContributionController(QObject):
         proc.readyReadStandardError.connect(self._read_log)
         proc.finished.connect(self._finished)
         proc.errorOccurred.connect(self._error)
-        self._process, self._status_buffer, self._log_buffer, self._tail = proc, b"", b"", []
+        self._process, self._status_buffer, self._log_buffer = proc, b"", b""
         self._stopping = False
         self._set(ContributionState(Phase.STARTING))
         proc.start(self.command[0], [*self.command[1:], *server_arguments(settings), "--status-json"])
@@ -174,7 +174,6 @@ class ContributionController(QObject):
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self.output.emit(line)
-                self._tail = [*self._tail[-19:], line]
 
     @Slot(int, QProcess.ExitStatus)
     def _finished(self, code: int, status: QProcess.ExitStatus) -> None:
@@ -192,8 +191,8 @@ class ContributionController(QObject):
                 settings, self._restart_with = self._restart_with, None
                 self.start(settings)
             return
-        why = self._state.error or (self._tail[-1] if self._tail else "")
-        self._set(ContributionState(Phase.ERROR, error=f"server exited (code {code}){': ' + why if why else ''}"))
+        crashed = status == QProcess.ExitStatus.CrashExit
+        self._set(ContributionState(Phase.ERROR, error=ended_words(crashed, self._state.error)))
 
     @Slot(QProcess.ProcessError)
     def _error(self, error: QProcess.ProcessError) -> None:

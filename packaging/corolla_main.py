@@ -5,6 +5,7 @@ started as this same executable with `child.FROZEN_FLAG` first (see `corolla.app
 """
 
 import multiprocessing
+import os
 import sys
 
 
@@ -22,5 +23,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # Windows' windowed Corolla.exe has no console: Python then has no stdout/stderr at all, and
+    # progress bars or a print would raise. Children get pipes from their parent, so they keep theirs.
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
     multiprocessing.freeze_support()  # a no-op unless something starts multiprocessing workers
     sys.exit(main())

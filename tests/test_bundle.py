@@ -6,11 +6,15 @@ is real: an empty cache, so the demo converts the default model carried inside t
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 
@@ -74,6 +78,36 @@ def test_the_bundled_headless_demo_prepares_the_model_and_answers(cache_dir):
     assert reply.strip(), out[-4000:]  # the three bundled servers produced text
     _, alive = psutil.wait_procs(bundle_processes(), timeout=30)
     assert alive == [], [p.cmdline() for p in alive]
+
+
+def test_the_bundled_api_answers_an_openai_request(cache_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api = subprocess.Popen([str(EXECUTABLE), "api", "--local", "0:30", "--port", str(port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=BUNDLE.parent,
+                           env=bundle_env(cache_dir))
+    lines: list[str] = []
+    try:
+        for line in api.stdout:
+            lines.append(line)
+            if (ready := re.search(r"on (http://\S+/v1)", line)) is not None:
+                break
+        assert ready is not None, "".join(lines[-40:])
+        body = json.dumps({"model": "default", "max_tokens": 8, "temperature": 0,
+                           "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        request = urllib.request.Request(ready.group(1) + "/chat/completions", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as response:
+            answer = json.load(response)
+        assert answer["choices"][0]["message"]["content"].strip(), answer
+    finally:
+        api.terminate()
+        try:
+            api.wait(30)
+        except subprocess.TimeoutExpired:
+            api.kill()
+            api.wait(10)
 
 
 @pytest.mark.skipif(shutil.which("Xvfb") is None or sys.platform == "win32", reason="needs Xvfb")

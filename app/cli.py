@@ -38,10 +38,22 @@ def build_parser(commands: list[str] = COMMANDS) -> argparse.ArgumentParser:
         description="Run large language models across volunteers' GPUs.",
     )
     parser.add_argument("--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING, ...)")
+    parser.add_argument("--version", action="version", version=f"corolla {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in commands:
         importlib.import_module(module).register(sub)
     return parser
+
+
+def version() -> str:
+    """This installation's version, from its package metadata (a bundle carries a copy)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("corolla")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None, commands: list[str] = COMMANDS,

@@ -31,6 +31,8 @@ class AutostartError(CorollaError):
 
 def launch_command() -> list[str]:
     """The command that starts the tray app: the bundle's own program when frozen, else this Python."""
+    if os.environ.get("APPIMAGE"):  # inside an AppImage sys.executable is a mount that lasts one run
+        return [os.environ["APPIMAGE"]]
     if getattr(sys, "frozen", False):
         return [sys.executable]
     return [sys.executable, "-m", "corolla.ui"]

@@ -1,8 +1,8 @@
 """A swarm of real processes on this machine (a bootstrap peer and servers), for demos, tests and
-benchmarks. Every child is `sys.executable -m corolla.app.serve.child ...` (the `corolla` command
-line), so it works wherever Python does, and it ends with the process that started it: its stdin
-is a pipe held here, and a child whose stdin closes (this process exited, crashed or was killed)
-leaves as on Ctrl-C."""
+benchmarks. Every child is `corolla.app.serve.child` (the `corolla` command line, started with
+`child.command()`), so it works wherever Python does and from the installed bundle, and it ends
+with the process that started it: its stdin is a pipe held here, and a child whose stdin closes
+(this process exited, crashed or was killed) leaves as on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Self
 
+from corolla.app.serve.child import command as child_command
 from corolla.core.errors import CorollaError
 
 ADDR_RE = re.compile(r"(/ip4/127\.0\.0\.1/tcp/\d+/p2p/[1-9A-HJ-NP-Za-km-z]+)")
@@ -39,9 +40,11 @@ class ChildProcess:
         # Servers on one machine take turns computing; busy-waiting OpenMP workers of an idle one
         # would steal the cores of the busy one.
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
+        here = Path(__file__).resolve().parent.parent
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corolla.app.serve.child", *args], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent,
+            [*child_command(), *args], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+            cwd=here if here.is_dir() else None,  # a bundle keeps no source folders: its own cwd then
             text=True, encoding="utf-8", errors="replace", env=full_env, bufsize=1,
             creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
         )

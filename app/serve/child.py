@@ -3,7 +3,8 @@
 The app keeps this process's stdin open and never writes to it. End of input means the app quit,
 crashed or was killed (on every OS the pipe closes with its owner), or that the app asks the server
 to stop: the server then leaves as on Ctrl-C (no new sessions, open ones drain), and is ended
-outright if it has not exited GRACE_S seconds later. Run as `python -m app.server_process serve ...`.
+outright if it has not exited GRACE_S seconds later. Started as `command()` + `serve ...`: this module
+under Python, or the installed bundle's own executable with FROZEN_FLAG first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ import sys
 import threading
 
 GRACE_S = 20.0
+FROZEN_FLAG = "--corolla-child"  # the bundle's executable runs `main` here when it comes first
+
+
+def command() -> list[str]:
+    """The program and first arguments that start a child; the child's own arguments follow."""
+    if getattr(sys, "frozen", False):  # a bundle has no Python to run `-m` with: it is the program
+        return [sys.executable, FROZEN_FLAG]
+    return [sys.executable, "-m", "corolla.app.serve.child"]
 
 
 def _watch_stdin() -> None:

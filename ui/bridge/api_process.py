@@ -7,9 +7,10 @@ it ends with the app: its stdin is a pipe the app holds, and closing it ends the
 from __future__ import annotations
 
 import re
-import sys
 
 from PySide6.QtCore import QObject, QProcess, Signal, Slot
+
+from corolla.app.serve import child
 
 API_PORT = 8000
 _READY = re.compile(r"on (http://\S+/v1)")
@@ -39,8 +40,8 @@ class ApiProcess(QObject):
         proc.finished.connect(self._finished)
         self._process, self._tail, self.url = proc, [], ""
         self._set("starting…")
-        proc.start(sys.executable, ["-m", "corolla.app.serve.child", "api", "--port", str(self.port),
-                                    "--initial-peers", *initial_peers])
+        program, *first = child.command()
+        proc.start(program, [*first, "api", "--port", str(self.port), "--initial-peers", *initial_peers])
 
     @Slot()
     def stop(self, wait_ms: int = 0) -> None:

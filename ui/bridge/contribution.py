@@ -1,14 +1,12 @@
 """The "Contribute GPU" toggle's engine: starts and stops a real server process and follows its state.
 
-The server is always a separate process (`sys.executable -m corolla.app.serve.child serve
---status-json ...`: the `corolla serve` command, which also stops when this app's end closes its
+The server is always a separate process (`corolla.app.serve.child serve --status-json ...`, started
+by `child.command()`: the `corolla serve` command, which also stops when this app's end closes its
 stdin), never inside the GUI. Its stdout is the status channel (app/serve/status.py), which drives
 the `ContributionState`; its stderr is words for people, passed on for a log view.
 """
 
 from __future__ import annotations
-
-import sys
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal, Slot
 
@@ -21,11 +19,12 @@ from corolla.app.contribute.state import (
     server_arguments,
     stats_from_status,
 )
+from corolla.app.serve import child
 from corolla.app.serve.status import Event, ServerStatus, StatusError
 from corolla.app.settings import Settings
 
 STOP_GRACE_MS = 15000  # the server drains open sessions (10 s by default), then is killed
-SERVER_COMMAND = [sys.executable, "-m", "corolla.app.serve.child"]
+SERVER_COMMAND = child.command()
 
 
 class ContributionController(QObject):

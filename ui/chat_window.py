@@ -22,6 +22,7 @@ from corolla.app.chat.history import Conversation, Message
 from corolla.app.paths import config_dir
 from corolla.ui.bridge.chat_backend import ChatBackend, ModelCard
 from corolla.ui.bridge.conversation import ConversationController
+from corolla.ui.bridge.swarm_monitor import SwarmMonitor
 from corolla.ui.composer import Composer
 from corolla.ui.context_meter import ContextMeter
 from corolla.ui.conversation_list import ConversationList
@@ -34,7 +35,8 @@ from corolla.ui.system_prompt_edit import SystemPromptEdit
 class ChatWindow(QMainWindow):
     closed = Signal()
 
-    def __init__(self, controller: ConversationController, backend: ChatBackend) -> None:
+    def __init__(self, controller: ConversationController, backend: ChatBackend,
+                 monitor: SwarmMonitor | None = None) -> None:
         super().__init__()
         self.setWindowTitle("Corolla chat")
         self.controller = controller
@@ -120,6 +122,10 @@ class ChatWindow(QMainWindow):
         backend.ready.connect(self._model_ready)
         if backend.card is not None:
             self._model_ready(backend.card)
+        self.monitor = monitor
+        if monitor is not None:  # servers of the route that leave fade out of the route panel
+            monitor.snapshot.connect(self.route.show_snapshot)
+            monitor.watch(self)
 
     @Slot(object, list)
     def _opened(self, conversation: Conversation, messages: list[Message]) -> None:
@@ -161,6 +167,9 @@ class ChatWindow(QMainWindow):
         saved.setValue("chat/geometry", self.saveGeometry())
         saved.setValue("chat/splitter", self.splitter.saveState())
         self.controller.close()
+        if self.monitor is not None:
+            self.monitor.snapshot.disconnect(self.route.show_snapshot)
+            self.monitor.unwatch(self)
         self.closed.emit()
         super().closeEvent(event)
 

@@ -53,6 +53,8 @@ class SettingsDialog(QDialog):
         self.num_blocks.setRange(1, 1000)
         self.port = QLineEdit(self)
         self.port.setPlaceholderText("0 = any free port")
+        self.nickname = QLineEdit(self)
+        self.nickname.setPlaceholderText("how others see your server, e.g. alice-3090 (optional)")
         self.error = QLabel(self)
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color:#9b1c1c")
@@ -64,6 +66,7 @@ class SettingsDialog(QDialog):
         form.addRow("Blocks", self.blocks)
         form.addRow("Number of blocks", self.num_blocks)
         form.addRow("Port", self.port)
+        form.addRow("Server nickname", self.nickname)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self.try_accept)
         buttons.rejected.connect(self.reject)
@@ -82,6 +85,7 @@ class SettingsDialog(QDialog):
         self.blocks.setText(s.blocks)
         self.num_blocks.setValue(s.num_blocks)
         self.port.setText(str(s.port))
+        self.nickname.setText(s.nickname)
 
     def problems(self) -> dict[QWidget, str]:
         """Every field that cannot be used, with the reason in a sentence (empty: all good)."""
@@ -91,6 +95,7 @@ class SettingsDialog(QDialog):
             (self.device, lambda: self._base.replace(device=self.device.currentText().strip())),
             (self.blocks, lambda: self._base.replace(blocks=self.blocks.text().strip())),
             (self.port, lambda: self._base.replace(port=self._port())),
+            (self.nickname, lambda: self._base.replace(nickname=self.nickname.text().strip())),
         ]
         for widget, check in checks:
             try:
@@ -134,13 +139,14 @@ class SettingsDialog(QDialog):
             blocks=self.blocks.text().strip(),
             num_blocks=self.num_blocks.value(),
             port=port,
+            nickname=self.nickname.text().strip(),
         )
 
     @Slot()
     def try_accept(self) -> None:
         """Save only settings that work: every bad field is marked at once, with a sentence each."""
         problems = self.problems()
-        for widget in (self.peers, self.model, self.device, self.blocks, self.port):
+        for widget in (self.peers, self.model, self.device, self.blocks, self.port, self.nickname):
             widget.setStyleSheet("border: 1px solid #b00020" if widget in problems else "")
         if problems:
             self.error.setText("\n".join(f"• {why}" for why in problems.values()))

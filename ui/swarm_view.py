@@ -9,6 +9,7 @@ from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from corolla.app.swarm.snapshot import SwarmSnapshot
+from corolla.p2p.names import format_blocks
 from corolla.ui.block_coverage import BlockCoverage
 from corolla.ui.server_table import ServerTable
 
@@ -36,7 +37,7 @@ class SwarmView(QWidget):
     def show_snapshot(self, snapshot: SwarmSnapshot) -> None:
         self.snapshot = snapshot
         self.coverage.show_coverage(snapshot.coverage())
-        self.servers.show_servers(snapshot.servers, snapshot.silent)
+        self.servers.show_servers(snapshot.servers, snapshot.left)
         online = sum(1 for s in snapshot.servers if s.state == "online")
         missing = snapshot.missing_blocks()
         text = f"{snapshot.model}: {online} server{'s' if online != 1 else ''} online, {snapshot.num_blocks} blocks"
@@ -45,7 +46,7 @@ class SwarmView(QWidget):
         elif snapshot.error:
             text += f" — {snapshot.error}"
         elif missing:
-            text += f" — no server holds blocks {_ranges(missing)}: the chat cannot run until one does"
+            text += f" — no server holds blocks {format_blocks(missing)}: the chat cannot run until one does"
         else:
             text += " — every block is served"
         self.summary.setText(f"{text}  (updated {time.strftime('%H:%M:%S')})")
@@ -54,13 +55,3 @@ class SwarmView(QWidget):
         self.closed.emit()
         super().closeEvent(event)
 
-
-def _ranges(blocks: list[int]) -> str:
-    parts: list[str] = []
-    start = prev = blocks[0]
-    for b in blocks[1:] + [-2]:
-        if b != prev + 1:
-            parts.append(str(start) if start == prev else f"{start}–{prev}")
-            start = b
-        prev = b
-    return ", ".join(parts)

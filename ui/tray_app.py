@@ -64,7 +64,7 @@ class TrayApp(QObject):
     @Slot()
     def open_chat(self) -> ChatWindow:
         if self.chat is None:
-            self.chat = ChatWindow(self.services.conversations, self.services.backend)
+            self.chat = ChatWindow(self.services.conversations, self.services.backend, self.services.monitor)
             self.services.backend.notice.connect(self.chat.route.show_error)
             self.chat.sampling.changed.connect(self.services.remember_sampling)
             self.chat.closed.connect(self._chat_closed)
@@ -79,10 +79,10 @@ class TrayApp(QObject):
         if self.swarm is None:
             self.swarm = SwarmView()
             self.services.monitor.snapshot.connect(self.swarm.show_snapshot)
-            self.swarm.closed.connect(self.services.monitor.stop)
+            self.swarm.closed.connect(lambda: self.services.monitor.unwatch(self.swarm))
             if self.services.monitor.last is not None:
                 self.swarm.show_snapshot(self.services.monitor.last)
-        self.services.monitor.start()
+        self.services.monitor.watch(self.swarm)
         self.swarm.show()
         self.swarm.raise_()
         return self.swarm

@@ -12,6 +12,7 @@ from typing import Self
 
 from corolla.app.demo.processes import ChildProcess
 from corolla.p2p.identity import EPHEMERAL
+from corolla.p2p.names import blocks_text
 
 DEFAULT_SPANS = ((0, 10), (10, 20), (20, 30))
 _JOIN = re.compile(r"join with: --initial-peers (\S+)")
@@ -70,7 +71,7 @@ class DemoSwarm:
             "--identity", self._identity(f"server{n}"), "--initial-peers", *self.initial_peers,
             *self.extra_args,
         ])
-        server.name = f"server {n} (blocks {start}:{end})"  # for messages; its log file is server{n}.log
+        server.name = f"server {n} ({blocks_text(start, end)})"  # for messages; its log file is server{n}.log
         self.servers.append(server)
         if wait:
             self._wait_serving(server)

@@ -116,4 +116,4 @@ def test_kill_9_of_a_relayed_server_in_use_gives_the_same_text(swarm, expected):
     for t in pumps:
         t.join(5)
     assert "".join(out) == expected
-    assert re.search(r"moved from \w+ to ", "".join(err)), "".join(err)
+    assert re.search(r"moved from \S+ to ", "".join(err)), "".join(err)

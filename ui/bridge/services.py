@@ -147,9 +147,8 @@ class Services(QObject):
         self._save(new)
         if new.initial_peers != old.initial_peers and self.local_spans is None:
             self._use_swarm(list(new.initial_peers))
-        if self.contribution.state.active and (new.model, new.device, new.blocks, new.num_blocks, new.port,
-                                               new.initial_peers) != (old.model, old.device, old.blocks,
-                                                                      old.num_blocks, old.port, old.initial_peers):
+        served = ("model", "device", "blocks", "num_blocks", "port", "initial_peers", "nickname")
+        if self.contribution.state.active and any(getattr(new, f) != getattr(old, f) for f in served):
             self.contribution.restart(new)
 
     def remember_sampling(self, sampling: SamplingParams) -> None:

@@ -31,6 +31,12 @@ def model_key(model_name: str, model_hash: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def directory_key() -> str:
+    """DHT key under which every server announces whatever model it serves: how a client learns
+    which models the swarm has (each server's info then says which model and blocks)."""
+    return hashlib.sha256(f"corolla/{PROTOCOL_VERSION}/models".encode()).hexdigest()
+
+
 def block_key(model_name: str, model_hash: str, block: int) -> str:
     """DHT key (hex of a sha256) under which servers of one block of one checkpoint announce."""
     raw = f"corolla/{PROTOCOL_VERSION}/{model_name}/{model_hash}/block/{block}"

@@ -27,6 +27,7 @@ from corolla.ui.composer import Composer
 from corolla.ui.context_meter import ContextMeter
 from corolla.ui.conversation_list import ConversationList
 from corolla.ui.message_view import MessageView
+from corolla.ui.model_selector import ModelSelector
 from corolla.ui.route_panel import RoutePanel
 from corolla.ui.sampling_panel import SamplingPanel
 from corolla.ui.system_prompt_edit import SystemPromptEdit
@@ -48,6 +49,7 @@ class ChatWindow(QMainWindow):
         self.system_prompt = SystemPromptEdit(self)
         self.context = ContextMeter(self)
         self.model_label = QLabel("Model: loading…", self)
+        self.models = ModelSelector(self)
         self.sampling.show_sampling(controller.sampling)
         self.search = QLineEdit(self)
         self.search.setPlaceholderText("Search conversations")
@@ -68,6 +70,7 @@ class ChatWindow(QMainWindow):
         right = QVBoxLayout(side)
         right.setContentsMargins(0, 0, 0, 0)
         right.addWidget(self.model_label)
+        right.addWidget(self.models)
         right.addWidget(_section("Route", self.route, True, self))
         right.addWidget(self.route, 1)
         right.addWidget(self.system_prompt)
@@ -134,9 +137,16 @@ class ChatWindow(QMainWindow):
         self.composer.set_draft(conversation.draft)
         self.composer.set_busy(self.controller.busy)
 
+    @Slot(str, bool)
+    def show_model_choice(self, text: str, ok: bool) -> None:
+        """What came of choosing a model: under the selector, and in the transcript."""
+        self.models.show_status(text, ok)
+        self.messages.add_notice(text)
+
     @Slot(object)
     def _model_ready(self, card: ModelCard) -> None:
         self.model_label.setText(f"Model: {card.name} ({card.num_blocks} blocks)")
+        self.models.set_current(card.name)
         if self.context.limit == 0:
             self.context.show_usage(0, card.context_length)
 

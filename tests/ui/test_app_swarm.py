@@ -102,7 +102,7 @@ def test_headless_terminal_chat_streams_from_the_swarm(swarm):
     sampling = CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=6)
     assert trio.run(terminal_chat, swarm.initial_peers, resolve_model("default"), sampling, "", out, inp) == 0
     text = out.getvalue()
-    assert "[route: blocks 0–14 on …" in text and "blocks 15–29 on …" in text
+    assert "[route: blocks 0–14 on demo-0 (…" in text and "blocks 15–29 on demo-" in text
     reply = text.split("assistant> ", 1)[1].split("you> ", 1)[0].strip()
     assert reply, text
 

@@ -81,3 +81,15 @@ def test_the_same_name_in_the_route_panel_the_terminal_and_the_notices(qtbot):
                                   "(…Z9876543) and the reply continued (0.3 s).")
     assert describe_event(event).startswith("blocks 10–19 moved from alice (…XuRRFrVM) to …Z9876543 (stream ended)")
     assert str(PeerUnavailableError(BOB, "timed out")) == "peer …Z9876543 unavailable: timed out"
+
+
+def test_settings_dialog_takes_a_nickname_and_refuses_a_bad_one(qtbot):
+    from corolla.ui.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.nickname.setText("x" * (NICKNAME_MAX + 5))
+    assert "nickname" in dialog.problems()[dialog.nickname]
+    dialog.nickname.setText("  alice-3090 ")
+    assert dialog.nickname not in dialog.problems()
+    assert dialog.settings().nickname == "alice-3090"

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from corolla.app.demo.processes import LocalSwarm
+from corolla.p2p.names import short_id
 from tests.e2e.test_swarm import local_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals")]
@@ -42,7 +43,8 @@ def expected(default_model_path) -> str:
 
 
 def peer_ids(swarm) -> dict[str, object]:
-    return {server.wait_for(r"serving blocks .* as (\S+);").group(1): server for server in swarm.servers}
+    """Servers by the short id people see (names.short_id), as `generate --verbose` prints the route."""
+    return {short_id(server.wait_for(r"serving blocks .* as (\S+);").group(1)): server for server in swarm.servers}
 
 
 class Generation:
@@ -74,8 +76,8 @@ class Generation:
     def hop_holding(self, block: int) -> str:
         m = re.search(r"route: (.*)", "".join(self.err))
         assert m, "".join(self.err)
-        for a, b, peer in re.findall(r"blocks (\d+):(\d+) on (\S+)", m.group(1)):
-            if int(a) <= block < int(b):
+        for a, b, peer in re.findall(r"blocks? (\d+)(?:–(\d+))? on (\S+)", m.group(1)):
+            if int(a) <= block <= int(b or a):  # "blocks 10–19": both ends included
                 return peer
         raise AssertionError(m.group(0))
 

@@ -52,6 +52,12 @@ def main() -> int:
         if not check():
             raise SystemExit(f"gave up waiting for {what}")
 
+    def pause(seconds: float) -> None:
+        """Let Qt handle what is queued (a new palette reaches every widget by events)."""
+        loop = QEventLoop()
+        QTimer.singleShot(int(seconds * 1000), loop.quit)
+        loop.exec()
+
     def save(widget: QWidget, name: str) -> None:
         path = OUT / name
         widget.grab().save(str(path))
@@ -59,6 +65,7 @@ def main() -> int:
 
     def reply(chat, prompt: str, sampling, what: str) -> None:
         """Send `prompt` in a new conversation and wait for the whole reply."""
+        wait_until(lambda: not services.conversations.busy, 60, "the previous reply to end")
         states: list[str] = []
         services.conversations.reply_finished.connect(states.append)
         services.conversations.new()
@@ -96,6 +103,7 @@ def main() -> int:
         wait_until(lambda: len(tokens) >= 25, 240, "the reply to stream")
         save(chat, "chat.png")
         services.conversations.stop()
+        wait_until(lambda: not services.conversations.busy, 60, "the stopped reply to end")
 
         reply(chat, "Write a Python function that checks whether a number is prime.", greedy, "the code reply")
         save(chat, "chat-code.png")
@@ -120,6 +128,7 @@ def main() -> int:
 
         apply_theme(qt, "dark")
         services.conversations.open(code_conversation)
+        pause(1.0)
         save(chat, "chat-dark.png")
         apply_theme(qt, "light")
 

@@ -30,6 +30,7 @@ class RoutePanel(QWidget):
         layout.addWidget(self.table)
         layout.addWidget(self.notice)
         self.hops: list[RouteHop] = []
+        self._listed: set[str] = set()  # peers seen answering in a snapshot of the swarm
 
     @Slot(list)
     def show_route(self, hops: list[RouteHop]) -> None:
@@ -43,10 +44,10 @@ class RoutePanel(QWidget):
             return  # no fresh answer: keep what is shown
         live = {s.peer_id for s in snapshot.servers}
         left = {s.peer_id for s in snapshot.left}
-        kept = [h for h in self.hops if h.peer_id in live or h.peer_id in left]
-        if kept != self.hops or left & {h.peer_id for h in kept}:
-            self.hops = kept
-            self._show(left)
+        self._listed |= live
+        # a hop the swarm view never listed (a lookup can miss a server) stays: only what left goes
+        self.hops = [h for h in self.hops if h.peer_id in live | left or h.peer_id not in self._listed]
+        self._show(left)
 
     def _show(self, left: set[str]) -> None:
         self.table.setRowCount(len(self.hops))

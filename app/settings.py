@@ -17,6 +17,7 @@ from typing import Any
 from corolla.app.errors import SettingsError
 from corolla.app.paths import config_dir
 from corolla.core.generation import CHAT_SAMPLING, SamplingError, SamplingParams
+from corolla.p2p.names import NicknameError, check_nickname
 
 SETTINGS_FILE = "settings.json"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -33,6 +34,7 @@ class Settings:
     blocks: str = ""  # "A:B" to serve exactly those blocks; "" lets num_blocks decide
     num_blocks: int = 8
     port: int = 0  # 0: any free port
+    nickname: str = ""  # shown to others beside the contributed server's short id
     contribute: bool = False
     max_gpu_memory: float = 0.0  # GiB the contributed server may use (weights and cache); 0: no cap
     cpu_threads: int = 0  # threads a CPU server computes with; 0: as many as torch chooses
@@ -55,6 +57,10 @@ class Settings:
                self.num_blocks, "must be a whole number from 1 to 1000")
         _check(_is_int(self.port) and 0 <= self.port <= 65535, "port", self.port,
                "must be from 0 (any) to 65535")
+        try:
+            check_nickname(self.nickname)
+        except NicknameError as exc:
+            raise SettingsError(f"server nickname {self.nickname!r}: {exc}") from None
         _check(isinstance(self.contribute, bool), "contribute", self.contribute, "must be true or false")
         _check(_is_number(self.max_gpu_memory) and 0 <= self.max_gpu_memory <= 100_000, "memory cap",
                self.max_gpu_memory, "must be a number of GiB from 0 (no cap) up")

@@ -24,6 +24,7 @@ from corolla.core.span import Span
 from corolla.core.tuning.span_grad import MAX_TRAIN_TOKENS, check_request, span_backward, span_forward
 from corolla.p2p.errors import BlockRangeError, ProtocolError
 from corolla.p2p.fairness import FairCompute, peer_of
+from corolla.p2p.names import blocks_text
 from corolla.p2p.records import BlockRange
 from corolla.p2p.wire import StreamGone, WireLimits, encode, error_frame, read_message, write_message
 
@@ -108,7 +109,8 @@ class BackwardService:
         if not (isinstance(start, int) and isinstance(end, int)):
             raise ProtocolError("'start' and 'end' must be integers")
         if not (blocks.start <= start < end <= blocks.end):
-            raise BlockRangeError(f"blocks {start}:{end} are not inside this server's span {blocks}")
+            raise BlockRangeError(f"{blocks_text(start, end)} are not inside this server's span, "
+                                  f"{blocks_text(blocks.start, blocks.end)}")
         return start, end
 
 

@@ -1,8 +1,12 @@
-"""Block ranges of a model, and how to print a set of blocks (no imports of ours: errors use it)."""
+"""Block ranges of a model (nothing of ours imported but names.py: errors use it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from corolla.p2p.names import format_blocks
+
+__all__ = ["BlockRange", "format_blocks"]
 
 
 @dataclass(frozen=True, order=True)
@@ -33,19 +37,3 @@ class BlockRange:
             return cls(int(a), int(b))
         except ValueError as exc:
             raise ValueError(f"bad block range {text!r}: expected A:B with 0 <= A < B") from exc
-
-
-def format_blocks(blocks: list[int]) -> str:
-    """[0,1,2,5,7,8] -> '0-2, 5, 7-8'."""
-    out: list[str] = []
-    for b in sorted(set(blocks)):
-        if out and isinstance(out[-1], str) and _last(out[-1]) == b - 1:
-            first = out[-1].split("-")[0]
-            out[-1] = f"{first}-{b}"
-        else:
-            out.append(str(b))
-    return ", ".join(out)
-
-
-def _last(item: str) -> int:
-    return int(item.split("-")[-1])

@@ -15,6 +15,7 @@ from libp2p.peer.id import ID
 from corolla.p2p.discovery import find_block_servers, find_model_servers
 from corolla.p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
 from corolla.p2p.host import Peer, open_peer
+from corolla.p2p.names import short_id
 from corolla.p2p.records import INFO_PROTOCOL, ServerInfo
 from corolla.p2p.reputation import Reputation
 from corolla.p2p.wire import StreamGone, encode, read_message, write_message
@@ -69,7 +70,7 @@ async def request_info(peer: Peer, peer_id: str | ID, timeout: float = INFO_TIME
         raise RemoteError(str(header.get("code"))[:64], str(header.get("message"))[:300])
     info = ServerInfo.from_wire(header.get("info"))
     if info.peer_id != str(peer_id):
-        raise ProtocolError(f"server {str(peer_id)[-8:]} claims to be {info.peer_id[-8:]}")
+        raise ProtocolError(f"server {short_id(peer_id)} claims to be {short_id(info.peer_id)}")
     info.rtt_ms = 1000 * (time.perf_counter() - t0)
     return info
 
@@ -221,5 +222,5 @@ async def request_forward(peer: Peer, peer_id: str, start: int, end: int, hidden
     if header.get("type") == "error":
         raise RemoteError(str(header.get("code"))[:64], str(header.get("message"))[:300])
     if header.get("type") != "result" or len(tensors) != 1 or tensors[0].shape != hidden.shape:
-        raise ProtocolError(f"server {str(peer_id)[-8:]} answered a forward request with a malformed result")
+        raise ProtocolError(f"server {short_id(peer_id)} answered a forward request with a malformed result")
     return tensors[0]

@@ -11,7 +11,7 @@ from libp2p.kad_dht.kad_dht import DHTMode, _encode_key
 from libp2p.peer.id import ID
 
 from corolla.p2p.host import Peer
-from corolla.p2p.records import BlockRange, block_key, model_key
+from corolla.p2p.records import BlockRange, block_key, directory_key, model_key
 
 log = logging.getLogger(__name__)
 LOOKUP_TIMEOUT = 5.0
@@ -25,7 +25,7 @@ async def announce(peer: Peer, model_name: str, model_hash: str, blocks: BlockRa
     One block at a time: many provides at once open so many streams that py-libp2p peers start
     failing stream negotiation (measured: 10 at once across 3 peers)."""
     ok = 0
-    keys = [model_key(model_name, model_hash)] + [block_key(model_name, model_hash, b)
+    keys = [model_key(model_name, model_hash), directory_key()] + [block_key(model_name, model_hash, b)
                                                   for b in range(blocks.start, blocks.end)]
     for key in keys:
         with trio.move_on_after(ANNOUNCE_TIMEOUT):
@@ -37,6 +37,12 @@ async def announce(peer: Peer, model_name: str, model_hash: str, blocks: BlockRa
 async def find_model_servers(peer: Peer, model_name: str, model_hash: str) -> set[ID]:
     """Peer ids that announced serving any block of the model (at most about 20: see model_key)."""
     return await _providers(peer, model_key(model_name, model_hash))
+
+
+async def find_any_servers(peer: Peer) -> set[ID]:
+    """Peer ids that announced serving any model (the directory key; at most about 20 per DHT peer
+    asked, so a large swarm shows a sample of its servers: enough to list its models)."""
+    return await _providers(peer, directory_key())
 
 
 async def find_block_servers(peer: Peer, model_name: str, model_hash: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from corolla.core.errors import CorollaError
 from corolla.p2p.blocks import format_blocks
+from corolla.p2p.names import short_id
 
 
 class SwarmError(CorollaError):
@@ -35,7 +36,7 @@ class PeerUnavailableError(SwarmError):
     """A peer could not be reached, hung past a timeout, or dropped the connection."""
 
     def __init__(self, peer_id: str, reason: str) -> None:
-        super().__init__(f"peer {peer_id[-8:]} unavailable: {reason}")
+        super().__init__(f"peer {short_id(peer_id)} unavailable: {reason}")
         self.peer_id = peer_id
         self.reason = reason
 

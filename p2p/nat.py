@@ -26,6 +26,8 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service.context import background_trio_service
 
+from corolla.p2p.names import short_id
+
 log = logging.getLogger(__name__)
 
 # A relayed session carries hidden states for as long as a conversation lasts: a 70B model's decode
@@ -208,7 +210,7 @@ def describe_path(host: IHost, peer_id: str, reachability: str) -> str:
     if kind == "direct":
         return "hole-punched" if reachability == "private" else "direct"
     if kind == "relayed":
-        return f"relayed via {relay[-8:]}" if relay else "relayed"
+        return f"relayed via {short_id(relay)}" if relay else "relayed"
     return "not connected"
 
 

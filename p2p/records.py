@@ -10,6 +10,7 @@ from typing import Any
 from corolla.core.dtypes import DTYPES
 from corolla.p2p.blocks import BlockRange, format_blocks
 from corolla.p2p.errors import ProtocolError
+from corolla.p2p.names import NICKNAME_MAX, NicknameError, check_nickname, peer_name
 
 __all__ = ["BlockRange", "format_blocks"]
 
@@ -28,6 +29,12 @@ def model_key(model_name: str, model_hash: str) -> str:
     servers; a DHT peer keeps at most 20 providers per key, so per-block keys fill the gaps)."""
     raw = f"corolla/{PROTOCOL_VERSION}/{model_name}/{model_hash}/servers"
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def directory_key() -> str:
+    """DHT key under which every server announces whatever model it serves: how a client learns
+    which models the swarm has (each server's info then says which model and blocks)."""
+    return hashlib.sha256(f"corolla/{PROTOCOL_VERSION}/models".encode()).hexdigest()
 
 
 def block_key(model_name: str, model_hash: str, block: int) -> str:
@@ -56,11 +63,18 @@ class ServerInfo:
     version: str = PROTOCOL_VERSION
     reachability: str = "unknown"  # can others dial it: public, private (behind a NAT) or unknown
     relays: list[str] = field(default_factory=list)  # its /p2p-circuit addresses when private
+    nickname: str = ""  # chosen by the server's owner, shown beside the short id (names.peer_name)
+    model_blocks: int = 0  # how many blocks the whole model has (0: not said)
     rtt_ms: float = field(default=0.0, compare=False)  # measured by the client, not sent
 
     @property
     def blocks(self) -> BlockRange:
         return BlockRange(self.start, self.end)
+
+    @property
+    def name(self) -> str:
+        """How people see this server: 'alice (…XuRRFrVM)'."""
+        return peer_name(self.peer_id, self.nickname)
 
     def to_wire(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,6 +99,13 @@ class ServerInfo:
             raise ProtocolError(f"bad server info: unknown state {values['state']!r}")
         if values.get("dtype", "float32") not in DTYPES:
             raise ProtocolError(f"bad server info: unknown dtype {values['dtype']!r}")
+        try:
+            check_nickname(values.get("nickname", ""))
+        except NicknameError as exc:
+            raise ProtocolError(f"bad server info: {exc}") from None
+        if values.get("model_blocks") and values["end"] > values["model_blocks"]:
+            raise ProtocolError(f"bad server info: blocks end at {values['end']}, past the model's "
+                                f"{values['model_blocks']}")
         return cls(**values)
 
 
@@ -98,6 +119,7 @@ _INFO_FIELDS: dict[str, tuple[type, float, float]] = {
     "block_ms": (float, 1e-4, 1e6), "throughput": (float, 0.0, 1e9),
     "free_cache_tokens": (int, 0, 1 << 32), "active_sessions": (int, 0, 1 << 20),
     "max_sessions": (int, 0, 1 << 20), "version": (str, 1, 32),
+    "nickname": (str, 0, NICKNAME_MAX), "model_blocks": (int, 0, MAX_BLOCKS),
 }
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from corolla.p2p.client import SwarmClient, one_request
 from corolla.p2p.errors import NoRouteError, PeerUnavailableError, ProtocolError, RemoteError, SwarmError
+from corolla.p2p.names import blocks_text, short_id
 from corolla.p2p.records import BACKWARD_PROTOCOL
 from corolla.p2p.routing import RouteHop, plan_route
 from corolla.p2p.session import HopFailure
@@ -129,13 +130,13 @@ class RemoteBlocks:
 
     def _failed(self, failure: HopFailure, start: int, end: int, attempts: int) -> int:
         if failure.fatal:
-            raise SwarmError(f"server {failure.peer_id[-8:]} refused the request: {failure.reason}") from failure.cause
+            raise SwarmError(f"server {short_id(failure.peer_id)} refused the request: {failure.reason}") from failure.cause
         attempts += 1
         if attempts >= self.max_attempts:
-            raise SwarmError(f"blocks {start}:{end} failed on {attempts} servers; last: {failure.reason}")
+            raise SwarmError(f"{blocks_text(start, end)} failed on {attempts} servers; last: {failure.reason}")
         seconds = self.client.ban(failure.peer_id)
-        log.warning("server %s failed (%s); banned for %.0f s, retrying blocks %d:%d elsewhere",
-                    failure.peer_id[-8:], failure.reason, seconds, start, end)
+        log.warning("server %s failed (%s); banned for %.0f s, retrying %s elsewhere",
+                    short_id(failure.peer_id), failure.reason, seconds, blocks_text(start, end))
         self.on_retry(RetryEvent(start, end, failure.peer_id, failure.reason))
         return attempts
 

@@ -6,6 +6,7 @@ import heapq
 from dataclasses import dataclass
 
 from corolla.p2p.errors import NoRouteError, ServersFullError
+from corolla.p2p.names import blocks_text
 from corolla.p2p.records import ONLINE, ServerInfo
 
 HOP_MS = 0.5  # a fixed price per hop, so that among equal routes the one with fewer hops wins
@@ -25,7 +26,7 @@ class RouteHop:
         return self.server.peer_id
 
     def __str__(self) -> str:
-        return f"{self.start}:{self.end}@{self.peer_id[-8:]}"
+        return f"{blocks_text(self.start, self.end)} on {self.server.name}"
 
 
 def hop_cost_ms(server: ServerInfo, num_blocks: int) -> float:

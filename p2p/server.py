@@ -32,6 +32,7 @@ from corolla.p2p.fairness import (
     TooManySessionsError,
     peer_of,
 )
+from corolla.p2p.names import blocks_text
 from corolla.p2p.records import (
     BACKWARD_PROTOCOL,
     FORWARD_PROTOCOL,
@@ -63,7 +64,8 @@ class ServerLeavingError(CorollaError):
 def check_inside(span: Span, start: int, end: int) -> None:
     """Raise BlockRangeError unless blocks [start, end) lie inside `span` (the one range check)."""
     if not (span.start <= start < end <= span.end):
-        raise BlockRangeError(f"blocks {start}:{end} are not inside this server's span {span.start}:{span.end}")
+        raise BlockRangeError(f"{blocks_text(start, end)} are not inside this server's span, "
+                              f"{blocks_text(span.start, span.end)}")
 
 
 def sub_span(span: Span, start: int, end: int) -> Span:
@@ -96,6 +98,8 @@ class ServerNode:
         self.block_ms = 1.0
         self.reachability = "unknown"  # set by whoever runs the node, from its dial-back
         self.relays: list[str] = []
+        self.nickname = ""  # the owner's name for this server (checked by names.check_nickname)
+        self.model_blocks = 0  # blocks of the whole model, so clients can tell whether it is fully served
         self._runtimes: dict[tuple[int, int], SpanRuntime] = {}
         self._slots: dict[str, SessionSlot] = {}
         self._forwards: dict[str, int] = {}  # per peer: forward requests being served or waiting
@@ -138,6 +142,7 @@ class ServerNode:
             free_cache_tokens=self.free_cache_tokens + sum(s.tokens for _, s in idle),
             active_sessions=self.active_sessions - len(idle), max_sessions=self.max_sessions,
             reachability=self.reachability, relays=list(self.relays),
+            nickname=self.nickname, model_blocks=self.model_blocks,
         )
 
     def replace_span(self, span: Span) -> None:
@@ -350,8 +355,8 @@ class ServerNode:
         rt.open_session(sid, max_length, batch)
         slot = self._slots[sid] = SessionSlot(peer, wanted, rt, time.monotonic())
         self.sessions_served += 1
-        log.info("session opened %s blocks %d:%d max_length %d (%d active)",
-                 sid[:8], start, end, max_length, self.active_sessions)
+        log.info("session opened %s %s max_length %d (%d active)",
+                 sid[:8], blocks_text(start, end), max_length, self.active_sessions)
         self._notify()
         return sid, slot
 

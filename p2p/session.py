@@ -22,6 +22,7 @@ from corolla.p2p.errors import (
     ServersFullError,
     SwarmError,
 )
+from corolla.p2p.names import blocks_text, short_id
 from corolla.p2p.records import INFERENCE_PROTOCOL
 from corolla.p2p.routing import RouteHop, plan_route
 from corolla.p2p.spotcheck import SpotCheck
@@ -56,6 +57,7 @@ class FailoverEvent:
     seconds: float
     reason: str
     detection: float = 0.0
+    nicknames: dict[str, str] = field(default_factory=dict)  # peer id -> the server's chosen nickname
 
 
 @dataclass
@@ -218,7 +220,7 @@ class InferenceSession:
                 k += 1
             except HopFailure as failure:
                 if failure.fatal:
-                    raise SwarmError(f"server {failure.peer_id[-8:]} refused the step: {failure.reason}"
+                    raise SwarmError(f"server {short_id(failure.peer_id)} refused the step: {failure.reason}"
                                      ) from failure.cause
                 # A stream that ended during a long pause is most likely a session the server let
                 # expire: move on without banning a healthy server (a dead one fails its info check).
@@ -286,8 +288,8 @@ class InferenceSession:
         old = self.hops[k]
         if failed:
             seconds = self.client.ban(old.hop.peer_id)
-            log.warning("server %s failed (%s); banned for %.0f s, rerouting blocks %d:%d",
-                        old.hop.peer_id[-8:], reason, seconds, old.hop.start, old.hop.end)
+            log.warning("server %s failed (%s); banned for %.0f s, rerouting %s",
+                        old.hop.server.name, reason, seconds, blocks_text(old.hop.start, old.hop.end))
         await old.close(polite=not failed)
         stored = self.history.pop(old.hop.start)
         inputs = torch.cat(stored, dim=1)
@@ -299,9 +301,10 @@ class InferenceSession:
             self.history[old.hop.start] = stored
             raise
         self.hops[k:k + 1] = new_hops
+        names = {h.hop.peer_id: h.hop.server.nickname for h in [old, *new_hops] if h.hop.server.nickname}
         self.on_event(FailoverEvent(old.hop.start, old.hop.end, old.hop.peer_id,
                                     [h.hop.peer_id for h in new_hops], inputs.shape[1],
-                                    time.perf_counter() - t0, reason, detection))
+                                    time.perf_counter() - t0, reason, detection, names))
         return len(new_hops), out[:, inputs.shape[1] - new_tokens:]
 
     async def _open_range(self, start: int, end: int, inputs: torch.Tensor | None, reason: str,
@@ -340,12 +343,12 @@ class InferenceSession:
                     if inputs is not None and session.hop.start != start:
                         self.history.pop(session.hop.start, None)  # inputs of a route not taken
                 if failure.fatal:
-                    raise SwarmError(f"server {failure.peer_id[-8:]} refused: {failure.reason}") from None
+                    raise SwarmError(f"server {short_id(failure.peer_id)} refused: {failure.reason}") from None
                 if failure.full:
                     self.client.note_full(failure.peer_id)
                     continue
                 self.client.ban(failure.peer_id)
-                log.warning("server %s failed while opening (%s); trying another", failure.peer_id[-8:],
+                log.warning("server %s failed while opening (%s); trying another", short_id(failure.peer_id),
                             failure.reason)
 
 

@@ -16,6 +16,7 @@ import torch
 from corolla.core.dtypes import TOLERANCE
 from corolla.p2p.client import SwarmClient, request_forward
 from corolla.p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
+from corolla.p2p.names import blocks_text, short_id
 from corolla.p2p.records import ServerInfo
 from corolla.p2p.reputation import Reputation
 
@@ -70,7 +71,7 @@ class SpotCheck:
             try:
                 full = await request_forward(client.peer, other.peer_id, start, end, inputs, CHECK_TIMEOUT)
             except (PeerUnavailableError, RemoteError, ProtocolError) as exc:
-                log.debug("spot-check: %s did not answer: %s", other.peer_id[-8:], exc)
+                log.debug("spot-check: %s did not answer: %s", other.name, exc)
                 continue
             answers.append((other.peer_id, full[:, -tokens:]))
             if len(answers) == 1 and agree(output, answers[0][1], server.dtype, other.dtype):
@@ -84,8 +85,8 @@ class SpotCheck:
             return None
         self.checks += 1
         if len(answers) == 1:
-            log.warning("spot-check: %s and %s disagree on blocks %d:%d and no third server can decide",
-                        server.peer_id[-8:], answers[0][0][-8:], start, end)
+            log.warning("spot-check: %s and %s disagree on %s and no third server can decide",
+                        server.name, short_id(answers[0][0]), blocks_text(start, end))
             return None
         (first_id, first), (second_id, second) = answers
         if agree(first, second, "float32", "float32") or agree(first, second, server.dtype, server.dtype):
@@ -93,13 +94,14 @@ class SpotCheck:
         elif agree(output, second, server.dtype, server.dtype):
             caught = LiarCaught(first_id, start, end, relative_error(first, second), [server.peer_id, second_id])
         else:
-            log.warning("spot-check: three servers disagree on blocks %d:%d; trusting none of them", start, end)
+            log.warning("spot-check: three servers disagree on %s; trusting none of them", blocks_text(start, end))
             return None
         self.reputation.failed(caught.peer_id)
         for pid in caught.agreeing:
             self.reputation.passed(pid)
-        log.warning("server %s returned wrong activations for blocks %d:%d (relative error %.3g; %s agree)",
-                    caught.peer_id[-8:], start, end, caught.error, ", ".join(p[-8:] for p in caught.agreeing))
+        log.warning("server %s returned wrong activations for %s (relative error %.3g; %s agree)",
+                    short_id(caught.peer_id), blocks_text(start, end), caught.error,
+                    ", ".join(short_id(p) for p in caught.agreeing))
         self.on_caught(caught)
         return caught
 

@@ -1,9 +1,10 @@
 """Screenshots for the README, taken from the real app (offscreen) on a real local swarm.
 
-First the dialogs: the first-run welcome, and Settings with bad values marked (as after OK). Then
-it starts the demo swarm, ticks "Contribute" (a real fourth server, serving every block), opens the
-swarm view (this PC's server marked), grabs the chat window while a reply is streaming, and the
-tray menu with the stats the server counted. Writes docs/screenshots/*.png.
+First the dialogs: the first-run welcome, and Settings with bad values marked (as after OK). Then it
+starts the demo swarm (blocks 15-29 served twice), ticks "Contribute" (a real fourth server), opens
+the swarm view (this PC's server marked), and grabs the chat window: while a reply is streaming,
+after a reply with a code block, after a reroute (the server in use is killed mid-reply), and in the
+dark theme; last the tray menu with the stats the server counted. Writes docs/screenshots/*.png.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py [--dialogs-only]
 """
@@ -35,13 +36,12 @@ def main() -> int:
     from corolla.core.generation import CHAT_SAMPLING
     from corolla.ui.bridge.services import Services
     from corolla.ui.settings_dialog import SettingsDialog
+    from corolla.ui.theme import apply_theme
     from corolla.ui.tray_app import TrayApp
     from corolla.ui.welcome_dialog import WelcomeDialog
 
     qt = QApplication.instance() or QApplication([])
     qt.setQuitOnLastWindowClosed(False)
-    from corolla.ui.theme import apply_theme
-
     apply_theme(qt, "light")  # the style sheet the app uses (resources/style.qss)
     OUT.mkdir(parents=True, exist_ok=True)
 
@@ -56,10 +56,28 @@ def main() -> int:
         if not check():
             raise SystemExit(f"gave up waiting for {what}")
 
+    def pause(seconds: float) -> None:
+        """Let Qt handle what is queued (a new palette reaches every widget by events)."""
+        loop = QEventLoop()
+        QTimer.singleShot(int(seconds * 1000), loop.quit)
+        loop.exec()
+
     def save(widget: QWidget, name: str) -> None:
         path = OUT / name
         widget.grab().save(str(path))
         print(f"wrote {path.relative_to(ROOT)}")
+
+    def reply(chat, prompt: str, sampling, what: str) -> None:
+        """Send `prompt` in a new conversation and wait for the whole reply."""
+        wait_until(lambda: not services.conversations.busy, 60, "the previous reply to end")
+        states: list[str] = []
+        services.conversations.reply_finished.connect(states.append)
+        services.conversations.new()
+        services.conversations.set_sampling(sampling)
+        chat.composer.editor.setPlainText(prompt)
+        chat.composer.send_button.click()
+        wait_until(lambda: bool(states), 300, what)
+        services.conversations.reply_finished.disconnect(states.append)
 
     welcome = WelcomeDialog(default_bootstrap_peers())
     welcome.show()
@@ -77,9 +95,8 @@ def main() -> int:
     if "--dialogs-only" in sys.argv:
         return 0
 
-    with DemoSwarm() as swarm:
-        # Serving every block, the contributed server is the shortest route: the chat goes through it.
-        settings = Settings(initial_peers=tuple(swarm.initial_peers), blocks="0:30",
+    with DemoSwarm(spans=((0, 15), (15, 30), (15, 30))) as swarm:
+        settings = Settings(initial_peers=tuple(swarm.initial_peers), blocks="0:10", nickname="my-pc",
                             sampling=CHAT_SAMPLING.replace(temperature=0.3, max_new_tokens=120))
         services = Services(settings, persist=False)
         gui = TrayApp(services)
@@ -95,11 +112,9 @@ def main() -> int:
         save(swarm_view, "swarm.png")
 
         chat = gui.open_chat()
-        finished = QEventLoop()
-        services.conversations.reply_finished.connect(lambda state: finished.quit())
-        chat.composer.editor.setPlainText("What is the capital of France?")
-        chat.composer.send_button.click()
-        finished.exec()
+        wait_until(lambda: bool(chat.models.models), 90, "the model selector to list the swarm's models")
+        greedy = CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=90)
+        reply(chat, "What is the capital of France?", greedy, "the first reply")
         services.conversations.set_sampling(CHAT_SAMPLING.replace(temperature=0.3, max_new_tokens=120))
         chat.composer.editor.setPlainText("Give me three ideas for a weekend in Paris.")
         tokens: list[str] = []
@@ -107,15 +122,46 @@ def main() -> int:
         chat.composer.send_button.click()
         wait_until(lambda: len(tokens) >= 25, 240, "the reply to stream")
         save(chat, "chat.png")
+        services.conversations.stop()
+        wait_until(lambda: not services.conversations.busy, 60, "the stopped reply to end")
 
-        wait_until(lambda: services.contribution.stats.tokens > 0, 60, "the server to count what it served")
+        reply(chat, "Write a Python function that checks whether a number is prime.", greedy, "the code reply")
+        save(chat, "chat-code.png")
+        code_conversation = services.conversations.current
+
+        routes: list[list] = []
+        rerouted: list[str] = []
+        services.backend.route_changed.connect(routes.append)
+        services.backend.rerouted.connect(lambda text, details: rerouted.append(text))
+        services.conversations.new()
+        services.conversations.set_sampling(CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=70))
+        chat.composer.editor.setPlainText("Explain how bridges are built, step by step.")
+        before = len(tokens)
+        chat.composer.send_button.click()
+        wait_until(lambda: bool(routes) and len(tokens) >= before + 8, 240, "the reply to start")
+        twins = {s.peer_id: s for s in swarm.servers[1:]}  # blocks 15-29: either can stand in for the other
+        victim = next(twins[h.peer_id] for h in routes[-1] if h.peer_id in twins)
+        victim.kill()
+        wait_until(lambda: bool(rerouted), 120, "the reroute")
+        wait_until(lambda: not services.conversations.busy, 240, "the rerouted reply to end")
+        save(chat, "chat-reroute.png")
+
+        apply_theme(qt, "dark")
+        services.conversations.open(code_conversation)
+        pause(1.0)
+        save(chat, "chat-dark.png")
+        apply_theme(qt, "light")
+
+        try:  # the tray menu with what the contributed server counted, once it served a step
+            wait_until(lambda: services.contribution.stats.tokens > 0, 60, "the server to count what it served")
+        except SystemExit:
+            print("the contributed server served nothing yet: the tray menu shows zero")
         gui.menu.popup(QPoint(0, 0))
         wait_until(lambda: gui.menu.isVisible(), 5, "the menu")
         save(gui.menu, "tray-menu.png")
         gui.menu.hide()
         if gui.tray.window is not None:
             save(gui.tray.window, "menu-window.png")
-        services.conversations.stop()
         gui.quit()
     data.cleanup()
     return 0

@@ -22,10 +22,12 @@ from corolla.app.chat.history import Conversation, Message
 from corolla.app.paths import config_dir
 from corolla.ui.bridge.chat_backend import ChatBackend, ModelCard
 from corolla.ui.bridge.conversation import ConversationController
+from corolla.ui.bridge.swarm_monitor import SwarmMonitor
 from corolla.ui.composer import Composer
 from corolla.ui.context_meter import ContextMeter
 from corolla.ui.conversation_list import ConversationList
 from corolla.ui.message_view import MessageView
+from corolla.ui.model_selector import ModelSelector
 from corolla.ui.route_panel import RoutePanel
 from corolla.ui.sampling_panel import SamplingPanel
 from corolla.ui.system_prompt_edit import SystemPromptEdit
@@ -34,7 +36,8 @@ from corolla.ui.system_prompt_edit import SystemPromptEdit
 class ChatWindow(QMainWindow):
     closed = Signal()
 
-    def __init__(self, controller: ConversationController, backend: ChatBackend) -> None:
+    def __init__(self, controller: ConversationController, backend: ChatBackend,
+                 monitor: SwarmMonitor | None = None) -> None:
         super().__init__()
         self.setWindowTitle("Corolla chat")
         self.controller = controller
@@ -46,6 +49,7 @@ class ChatWindow(QMainWindow):
         self.system_prompt = SystemPromptEdit(self)
         self.context = ContextMeter(self)
         self.model_label = QLabel("Model: loading…", self)
+        self.models = ModelSelector(self)
         self.sampling.show_sampling(controller.sampling)
         self.search = QLineEdit(self)
         self.search.setPlaceholderText("Search conversations")
@@ -66,6 +70,7 @@ class ChatWindow(QMainWindow):
         right = QVBoxLayout(side)
         right.setContentsMargins(0, 0, 0, 0)
         right.addWidget(self.model_label)
+        right.addWidget(self.models)
         right.addWidget(_section("Route", self.route, True, self))
         right.addWidget(self.route, 1)
         right.addWidget(self.system_prompt)
@@ -121,6 +126,10 @@ class ChatWindow(QMainWindow):
         if backend.card is not None:
             self._model_ready(backend.card)
         self.composer.editor.setFocus()  # a chat window opens ready to type in
+        self.monitor = monitor
+        if monitor is not None:  # servers of the route that leave fade out of the route panel
+            monitor.snapshot.connect(self.route.show_snapshot)
+            monitor.watch(self)
 
     @Slot(object, list)
     def _opened(self, conversation: Conversation, messages: list[Message]) -> None:
@@ -130,9 +139,16 @@ class ChatWindow(QMainWindow):
         self.composer.set_busy(self.controller.busy)
         self.composer.editor.setFocus()
 
+    @Slot(str, bool)
+    def show_model_choice(self, text: str, ok: bool) -> None:
+        """What came of choosing a model: under the selector, and in the transcript."""
+        self.models.show_status(text, ok)
+        self.messages.add_notice(text)
+
     @Slot(object)
     def _model_ready(self, card: ModelCard) -> None:
         self.model_label.setText(f"Model: {card.name} ({card.num_blocks} blocks)")
+        self.models.set_current(card.name)
         if self.context.limit == 0:
             self.context.show_usage(0, card.context_length)
 
@@ -163,6 +179,9 @@ class ChatWindow(QMainWindow):
         saved.setValue("chat/geometry", self.saveGeometry())
         saved.setValue("chat/splitter", self.splitter.saveState())
         self.controller.close()
+        if self.monitor is not None:
+            self.monitor.snapshot.disconnect(self.route.show_snapshot)
+            self.monitor.unwatch(self)
         self.closed.emit()
         super().closeEvent(event)
 

@@ -118,8 +118,11 @@ class MessageView(QTextBrowser):
             bar.setValue(bar.maximum())
 
     def _reply(self) -> Entry | None:
-        last = self.entries[-1] if self.entries else None
-        return last if last is not None and last.kind == "message" and last.state == "streaming" else None
+        """The reply being written: the last message, even when a notice (a reroute) came after it."""
+        for entry in reversed(self.entries):
+            if entry.kind == "message":
+                return entry if entry.state == "streaming" else None
+        return None
 
     @Slot(QUrl)
     def _action(self, url: QUrl) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Slot
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from corolla.app.swarm.snapshot import SwarmSnapshot
+from corolla.p2p.names import block_span
 from corolla.p2p.routing import RouteHop
 
 
@@ -27,18 +30,41 @@ class RoutePanel(QWidget):
         layout.addWidget(self.table)
         layout.addWidget(self.notice)
         self.hops: list[RouteHop] = []
+        self._listed: set[str] = set()  # peers seen answering in a snapshot of the swarm
 
     @Slot(list)
     def show_route(self, hops: list[RouteHop]) -> None:
         self.hops = list(hops)
-        self.table.setRowCount(len(hops))
-        for row, hop in enumerate(hops):
-            peer = QTableWidgetItem(_short(hop.peer_id))
+        self._show(set())
+
+    @Slot(object)
+    def show_snapshot(self, snapshot: SwarmSnapshot) -> None:
+        """Grey the hops whose server just left the swarm; drop those gone for longer than the grace."""
+        if snapshot.error or not snapshot.num_blocks:
+            return  # no fresh answer: keep what is shown
+        live = {s.peer_id for s in snapshot.servers}
+        left = {s.peer_id for s in snapshot.left}
+        self._listed |= live
+        # a hop the swarm view never listed (a lookup can miss a server) stays: only what left goes
+        self.hops = [h for h in self.hops if h.peer_id in live | left or h.peer_id not in self._listed]
+        self._show(left)
+
+    def _show(self, left: set[str]) -> None:
+        self.table.setRowCount(len(self.hops))
+        for row, hop in enumerate(self.hops):
+            gone = hop.peer_id in left
+            peer = QTableWidgetItem(hop.server.name)
             peer.setToolTip(hop.peer_id)
-            self.table.setItem(row, 0, peer)
-            self.table.setItem(row, 1, QTableWidgetItem(f"{hop.start}–{hop.end - 1}"))
-            latency = f"{hop.server.rtt_ms:.1f} ms" if hop.server.rtt_ms else "–"
-            self.table.setItem(row, 2, QTableWidgetItem(latency))
+            latency = "left" if gone else f"{hop.server.rtt_ms:.1f} ms" if hop.server.rtt_ms else "–"
+            cells = [peer, QTableWidgetItem(block_span(hop.start, hop.end)), QTableWidgetItem(latency)]
+            for col, item in enumerate(cells):
+                if gone:
+                    item.setForeground(QColor("#888888"))
+                self.table.setItem(row, col, item)
+
+    def peers(self) -> list[str]:
+        """The full peer ids of the hops shown."""
+        return [h.peer_id for h in self.hops]
 
     @Slot(str, str)
     def show_reroute(self, text: str, details: str = "") -> None:
@@ -59,6 +85,3 @@ class RoutePanel(QWidget):
         self.notice.setStyleSheet(f"background:{background}; color:{color}; padding:4px; border-radius:3px")
         self.notice.show()
 
-
-def _short(peer: str) -> str:
-    return peer if len(peer) <= 16 else f"…{peer[-8:]}"

@@ -1,4 +1,5 @@
-"""The swarm's servers: peer, blocks, state, throughput, sessions, latency."""
+"""The swarm's servers: name, blocks, state, throughput, sessions, latency; this PC's server marked in
+bold, those that just left greyed."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
+from corolla.p2p.names import block_span
 from corolla.p2p.records import ServerInfo
 
-COLUMNS = ["Peer", "Blocks", "State", "Tokens/s", "Sessions", "Latency"]
+COLUMNS = ["Server", "Blocks", "State", "Tokens/s", "Sessions", "Latency"]
+PEER_ID = Qt.ItemDataRole.UserRole  # the full peer id behind the short name
 OWN_MARK = " (this PC)"
 
 
@@ -21,20 +24,24 @@ class ServerTable(QTableWidget):
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.setSortingEnabled(False)
 
-    def show_servers(self, servers: list[ServerInfo], silent: list[str] = (), own: str = "") -> None:
-        """The servers that answered, then the peers announced in the DHT that did not; `own` (a peer
-        id) is this PC's server, marked in bold."""
-        rows = [[s.peer_id, f"{s.start}–{s.end - 1}", s.state, f"{s.throughput:.1f}", str(s.active_sessions),
-                 f"{s.rtt_ms:.1f} ms"] for s in sorted(servers, key=lambda s: (s.start, s.end, s.peer_id))]
-        rows += [[peer, "?", "not answering", "–", "–", "–"] for peer in silent]
+    def show_servers(self, servers: list[ServerInfo], left: list[ServerInfo] = (), own: str = "") -> None:
+        """The servers that answered, then those that stopped answering a moment ago (greyed); `own` (a
+        peer id) is this PC's server, marked in bold."""
+        rows = [(s, [s.name, block_span(s.start, s.end), s.state, f"{s.throughput:.1f}", str(s.active_sessions),
+                     f"{s.rtt_ms:.1f} ms"]) for s in sorted(servers, key=lambda s: (s.start, s.end, s.peer_id))]
+        rows += [(s, [s.name, block_span(s.start, s.end), "left", "–", "–", "–"]) for s in left]
         self.setRowCount(len(rows))
-        for r, cells in enumerate(rows):
-            mine = bool(own) and cells[0] == own
+        grey = QColor("#888888")
+        for r, (server, cells) in enumerate(rows):
+            mine = bool(own) and server.peer_id == own
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text + OWN_MARK if mine and c == 0 else text)
                 if c == 0:
-                    item.setData(Qt.ItemDataRole.UserRole, text)
-                    item.setToolTip(text + (" — this PC's server" if mine else ""))
+                    item.setToolTip(server.peer_id + (" — this PC's server" if mine else ""))
+                    item.setData(PEER_ID, server.peer_id)
+                if cells[2] == "left":
+                    item.setForeground(grey)
+                    item.setToolTip("stopped answering; it disappears from this list shortly")
                 if mine:
                     font = item.font()
                     font.setBold(True)
@@ -43,7 +50,15 @@ class ServerTable(QTableWidget):
                 self.setItem(r, c, item)
 
     def peers(self) -> list[str]:
-        return [self.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in range(self.rowCount())]
+        """The full peer ids, row by row."""
+        return [self.item(r, 0).data(PEER_ID) for r in range(self.rowCount())]
+
+    def state_of(self, peer_id: str) -> str | None:
+        """The State cell of `peer_id`'s row, or None when it is not listed."""
+        for r in range(self.rowCount()):
+            if self.item(r, 0).data(PEER_ID) == peer_id:
+                return self.item(r, 2).text()
+        return None
 
     def own_rows(self) -> list[int]:
         """The rows marked as this PC's server."""

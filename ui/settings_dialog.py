@@ -68,6 +68,8 @@ class SettingsDialog(QDialog):
         self.cpu_threads.setSpecialValueText("automatic")
         self.cpu_threads.setToolTip("CPU threads a server on the CPU computes with; the rest stay free for you")
         self.start_at_login = QCheckBox("Start Corolla when I log in", self)
+        self.nickname = QLineEdit(self)
+        self.nickname.setPlaceholderText("how others see your server, e.g. alice-3090 (optional)")
         self.error = QLabel(self)
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color:#9b1c1c")
@@ -82,6 +84,7 @@ class SettingsDialog(QDialog):
         form.addRow("Memory cap", self.max_gpu_memory)
         form.addRow("CPU threads", self.cpu_threads)
         form.addRow("", self.start_at_login)
+        form.addRow("Server nickname", self.nickname)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self.try_accept)
         buttons.rejected.connect(self.reject)
@@ -103,6 +106,7 @@ class SettingsDialog(QDialog):
         self.max_gpu_memory.setValue(s.max_gpu_memory)
         self.cpu_threads.setValue(s.cpu_threads)
         self.start_at_login.setChecked(s.start_at_login)
+        self.nickname.setText(s.nickname)
 
     def problems(self) -> dict[QWidget, str]:
         """Every field that cannot be used, with the reason in a sentence (empty: all good)."""
@@ -114,6 +118,7 @@ class SettingsDialog(QDialog):
             (self.port, lambda: self._base.replace(port=self._port())),
             (self.max_gpu_memory, lambda: self._base.replace(blocks=self.blocks.text().strip(),
                                                              max_gpu_memory=self.max_gpu_memory.value())),
+            (self.nickname, lambda: self._base.replace(nickname=self.nickname.text().strip())),
         ]
         for widget, check in checks:
             if widget is self.max_gpu_memory and self.blocks in found:
@@ -162,13 +167,15 @@ class SettingsDialog(QDialog):
             max_gpu_memory=self.max_gpu_memory.value(),
             cpu_threads=self.cpu_threads.value(),
             start_at_login=self.start_at_login.isChecked(),
+            nickname=self.nickname.text().strip(),
         )
 
     @Slot()
     def try_accept(self) -> None:
         """Save only settings that work: every bad field is marked at once, with a sentence each."""
         problems = self.problems()
-        for widget in (self.peers, self.model, self.device, self.blocks, self.port, self.max_gpu_memory):
+        for widget in (self.peers, self.model, self.device, self.blocks, self.port, self.max_gpu_memory,
+                       self.nickname):
             widget.setStyleSheet("border: 1px solid #b00020" if widget in problems else "")
         if problems:
             self.error.setText("\n".join(f"• {why}" for why in problems.values()))

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from corolla.app.serve.stats import ServedStats
 from corolla.app.swarm.snapshot import SwarmSnapshot
+from corolla.p2p.names import format_blocks
 from corolla.ui.block_coverage import BlockCoverage
 from corolla.ui.server_table import ServerTable
 
@@ -46,13 +47,13 @@ class SwarmView(QWidget):
         self.own.setText(f"<b>This PC</b>: {where}; served {stats.describe()} in all")
         self.own.show()
         if self.snapshot is not None:
-            self.servers.show_servers(self.snapshot.servers, self.snapshot.silent, self.own_peer)
+            self.servers.show_servers(self.snapshot.servers, self.snapshot.left, self.own_peer)
 
     @Slot(object)
     def show_snapshot(self, snapshot: SwarmSnapshot) -> None:
         self.snapshot = snapshot
         self.coverage.show_coverage(snapshot.coverage())
-        self.servers.show_servers(snapshot.servers, snapshot.silent, self.own_peer)
+        self.servers.show_servers(snapshot.servers, snapshot.left, self.own_peer)
         online = sum(1 for s in snapshot.servers if s.state == "online")
         missing = snapshot.missing_blocks()
         text = f"{snapshot.model}: {online} server{'s' if online != 1 else ''} online, {snapshot.num_blocks} blocks"
@@ -61,7 +62,7 @@ class SwarmView(QWidget):
         elif snapshot.error:
             text += f" — {snapshot.error}"
         elif missing:
-            text += f" — no server holds blocks {_ranges(missing)}: the chat cannot run until one does"
+            text += f" — no server holds blocks {format_blocks(missing)}: the chat cannot run until one does"
         else:
             text += " — every block is served"
         self.summary.setText(f"{text}  (updated {time.strftime('%H:%M:%S')})")
@@ -70,13 +71,3 @@ class SwarmView(QWidget):
         self.closed.emit()
         super().closeEvent(event)
 
-
-def _ranges(blocks: list[int]) -> str:
-    parts: list[str] = []
-    start = prev = blocks[0]
-    for b in blocks[1:] + [-2]:
-        if b != prev + 1:
-            parts.append(str(start) if start == prev else f"{start}–{prev}")
-            start = b
-        prev = b
-    return ", ".join(parts)

@@ -70,9 +70,18 @@ class TrayApp(QObject):
     @Slot()
     def open_chat(self) -> ChatWindow:
         if self.chat is None:
-            self.chat = ChatWindow(self.services.conversations, self.services.backend)
+            self.chat = ChatWindow(self.services.conversations, self.services.backend, self.services.monitor)
             self.services.backend.notice.connect(self.chat.route.show_error)
             self.chat.sampling.changed.connect(self.services.remember_sampling)
+            catalog = self.services.catalog
+            catalog.models.connect(self.chat.models.show_models)
+            catalog.failed.connect(self.chat.models.show_failure)
+            self.chat.models.refresh_requested.connect(catalog.refresh)
+            self.chat.models.chosen.connect(self.services.choose_model)
+            self.services.model_choice.connect(self.chat.show_model_choice)
+            if catalog.last:
+                self.chat.models.show_models(catalog.last)
+            catalog.refresh()
             self.chat.closed.connect(self._chat_closed)
             self.services.conversations.start()
         self.chat.show()
@@ -85,11 +94,11 @@ class TrayApp(QObject):
         if self.swarm is None:
             self.swarm = SwarmView()
             self.services.monitor.snapshot.connect(self.swarm.show_snapshot)
-            self.swarm.closed.connect(self.services.monitor.stop)
+            self.swarm.closed.connect(lambda: self.services.monitor.unwatch(self.swarm))
             self._show_own_server()
             if self.services.monitor.last is not None:
                 self.swarm.show_snapshot(self.services.monitor.last)
-        self.services.monitor.start()
+        self.services.monitor.watch(self.swarm)
         self.swarm.show()
         self.swarm.raise_()
         return self.swarm
@@ -128,6 +137,9 @@ class TrayApp(QObject):
         chat, self.chat = self.chat, None
         if chat is not None:
             self.services.backend.notice.disconnect(chat.route.show_error)
+            self.services.model_choice.disconnect(chat.show_model_choice)
+            self.services.catalog.models.disconnect(chat.models.show_models)
+            self.services.catalog.failed.disconnect(chat.models.show_failure)
             chat.deleteLater()
 
     @Slot(str)

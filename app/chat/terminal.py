@@ -17,7 +17,7 @@ from corolla.p2p.routing import RouteHop
 
 
 def _route_text(hops: list[RouteHop]) -> str:
-    return " -> ".join(f"blocks {h.start}–{h.end - 1} on …{h.peer_id[-8:]}" for h in hops)
+    return " -> ".join(str(h) for h in hops)
 
 
 async def terminal_chat(initial_peers: list[str], model_path: Path, sampling: SamplingParams,

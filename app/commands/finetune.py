@@ -90,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
 
         return train(LocalBlocks([Span.load(path, 0, info.num_blocks)]))
     from corolla.app.swarm.training import TrainingSwarm
+    from corolla.p2p.names import blocks_text, short_id
 
     def on_retry(event) -> None:
-        say(f"\n[swarm] blocks {event.start}:{event.end} failed on {event.peer_id[-8:]} ({event.reason}); "
+        say(f"\n[swarm] {blocks_text(event.start, event.end)} failed on {short_id(event.peer_id)} ({event.reason}); "
             "retrying on another server")
 
     with TrainingSwarm(args.initial_peers, info, on_retry=on_retry) as swarm:

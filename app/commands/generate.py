@@ -101,8 +101,8 @@ async def _generate(args: argparse.Namespace, stream: bool):
     def on_route(hops) -> None:
         last_route[:] = hops
         if args.verbose:
-            err("route: " + " -> ".join(f"blocks {h.start}:{h.end} on {h.peer_id} ({h.server.rtt_ms:.1f} ms rtt, "
-                                        f"{h.server.block_ms:.2f} ms/block)" for h in hops))
+            err("route: " + " -> ".join(f"{h} ({h.server.rtt_ms:.1f} ms rtt, {h.server.block_ms:.2f} ms/block)"
+                                        for h in hops))
 
     def on_reroute(event, hops) -> None:
         last_route[:] = hops

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from corolla.p2p.names import NICKNAME_MAX
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve blocks of a model to the swarm until stopped (Ctrl-C)")
@@ -43,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "machine), on, off")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds to let open sessions finish when stopping")
+    p.add_argument("--nickname", default="",
+                   help=f"a name others see beside this server's short id (at most {NICKNAME_MAX} printable characters)")
     p.add_argument("--status-json", action="store_true",
                    help="write status messages as JSON lines on stdout (for the app that starts this server; "
                         "words for people go to stderr)")
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     # OMP_WAIT_POLICY=PASSIVE is set by app.cli before torch loads.
     from corolla.app.serve.runtime import NodeConfig, main_server
     from corolla.core.errors import CorollaError
+    from corolla.p2p.names import NicknameError, check_nickname
     from corolla.p2p.pnet import read_swarm_key
     from corolla.p2p.records import BlockRange
 
@@ -64,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         raise CorollaError(str(exc)) from None
     if args.num_blocks is not None and args.num_blocks < 1:
         raise CorollaError("--num-blocks must be at least 1")
+    try:
+        check_nickname(args.nickname)
+    except NicknameError as exc:
+        raise CorollaError(f"--nickname: {exc}") from None
     for name in ("max_sessions", "cache_tokens"):
         if getattr(args, name) < 1:
             raise CorollaError(f"--{name.replace('_', '-')} must be at least 1")
@@ -89,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions, cache_tokens=args.cache_tokens, identity=args.identity,
         announce_period=args.announce_period, drain_timeout=args.drain_timeout,
         rebalance_period=args.rebalance_period, status_json=args.status_json, relay=args.relay,
-        swarm_key=read_swarm_key(args.swarm_key) if args.swarm_key else None,
+        swarm_key=read_swarm_key(args.swarm_key) if args.swarm_key else None, nickname=args.nickname,
     )
     return main_server(cfg)
 

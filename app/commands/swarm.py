@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
 async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initial_peers: list[str],
                        punch_wait: float = 0.0) -> str:
     from corolla.p2p.client import SwarmClient, open_client_peer
+    from corolla.p2p.names import block_span, format_blocks, short_id
     from corolla.p2p.nat import describe_path, wait_for_punches
-    from corolla.p2p.records import format_blocks
 
     async with open_client_peer(initial_peers) as peer:
         live, dead = await SwarmClient(peer, model_name, model_hash, num_blocks).all_servers()
@@ -43,14 +43,14 @@ async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initia
     for b, n in enumerate(coverage):
         lines.append(f"{b:>5}  {n}")
     lines.append("")
-    lines.append(f"{'peer id':<54} {'span':>7} {'state':<8} {'tok/s':>8} {'ms/blk':>7} {'free cache':>10} "
-                 f"{'sessions':>8} {'rtt ms':>7}  reached")
+    lines.append(f"{'peer id':<54} {'server':<30} {'blocks':>7} {'state':<8} {'tok/s':>8} {'ms/blk':>7} "
+                 f"{'free cache':>10} {'sessions':>8} {'rtt ms':>7}  reached")
     for s in live:
-        lines.append(f"{s.peer_id:<54} {s.start:>3}:{s.end:<3} {s.state:<8} {s.throughput:>8.1f} "
-                     f"{s.block_ms:>7.2f} {s.free_cache_tokens:>10} {s.active_sessions:>3}/{s.max_sessions:<4} "
-                     f"{s.rtt_ms:>7.1f}  {paths[s.peer_id]}")
+        lines.append(f"{s.peer_id:<54} {s.name:<30} {block_span(s.start, s.end):>7} {s.state:<8} "
+                     f"{s.throughput:>8.1f} {s.block_ms:>7.2f} {s.free_cache_tokens:>10} "
+                     f"{s.active_sessions:>3}/{s.max_sessions:<4} {s.rtt_ms:>7.1f}  {paths[s.peer_id]}")
     for pid in dead:
-        lines.append(f"{pid:<54} {'?':>7} {'no reply':<8}")
+        lines.append(f"{pid:<54} {short_id(pid):<30} {'?':>7} {'no reply':<8}")
     missing = [b for b, n in enumerate(coverage) if n == 0]
     lines.append("")
     lines.append(f"uncovered blocks: {format_blocks(missing) if missing else 'none'}")

@@ -17,6 +17,7 @@ from corolla.app.paths import data_dir
 from corolla.app.serve.stats import ServedStats, load_stats, stats_file
 from corolla.app.serve.status import Event, ServerStatus
 from corolla.app.settings import Settings, block_range
+from corolla.p2p.names import blocks_text
 
 
 class Phase(str, Enum):
@@ -46,9 +47,9 @@ class ContributionState:
         """What the tray shows, e.g. "serving blocks 0–9, 2 sessions"."""
         if self.phase is Phase.SERVING and self.start is not None and self.end is not None:
             n = self.sessions
-            return f"serving blocks {self.start}–{self.end - 1}, {n} session{'s' if n != 1 else ''}"
+            return f"serving {blocks_text(self.start, self.end)}, {n} session{'s' if n != 1 else ''}"
         if self.phase is Phase.STARTING and self.start is not None and self.end is not None:
-            return f"starting (loading blocks {self.start}–{self.end - 1})…"
+            return f"starting (loading {blocks_text(self.start, self.end)})…"
         if self.phase is Phase.ERROR:
             return f"error: {self.error}" if self.error else "error"
         if self.phase is Phase.PAUSED:
@@ -150,6 +151,8 @@ def server_arguments(settings: Settings, identity: Path | None = None) -> list[s
     args += ["--device", serving_device(settings.device)]
     if settings.cpu_threads:
         args += ["--threads", str(settings.cpu_threads)]
+    if settings.nickname:
+        args += ["--nickname", settings.nickname]
     if settings.initial_peers:
         args += ["--initial-peers", *settings.initial_peers]
     return args

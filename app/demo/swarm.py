@@ -12,6 +12,7 @@ from typing import Self
 
 from corolla.app.demo.processes import ChildProcess
 from corolla.p2p.identity import EPHEMERAL
+from corolla.p2p.names import blocks_text
 
 DEFAULT_SPANS = ((0, 10), (10, 20), (20, 30))
 _JOIN = re.compile(r"join with: --initial-peers (\S+)")
@@ -62,15 +63,16 @@ class DemoSwarm:
             raise
         return self.initial_peers
 
-    def add_server(self, start: int, end: int, wait: bool = True) -> ChildProcess:
-        """Start one more server for blocks [start, end) joined to this swarm."""
+    def add_server(self, start: int, end: int, wait: bool = True, nickname: str = "") -> ChildProcess:
+        """Start one more server for blocks [start, end) joined to this swarm (named demo-N unless
+        `nickname` says otherwise)."""
         n = len(self.servers)
         server = self._spawn(f"server{n}", [
             "serve", "--model", self.model, "--blocks", f"{start}:{end}", "--host", "127.0.0.1",
             "--identity", self._identity(f"server{n}"), "--initial-peers", *self.initial_peers,
-            *self.extra_args,
+            "--nickname", nickname or f"demo-{n}", *self.extra_args,
         ])
-        server.name = f"server {n} (blocks {start}:{end})"  # for messages; its log file is server{n}.log
+        server.name = f"server {n} ({blocks_text(start, end)})"  # for messages; its log file is server{n}.log
         self.servers.append(server)
         if wait:
             self._wait_serving(server)

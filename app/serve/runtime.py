@@ -53,6 +53,7 @@ class NodeConfig:
     rebalance_period: float = 120.0  # 0: never move (always the case with explicit blocks)
     relay: str = "auto"  # relay circuits for hidden peers: auto (when reachable), on, off
     swarm_key: str | None = None  # a private swarm's key (64 hex digits), None: the open swarm
+    nickname: str = ""  # shown to others beside this server's short id
     status_json: bool = False  # status messages on stdout (app/serve/status.py), words for people on stderr
 
 
@@ -156,6 +157,7 @@ async def run_server(cfg: NodeConfig) -> None:
         await trio.to_thread.run_sync(node.measure_throughput)
         node.attach(peer.host)
         node.reachability = peer.reachability
+        node.nickname, node.model_blocks = cfg.nickname, model.num_blocks
         node.relays = [str(a) for a in peer.nat.circuit_addrs] if peer.nat else []
         stop = trio.Event()
         async with trio.open_nursery() as nursery:

@@ -3,7 +3,7 @@ log, a tooltip) or in plain words (the chat's transcript)."""
 
 from __future__ import annotations
 
-from corolla.p2p.records import format_blocks
+from corolla.p2p.names import blocks_text, format_blocks, peer_name, short_id
 from corolla.p2p.session import FailoverEvent, WaitingEvent
 from corolla.p2p.spotcheck import LiarCaught
 
@@ -16,9 +16,8 @@ def describe_event(event: FailoverEvent | WaitingEvent) -> str:
     if isinstance(event, WaitingEvent):
         return (f"no live server holds blocks {format_blocks(event.missing)}; "
                 f"waiting for one to join ({event.waited:.0f} s so far)")
-    to = ", ".join(p[-8:] for p in event.to_peers)
-    return (f"blocks {event.start}:{event.end} moved from {event.from_peer[-8:]} to {to} ({event.reason}); "
-            f"replayed {event.tokens} tokens in {event.seconds * 1000:.0f} ms")
+    return (f"{blocks_text(event.start, event.end)} moved from {_name(event, event.from_peer)} to "
+            f"{_names_to(event)} ({event.reason}); replayed {event.tokens} tokens in {event.seconds * 1000:.0f} ms")
 
 
 def plain_event(event: FailoverEvent | WaitingEvent) -> str:
@@ -30,11 +29,19 @@ def plain_event(event: FailoverEvent | WaitingEvent) -> str:
     went = "left the swarm" if "leaving" in event.reason else "stopped answering"
     if "request" in event.reason:
         went = "was swapped for a faster one"
-    return (f"A server {went}; blocks {event.start}–{event.end - 1} moved to another and the reply "
-            f"continued ({event.seconds:.1f} s).")
+    return (f"Server {_name(event, event.from_peer)} {went}; {blocks_text(event.start, event.end)} moved to "
+            f"another ({_names_to(event)}) and the reply continued ({event.seconds:.1f} s).")
 
 
 def describe_liar(caught: LiarCaught) -> str:
     """A server caught returning wrong activations (it is banned and the step redone elsewhere)."""
-    return (f"server {caught.peer_id[-8:]} returned wrong activations for blocks {caught.start}:{caught.end} "
+    return (f"server {short_id(caught.peer_id)} returned wrong activations for {blocks_text(caught.start, caught.end)} "
             f"(relative error {caught.error:.3g}); banned, step redone elsewhere")
+
+
+def _name(event: FailoverEvent, peer_id: str) -> str:
+    return peer_name(peer_id, event.nicknames.get(peer_id, ""))
+
+
+def _names_to(event: FailoverEvent) -> str:
+    return ", ".join(_name(event, p) for p in event.to_peers)

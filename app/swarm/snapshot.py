@@ -1,10 +1,14 @@
-"""A picture of the swarm at one moment: which servers hold which blocks, for the swarm view."""
+"""A picture of the swarm at one moment: which servers hold which blocks, for the swarm view; and the
+memory that keeps a server that left on screen for a short grace period, then drops it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from corolla.p2p.records import ONLINE, ServerInfo
+
+LEFT_GRACE_S = 20.0  # s a server that stopped answering stays listed (as "left") before it disappears
 
 
 @dataclass(frozen=True)
@@ -12,7 +16,7 @@ class SwarmSnapshot:
     model: str
     num_blocks: int
     servers: list[ServerInfo] = field(default_factory=list)  # those that answered
-    silent: list[str] = field(default_factory=list)  # peer ids announced in the DHT that did not answer
+    left: list[ServerInfo] = field(default_factory=list)  # answered before, not now: last known info
     error: str = ""
 
     def coverage(self) -> list[int]:
@@ -27,3 +31,33 @@ class SwarmSnapshot:
 
     def missing_blocks(self) -> list[int]:
         return [b for b, n in enumerate(self.coverage()) if n == 0]
+
+
+class ServerMemory:
+    """The servers seen answering, and when. The DHT keeps a server's announcements for a day or two
+    after it left, so only what answered recently is worth showing."""
+
+    def __init__(self, grace_s: float = LEFT_GRACE_S) -> None:
+        self.grace_s = grace_s
+        self._seen: dict[str, tuple[ServerInfo, float]] = {}
+
+    def left(self, live: list[ServerInfo], now: float | None = None) -> list[ServerInfo]:
+        """Record `live` (answered now); return the servers that answered within the last `grace_s`
+        seconds but not now, as they last described themselves. Older ones are forgotten."""
+        now = time.monotonic() if now is None else now
+        for s in live:
+            self._seen[s.peer_id] = (s, now)
+        gone: list[ServerInfo] = []
+        for peer, (info, seen) in list(self._seen.items()):
+            if seen == now:
+                continue
+            if now - seen > self.grace_s:
+                del self._seen[peer]
+            else:
+                gone.append(info)
+        return sorted(gone, key=lambda s: (s.start, s.end, s.peer_id))
+
+    def seen_ago(self, peer_id: str, now: float | None = None) -> float | None:
+        """Seconds since `peer_id` last answered, or None when it is not remembered."""
+        entry = self._seen.get(peer_id)
+        return None if entry is None else (time.monotonic() if now is None else now) - entry[1]

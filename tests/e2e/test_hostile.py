@@ -155,5 +155,5 @@ def test_peers_whose_info_lies_are_skipped_and_the_text_equals_local(swarm, defa
     # the one plausible liar is believed by info and routed to first, then banned when it cannot serve
     assert {s.peer_id for s in live} <= {honest, liars["plausible but serves nothing"]}
     assert honest in {s.peer_id for s in live}
-    assert f"final route: 0:30@{honest[-8:]}" in result.stderr
+    assert f"final route: blocks 0–29 on …{honest[-8:]}" in result.stderr
     assert "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from corolla.app.demo.processes import LocalSwarm
+from corolla.p2p.names import blocks_text
 from tests.family_models import make_family_model
 
 pytestmark = pytest.mark.slow
@@ -77,6 +78,7 @@ def test_greedy_output_through_the_swarm_equals_local(swarm, name):
     assert text.strip(), "the tiny model should say something"
     assert remote.stdout == text + "\n"
     first, second = MODELS[name]
-    assert f"route: blocks {first}" in remote.stderr and f"blocks {second}" in remote.stderr
+    said = [blocks_text(*map(int, spans.split(":"))) for spans in (first, second)]  # "0:3" -> "blocks 0–2"
+    assert f"route: {said[0]} on" in remote.stderr and f"{said[1]} on" in remote.stderr
     served = [srv for srv in s.servers if srv.name.startswith(name)]
     assert all("session opened" in srv.output() for srv in served)

@@ -74,7 +74,7 @@ def test_greedy_output_through_the_swarm_equals_local(swarm):
     assert remote.returncode == 0, remote.stderr
     assert remote.stdout == local
     assert remote.stdout.startswith(" Paris")
-    assert "route: blocks 0:10" in remote.stderr and "blocks 20:30" in remote.stderr
+    assert "route: blocks 0–9 on …" in remote.stderr and "blocks 20–29 on …" in remote.stderr
     assert all("session opened" in s.output() for s in swarm.servers[:3])
 
 
@@ -101,7 +101,7 @@ def test_a_new_server_appears_in_swarm_health(swarm):
         if peer_id in report.stdout or time.monotonic() > deadline:
             break
     line = next(x for x in report.stdout.splitlines() if x.startswith(peer_id))
-    assert "5:15" in line and "online" in line
+    assert "5–14" in line and "online" in line
     assert "\n    7  2\n" in report.stdout  # block 7 is now covered twice
     fourth.stop()
 

@@ -57,13 +57,13 @@ def test_a_part_of_the_model_can_be_routed_alone():
 
 def test_missing_blocks_are_named():
     servers = [server("a", 0, 12), server("b", 20, 30)]
-    with pytest.raises(NoRouteError, match="12-19") as info:
+    with pytest.raises(NoRouteError, match="12–19") as info:
         plan_route(servers, 0, 30, cache_tokens=10)
     assert info.value.missing == list(range(12, 20))
 
 
 def test_format_blocks():
-    assert format_blocks([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
+    assert format_blocks([0, 1, 2, 5, 7, 8]) == "0–2, 5, 7–8"
     assert format_blocks([]) == ""
 
 

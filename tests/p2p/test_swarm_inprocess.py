@@ -138,7 +138,7 @@ def test_missing_blocks_are_waited_for_then_named(tiny_model):
     async def body(swarm: TinySwarm):
         await swarm.add("front", 0, 3)
         async with swarm.client() as client:
-            with pytest.raises(NoRouteError, match="3-5"):
+            with pytest.raises(NoRouteError, match="3–5"):
                 async with InferenceSession(client, 64, route_wait=1.5, on_event=events.append):
                     pass
 

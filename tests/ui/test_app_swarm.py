@@ -8,6 +8,7 @@ from corolla.app.contribute.state import Phase
 from corolla.app.demo.swarm import DemoSwarm
 from corolla.app.settings import Settings
 from corolla.core.generation import CHAT_SAMPLING
+from corolla.p2p.names import peer_name
 from corolla.ui.bridge.services import Services
 from corolla.ui.tray_app import TrayApp
 
@@ -47,7 +48,7 @@ def test_toggle_starts_a_server_that_joins_the_swarm_and_stops_it(qtbot, swarm):
         view = app.open_swarm()
         qtbot.waitUntil(lambda: peer in view.servers.peers(), timeout=60_000)
         assert view.servers.own_rows() == [view.servers.peers().index(peer)]  # this PC's server, marked
-        assert view.servers.item(view.servers.own_rows()[0], 0).text() == f"{peer} (this PC)"
+        assert view.servers.item(view.servers.own_rows()[0], 0).text() == f"{peer_name(peer, '')} (this PC)"
         assert "This PC" in view.own.text() and "serving now" in view.own.text()
         qtbot.waitUntil(lambda: view.coverage.counts == [2] * 30, timeout=30_000)
 
@@ -57,10 +58,8 @@ def test_toggle_starts_a_server_that_joins_the_swarm_and_stops_it(qtbot, swarm):
         assert app.menu.contribute_action.text() == f"Contribute {app.menu.hardware}: off"
         assert not settings_file.load().contribute
 
-        def gone():  # the DHT may still list it, but it no longer answers
-            rows = {p: view.servers.item(r, 2).text() for r, p in enumerate(view.servers.peers())}
-            return rows.get(peer, "gone") != "online"
-        qtbot.waitUntil(gone, timeout=30_000)
+        # the DHT still lists it for a day, but it no longer answers: shown as left, then not at all
+        qtbot.waitUntil(lambda: view.servers.state_of(peer) != "online", timeout=30_000)
     finally:
         app.quit()
 
@@ -107,7 +106,7 @@ def test_headless_terminal_chat_streams_from_the_swarm(swarm):
     sampling = CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=6)
     assert trio.run(terminal_chat, swarm.initial_peers, resolve_model("default"), sampling, "", out, inp) == 0
     text = out.getvalue()
-    assert "[route: blocks 0–14 on …" in text and "blocks 15–29 on …" in text
+    assert "[route: blocks 0–14 on demo-0 (…" in text and "blocks 15–29 on demo-" in text
     reply = text.split("assistant> ", 1)[1].split("you> ", 1)[0].strip()
     assert reply, text
 

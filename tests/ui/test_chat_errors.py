@@ -46,9 +46,9 @@ def test_missing_blocks_are_named_while_waiting_for_a_server(qtbot):
         try:
             with qtbot.waitSignal(services.backend.notice, timeout=60_000) as notice:
                 pass
-            assert "Waiting for a server for blocks 0-29" in notice.args[0]
+            assert "Waiting for a server for blocks 0–29" in notice.args[0]
             assert "Waiting" in chat.route.notice.text()
-            assert "Waiting for a server for blocks 0-29" in chat.messages.toPlainText()  # in the transcript too
+            assert "Waiting for a server for blocks 0–29" in chat.messages.toPlainText()  # in the transcript too
             with qtbot.waitSignal(services.conversations.reply_finished, timeout=30_000) as finished:
                 chat.composer.stop_button.click()
             assert finished.args == ["stopped"]

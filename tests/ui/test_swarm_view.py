@@ -1,4 +1,5 @@
 from corolla.app.swarm.snapshot import SwarmSnapshot
+from corolla.p2p.names import peer_name
 from corolla.p2p.records import ServerInfo
 from corolla.ui.swarm_view import SwarmView
 
@@ -14,7 +15,7 @@ def test_coverage_table_and_missing_blocks(qtbot):
     snap = SwarmSnapshot("SmolLM2", 12, [
         server("12D3KooWAAA", 0, 6, throughput=4.5, active_sessions=1, rtt_ms=3.2),
         server("12D3KooWBBB", 3, 8, throughput=2.0),
-    ], silent=["12D3KooWCCC"])
+    ], left=[server("12D3KooWCCCCCCCCCCC", 8, 9, nickname="carol")])
     view.show_snapshot(snap)
     assert view.coverage.counts == [1, 1, 1, 2, 2, 2, 1, 1, 0, 0, 0, 0]
     assert "2 servers online" in view.summary.text()
@@ -22,7 +23,10 @@ def test_coverage_table_and_missing_blocks(qtbot):
     assert view.servers.rowCount() == 3
     assert view.servers.item(0, 1).text() == "0–5" and view.servers.item(0, 3).text() == "4.5"
     assert view.servers.item(0, 5).text() == "3.2 ms"
-    assert [view.servers.item(2, c).text() for c in (0, 1, 2)] == ["12D3KooWCCC", "?", "not answering"]
+    # a server that just left: its last known blocks, greyed, by the same name as elsewhere
+    assert [view.servers.item(2, c).text() for c in (0, 1, 2)] == ["carol (…CCCCCCCC)", "8", "left"]
+    assert view.servers.peers()[2] == "12D3KooWCCCCCCCCCCC"
+    assert view.servers.item(0, 0).text() == "…3KooWAAA" and view.servers.item(0, 0).toolTip() == "12D3KooWAAA"
     assert view.grab().width() > 0  # paints without error
     view.show_snapshot(SwarmSnapshot("SmolLM2", 4, [server("p", 0, 4)]))
     assert "every block is served" in view.summary.text()
@@ -47,7 +51,7 @@ def test_this_pcs_server_is_marked_with_its_stats(qtbot):
     assert view.servers.own_rows() == [] and not view.own.isVisible()
     view.show_own("12D3KooWMINE", ServedStats(1234, 5, 9000))
     assert view.servers.own_rows() == [1]
-    assert view.servers.item(1, 0).text() == "12D3KooWMINE (this PC)" and view.servers.item(1, 0).font().bold()
+    assert view.servers.item(1, 0).text() == peer_name("12D3KooWMINE") + " (this PC)" and view.servers.item(1, 0).font().bold()
     assert not view.servers.item(0, 0).font().bold()
     assert view.servers.peers() == ["12D3KooWAAA", "12D3KooWMINE"]  # the ids themselves, unmarked
     assert "1,234 tokens · 5 sessions · 2.5 h online" in view.own.text()

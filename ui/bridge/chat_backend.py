@@ -40,6 +40,7 @@ class ChatBackend(QObject):
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._trio = trio_thread
+        self._routes = routes
         self.writer = ReplyWriter(model_path, routes)
         self._job: Job | None = None
         self._request = 0
@@ -58,6 +59,12 @@ class ChatBackend(QObject):
             return (await self.writer.model()).card
 
         self._trio.spawn(load, on_done=self._set_card, on_error=lambda e: self.failed.emit(0, _describe(e)))
+
+    def use_model(self, model_path: Callable[[], Path]) -> None:
+        """Write the next replies with another model (a reply being written finishes with its own)."""
+        self.writer = ReplyWriter(model_path, self._routes)
+        self.card = None
+        self.load()
 
     def measure(self, messages: list[dict[str, str]]) -> None:
         """Report how much of the context `messages` fill (`context_usage`), in the background."""

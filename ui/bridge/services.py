@@ -17,6 +17,7 @@ from corolla.app.chat.history import ConversationStore
 from corolla.app.contribute.state import ContributionState, Phase
 from corolla.app.errors import SettingsError
 from corolla.app.settings import Settings
+from corolla.app.swarm.catalog import SwarmModel, choose
 from corolla.app.swarm.connection import SwarmConnection
 from corolla.app.swarm.local import LocalRouteFactory
 from corolla.app.swarm.remote import SwarmRouteFactory
@@ -26,6 +27,7 @@ from corolla.ui.bridge.api_process import ApiProcess
 from corolla.ui.bridge.chat_backend import ChatBackend
 from corolla.ui.bridge.contribution import ContributionController
 from corolla.ui.bridge.conversation import ConversationController
+from corolla.ui.bridge.model_catalog import ModelCatalog
 from corolla.ui.bridge.swarm_monitor import SwarmMonitor
 from corolla.ui.bridge.trio_thread import TrioThread
 from corolla.ui.bridge.volunteer import VolunteerControl
@@ -49,6 +51,7 @@ class _RouteSwitch:
 class Services(QObject):
     settings_changed = Signal(object)  # Settings
     settings_refused = Signal(str)  # why the settings were refused
+    model_choice = Signal(str, bool)  # what came of choosing a model in the chat, whether it is now used
 
     def __init__(self, settings: Settings | None = None, *, persist: bool = True,
                  local_spans: list[tuple[int, int]] | None = None, history_path: Path | None = None) -> None:
@@ -68,6 +71,7 @@ class Services(QObject):
         self.trio = TrioThread().start()
         self.store = ConversationStore(history_path)
         self.connection: SwarmConnection | None = None
+        self.chat_model: Path | None = None  # a model chosen in the chat; None: the settings' model
         self._routes = _RouteSwitch(self._route_factory(settings))
         self.backend = ChatBackend(self.trio, self._model_path(), self._routes)
         self.conversations = ConversationController(self.store, self.backend, settings.sampling,
@@ -77,11 +81,15 @@ class Services(QObject):
         self.volunteer = VolunteerControl(self.contribution)
         self.contribution.state_changed.connect(self._contribution_changed)
         self.monitor = SwarmMonitor(self.trio, self.connection)
+        self.catalog = ModelCatalog(self.trio, lambda: self.connection,
+                                    lambda: [self.settings.model, "default"])
 
     def _model_path(self) -> Callable[[], Path]:
         def resolve() -> Path:
             from corolla.core.model import resolve_model
 
+            if self.chat_model is not None:
+                return self.chat_model
             return resolve_model(self.settings.model, progress=False)
 
         return resolve
@@ -101,6 +109,17 @@ class Services(QObject):
         self._routes.target = self._swarm_routes(peers)
         self.monitor.set_connection(self.connection)
         self.trio.spawn(previous.aclose)
+
+    def choose_model(self, model: SwarmModel) -> None:
+        """Chat with `model` from the next reply on, when the swarm serves all of it and a copy of it is
+        here; else say why not (`model_choice`)."""
+        path, text = choose(model, self.catalog.copies)
+        if path is not None and path != self.chat_model:
+            self.chat_model = path
+            if self.local_spans is None and self.connection is not None:
+                self._use_swarm(list(self.connection.initial_peers))
+            self.backend.use_model(self._model_path())
+        self.model_choice.emit(text, path is not None)
 
     def start(self) -> None:
         """Load the model's head in the background; resume contributing if it was on."""
@@ -156,7 +175,7 @@ class Services(QObject):
         if new.initial_peers != old.initial_peers and self.local_spans is None:
             self._use_swarm(list(new.initial_peers))
         served = ("model", "device", "blocks", "num_blocks", "port", "initial_peers", "max_gpu_memory",
-                  "cpu_threads")
+                  "cpu_threads", "nickname")
         if self.contribution.state.active and any(getattr(new, f) != getattr(old, f) for f in served):
             self.contribution.restart(new)
 

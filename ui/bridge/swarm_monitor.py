@@ -1,4 +1,5 @@
-"""Polls the swarm for the swarm view: every server announced for the model, live or not."""
+"""Polls the swarm for the swarm view and the chat's route panel: every server announced for the model
+that answers, and those that stopped answering within a short grace period."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from corolla.app.errors import corolla_error_in
 from corolla.app.swarm.connection import SwarmConnection
-from corolla.app.swarm.snapshot import SwarmSnapshot
+from corolla.app.swarm.snapshot import LEFT_GRACE_S, ServerMemory, SwarmSnapshot
 from corolla.core.errors import CorollaError
 from corolla.ui.bridge.trio_thread import Job, TrioThread
 
@@ -19,20 +20,36 @@ class SwarmMonitor(QObject):
     snapshot = Signal(object)  # SwarmSnapshot
 
     def __init__(self, trio_thread: TrioThread, connection: SwarmConnection | None,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, *, grace_s: float = LEFT_GRACE_S, refresh_ms: int = REFRESH_MS) -> None:
         super().__init__(parent)
         self._trio = trio_thread
         self._connection = connection
         self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
+        self._timer.setInterval(refresh_ms)
         self._timer.timeout.connect(self.refresh)
         self._job: Job | None = None
+        self._grace_s = grace_s
+        self._memory = ServerMemory(grace_s)
+        self._watchers: set[int] = set()
         self.last: SwarmSnapshot | None = None
 
     def set_connection(self, connection: SwarmConnection | None) -> None:
         """Look at another swarm from now on (the settings changed)."""
         self._connection = connection
+        self._memory = ServerMemory(self._grace_s)
         self.last = None
+
+    def watch(self, owner: QObject) -> None:
+        """Refresh while `owner` (a window) wants it; see `unwatch`."""
+        self._watchers.add(id(owner))
+        if not self._timer.isActive():
+            self.start()
+
+    def unwatch(self, owner: QObject) -> None:
+        """`owner` no longer looks; the refreshes stop when nobody does."""
+        self._watchers.discard(id(owner))
+        if not self._watchers:
+            self.stop()
 
     @Slot()
     def start(self) -> None:
@@ -51,7 +68,7 @@ class SwarmMonitor(QObject):
         if self._connection is None:
             self._emit(SwarmSnapshot("", 0, error="not connected to a swarm: add initial peers in Settings"))
             return
-        self._job = self._trio.spawn(self._look, on_done=self._emit, on_error=self._failed)
+        self._job = self._trio.spawn(self._look, on_done=self._answered, on_error=self._failed)
 
     async def _look(self) -> SwarmSnapshot:
         connection = self._connection
@@ -59,8 +76,12 @@ class SwarmMonitor(QObject):
             raise CorollaError("not connected to a swarm")
         with trio.fail_after(QUERY_TIMEOUT):
             client = await connection.client()
-            live, dead = await client.all_servers()
-        return SwarmSnapshot(connection.model_name, connection.num_blocks, live, list(dead))
+            live, _ = await client.all_servers()  # the silent ones: announced, never seen answering
+        return SwarmSnapshot(connection.model_name, connection.num_blocks, live)
+
+    def _answered(self, snapshot: SwarmSnapshot) -> None:
+        left = self._memory.left(snapshot.servers)
+        self._emit(SwarmSnapshot(snapshot.model, snapshot.num_blocks, snapshot.servers, left))
 
     def _emit(self, snapshot: SwarmSnapshot) -> None:
         self._job = None
@@ -76,4 +97,4 @@ class SwarmMonitor(QObject):
         if previous is None:
             self._emit(SwarmSnapshot("", 0, [], error=why))
         else:  # keep showing the last answer, marked as stale
-            self._emit(SwarmSnapshot(previous.model, previous.num_blocks, previous.servers, previous.silent, error=why))
+            self._emit(SwarmSnapshot(previous.model, previous.num_blocks, previous.servers, previous.left, error=why))

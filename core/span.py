@@ -23,6 +23,7 @@ from corolla.core.errors import (
 )
 from corolla.core.families import Family, family_for
 from corolla.core.families.base import layer_index
+from corolla.core.kv import GrowingLayer, growing_cache
 from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
 from corolla.core.weights import load_tensors, names_with_prefix
 
@@ -132,7 +133,8 @@ class Span(nn.Module):
         return self.run(hidden)
 
     def new_cache(self) -> DynamicCache:
-        return DynamicCache(config=self.config)
+        """An empty cache for this span whose layers grow in place (core/kv.py)."""
+        return growing_cache(self.config)
 
     def kv_bytes_per_token(self) -> int:
         """Attention-cache bytes per token of one sequence in this span."""
@@ -206,6 +208,7 @@ class SpanRuntime:
         session.length += hidden.shape[1]
         return out
 
+    @torch.inference_mode()  # the caches are inference tensors: they are written in place here
     def forward_many(self, steps: Sequence[tuple[str, torch.Tensor, int | None]]) -> list[torch.Tensor]:
         """Several sessions' steps (session id, hidden, start) as one forward pass; outputs in order.
 
@@ -230,8 +233,7 @@ class SpanRuntime:
         slots = [layer_index(block) for block in self.span.blocks]
         if longest:
             for slot in slots:
-                keys, values = zip(*(_padded(s.cache, slot, longest - s.length, s, sessions) for s in sessions))
-                batch.update(torch.cat(keys), torch.cat(values), slot)
+                _gather(batch, slot, sessions, longest, tokens)
         hidden = torch.cat([h.to(device=steps[0][1].device, dtype=steps[0][1].dtype) for _, h, _ in steps])
         out = self.span.run(hidden, batch, pasts)
         row = 0
@@ -239,6 +241,7 @@ class SpanRuntime:
             rows = slice(row, row + s.batch_size)
             for slot in slots:
                 layer = batch.layers[slot]
+                # only this session's new entries go back: its neighbours' padding never reaches it
                 s.cache.update(layer.keys[rows, :, longest:], layer.values[rows, :, longest:], slot)
             s.length += tokens
             row += s.batch_size
@@ -257,8 +260,11 @@ class SpanRuntime:
                 continue
             if keys.shape[-2] != session.length:  # a sliding-window layer already dropped old entries
                 raise ShapeError("this model's sliding-window cache cannot roll back; turn speculation off")
-            layer.keys = layer.keys[..., :length, :]
-            layer.values = layer.values[..., :length, :]
+            if isinstance(layer, GrowingLayer):
+                layer.crop_to(length)
+            else:
+                layer.keys = layer.keys[..., :length, :]
+                layer.values = layer.values[..., :length, :]
         session.length = length
 
     def _checked(self, session_id: str, hidden: torch.Tensor, start: int | None) -> _Session:
@@ -293,6 +299,26 @@ class SpanRuntime:
         if session is None:
             raise UnknownSessionError(f"session {session_id!r} is not open (never opened, closed, or expired)")
         return session
+
+
+def _gather(batch: DynamicCache, slot: int, sessions: list[_Session], longest: int, tokens: int) -> None:
+    """Fill the batch cache's `slot` with each session's entries, left-padded to `longest`.
+
+    A growing layer gets one buffer with room for the step's new tokens, so the pass appends in
+    place; other layers (sliding windows) are concatenated as transformers keeps them."""
+    layer = batch.layers[slot]
+    if not isinstance(layer, GrowingLayer):
+        keys, values = zip(*(_padded(s.cache, slot, longest - s.length, s, sessions) for s in sessions))
+        batch.update(torch.cat(keys), torch.cat(values), slot)
+        return
+    ref = next(s.cache.layers[slot].keys for s in sessions if s.length)
+    layer.allocate(ref, sum(s.batch_size for s in sessions), longest + tokens, longest)
+    row = 0
+    for s in sessions:
+        if s.length:
+            own = s.cache.layers[slot]
+            layer.fill(slice(row, row + s.batch_size), longest - s.length, own.keys, own.values)
+        row += s.batch_size
 
 
 def _padded(cache: DynamicCache, slot: int, pad: int, session: _Session,

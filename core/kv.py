@@ -28,8 +28,9 @@ class GrowingLayer(DynamicLayer):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         room = max(self.room_hint, key_states.shape[-2], MIN_ROOM)
-        self._k = key_states.new_empty(*key_states.shape[:-2], room, key_states.shape[-1])
-        self._v = value_states.new_empty(*value_states.shape[:-2], room, value_states.shape[-1])
+        # zeros, not garbage: a static step reads the whole buffer, and a masked NaN still poisons it
+        self._k = key_states.new_zeros(*key_states.shape[:-2], room, key_states.shape[-1])
+        self._v = value_states.new_zeros(*value_states.shape[:-2], room, value_states.shape[-1])
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,6 +57,14 @@ class GrowingLayer(DynamicLayer):
         self._k, self._v = like.new_zeros(shape), like.new_zeros(shape)
         self._set_length(length)
 
+    def buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole key and value buffers, [batch, kv_heads, room, head_dim] (filled or not)."""
+        return self._k, self._v
+
+    def mark_filled(self, length: int) -> None:
+        """Entries up to `length` were written into the buffers directly (a captured step)."""
+        self._set_length(length)
+
     def crop_to(self, length: int) -> None:
         """Keep the first `length` entries (the rest stay in the buffer and are overwritten later)."""
         self._set_length(min(length, self.length))
@@ -64,7 +73,7 @@ class GrowingLayer(DynamicLayer):
         room = max(needed, 2 * self._k.shape[-2])
         for name in ("_k", "_v"):
             old = getattr(self, name)
-            new = old.new_empty(*old.shape[:-2], room, old.shape[-1])
+            new = old.new_zeros(*old.shape[:-2], room, old.shape[-1])
             new[..., :self.length, :].copy_(old[..., :self.length, :])
             setattr(self, name, new)
 

@@ -25,6 +25,7 @@ from corolla.core.families import Family, family_for
 from corolla.core.families.base import layer_index
 from corolla.core.kv import GrowingLayer, growing_cache
 from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
+from corolla.core.step_graph import StepGraph, step_graph_supported
 from corolla.core.weights import load_tensors, names_with_prefix
 
 ACCEPTED_DTYPES = tuple(DTYPES.values())
@@ -132,9 +133,10 @@ class Span(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # stateless: no cache kept
         return self.run(hidden)
 
-    def new_cache(self) -> DynamicCache:
-        """An empty cache for this span whose layers grow in place (core/kv.py)."""
-        return growing_cache(self.config)
+    def new_cache(self, room: int = 0) -> DynamicCache:
+        """An empty cache for this span whose layers grow in place (core/kv.py), with room for
+        `room` tokens from the first write."""
+        return growing_cache(self.config, room)
 
     def kv_bytes_per_token(self) -> int:
         """Attention-cache bytes per token of one sequence in this span."""
@@ -147,6 +149,8 @@ class _Session:
     max_length: int
     batch_size: int
     length: int = 0
+    graph: StepGraph | None = None
+    graph_refused: bool = False  # this session's one-token steps take the dynamic path
 
 
 class SpanRuntime:
@@ -156,9 +160,12 @@ class SpanRuntime:
     it could not finish instead of failing halfway through a conversation.
     """
 
-    def __init__(self, span: Span, max_cache_tokens: int = 8192):
+    def __init__(self, span: Span, max_cache_tokens: int = 8192, static_steps: bool | None = None):
         self.span = span
         self.max_cache_tokens = max_cache_tokens
+        # One-token steps with static shapes (core/step_graph.py): captured as CUDA graphs on a GPU,
+        # the default there; run uncaptured elsewhere (only when asked: it is slower on a CPU).
+        self.static_steps = span.device.type == "cuda" if static_steps is None else static_steps
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
@@ -191,7 +198,9 @@ class SpanRuntime:
                     f"session needs {wanted} cache tokens but only {self.free_cache_tokens} of "
                     f"{self.max_cache_tokens} are free; try a shorter max length or another server"
                 )
-            self._sessions[session_id] = _Session(self.span.new_cache(), max_length, batch_size)
+            # static steps need the whole reservation up front: their buffers never move
+            room = max_length if self.static_steps else 0
+            self._sessions[session_id] = _Session(self.span.new_cache(room), max_length, batch_size)
 
     def session_length(self, session_id: str) -> int:
         return self._get(session_id).length
@@ -204,9 +213,31 @@ class SpanRuntime:
         session = self._checked(session_id, hidden, start)
         if start is not None:
             self.truncate(session_id, start)
-        out = self.span.run(hidden, session.cache, session.length)
+        graph = self._graph(session) if hidden.shape[1] == 1 and session.length else None
+        if graph is not None:
+            out = graph.step(hidden, session.length)
+        else:
+            out = self.span.run(hidden, session.cache, session.length)
         session.length += hidden.shape[1]
         return out
+
+    def _graph(self, session: _Session) -> StepGraph | None:
+        """The session's static one-token step, made at its first one-token step; None: dynamic path."""
+        if not self.static_steps or session.graph_refused:
+            return session.graph
+        if session.graph is None:
+            span = self.span
+            if not step_graph_supported(span.family, span.blocks, session.cache):
+                session.graph_refused = True
+                return None
+            try:
+                session.graph = StepGraph(span.blocks, span.positional, session.cache, session.batch_size,
+                                          span.hidden_size, span.dtype, span.device,
+                                          capture=span.device.type == "cuda")
+            except RuntimeError:  # a kernel that cannot be captured (some quantized layers): stay dynamic
+                session.graph_refused = True
+                return None
+        return session.graph
 
     @torch.inference_mode()  # the caches are inference tensors: they are written in place here
     def forward_many(self, steps: Sequence[tuple[str, torch.Tensor, int | None]]) -> list[torch.Tensor]:

@@ -151,6 +151,7 @@ class _Session:
     length: int = 0
     graph: StepGraph | None = None
     graph_refused: bool = False  # this session's one-token steps take the dynamic path
+    one_token_steps: int = 0
 
 
 class SpanRuntime:
@@ -225,6 +226,9 @@ class SpanRuntime:
         """The session's static one-token step, made at its first one-token step; None: dynamic path."""
         if not self.static_steps or session.graph_refused:
             return session.graph
+        session.one_token_steps += 1
+        if session.one_token_steps < 2:  # a one-off step (a stateless request) is not worth a capture
+            return None
         if session.graph is None:
             span = self.span
             if not step_graph_supported(span.family, span.blocks, session.cache):

@@ -92,7 +92,8 @@ class StepGraph:
                 self._body()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: a worker thread's GPU work meanwhile (a backward request) is not an error
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.out = self._body()
         # pinned host buffers: the copies to and from the network's tensors run without staging
         self.host_in = torch.empty(self.hidden.shape, dtype=self.hidden.dtype, pin_memory=True)

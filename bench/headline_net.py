@@ -58,22 +58,30 @@ async def _serve(node: ServerNode, boot_addr: str, task_status=trio.TASK_STATUS_
 
 
 async def timed_decode(client: SwarmClient, head: ClientHead, tokenizer, prompt: list[int], tokens: int,
-                       push: bool, speculative: int = 0) -> tuple[float, Decoder]:
-    """Seconds to decode `tokens` greedy tokens (prefill included) on an open session, and the decoder."""
+                       push: bool, speculative: int = 0, marks: list | None = None) -> tuple[float, Decoder]:
+    """Seconds to decode `tokens` greedy tokens (prefill included) on a new session, and the decoder.
+    `marks` gets (time, tokens so far) after every step."""
     decoder = Decoder(head, tokenizer, SamplingParams(max_new_tokens=tokens, temperature=0), prompt,
                       eos_ids=set(), speculative=speculative)
+    on_step = None if marks is None else (lambda d: marks.append((time.perf_counter(), len(d.token_ids))))
     async with InferenceSession(client, decoder.max_length, push=push) as session:
         t0 = time.perf_counter()
-        await decode(decoder, session.forward)
+        await decode(decoder, session.forward, on_step=on_step)
         return time.perf_counter() - t0, decoder
 
 
+def steady_ms(marks: list[tuple[float, int]]) -> float:
+    """ms per token from the third step on: no prefill, no first-step set-up (route, graph capture)."""
+    (t0, n0), (t1, n1) = marks[min(2, len(marks) - 2)], marks[-1]
+    return 1000 * (t1 - t0) / max(1, n1 - n0)
+
+
 async def ms_per_token(client, head, tokenizer, prompt, tokens, push, speculative=0) -> dict:
-    """(time of `tokens` - time of 1) / (tokens - 1): decoding without the prefill, ms."""
-    await timed_decode(client, head, tokenizer, prompt, 2, push, speculative)  # warm the route up
-    one, _ = await timed_decode(client, head, tokenizer, prompt, 1, push, speculative)
-    full, decoder = await timed_decode(client, head, tokenizer, prompt, tokens, push, speculative)
-    return {"ms_per_token": 1000 * (full - one) / (tokens - 1), "tokens_per_round": decoder.tokens_per_round,
+    """Steady decoding ms/token of one session (after a warm-up session on the same route)."""
+    await timed_decode(client, head, tokenizer, prompt, 3, push, speculative)
+    marks: list = []
+    _, decoder = await timed_decode(client, head, tokenizer, prompt, tokens, push, speculative, marks)
+    return {"ms_per_token": steady_ms(marks), "tokens_per_round": decoder.tokens_per_round,
             "tokens": decoder.token_ids}
 
 
@@ -103,18 +111,17 @@ async def concurrent_sessions(span: Span, head: ClientHead, tokenizer, prompt: l
     async with swarm(span, 1) as (client, nodes):
         await timed_decode(client, head, tokenizer, prompt, 4, False)
         for n in counts:
-            done: list[float] = []
+            marks: list[list] = [[] for _ in range(n)]
             steps0, batches0 = nodes[0].batcher.steps, nodes[0].batcher.batches
-            t0 = time.perf_counter()
             async with trio.open_nursery() as nursery:
-                for _ in range(n):
-                    async def one() -> None:
-                        seconds, decoder = await timed_decode(client, head, tokenizer, prompt, tokens, False)
-                        done.append(len(decoder.token_ids))
-                    nursery.start_soon(one)
-            seconds = time.perf_counter() - t0
+                for i in range(n):
+                    nursery.start_soon(timed_decode, client, head, tokenizer, prompt, tokens, False, 0, marks[i])
+            # the window in which every session decodes: all past their third step, none finished
+            start = max(m[min(2, len(m) - 2)][0] for m in marks)
+            end = min(m[-1][0] for m in marks)
+            made = sum(sum(1 for t, _ in m if start < t <= end) for m in marks)
             steps = nodes[0].batcher.steps - steps0
             batches = max(1, nodes[0].batcher.batches - batches0)
-            out[n] = {"tokens_per_s": sum(done) / seconds, "mean_batch": steps / batches}
+            out[n] = {"tokens_per_s": made / max(end - start, 1e-9), "mean_batch": steps / batches}
             log(f"  {n} sessions: {out[n]['tokens_per_s']:.1f} tokens/s, mean batch {steps / batches:.2f}")
     return out

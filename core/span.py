@@ -25,7 +25,7 @@ from corolla.core.families import Family, family_for
 from corolla.core.families.base import layer_index
 from corolla.core.kv import GrowingLayer, growing_cache
 from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
-from corolla.core.step_graph import StepGraph, step_graph_supported
+from corolla.core.step_graph import BatchGraphs, StepGraph, step_graph_supported
 from corolla.core.weights import load_tensors, names_with_prefix
 
 ACCEPTED_DTYPES = tuple(DTYPES.values())
@@ -167,6 +167,7 @@ class SpanRuntime:
         # One-token steps with static shapes (core/step_graph.py): captured as CUDA graphs on a GPU,
         # the default there; run uncaptured elsewhere (only when asked: it is slower on a CPU).
         self.static_steps = span.device.type == "cuda" if static_steps is None else static_steps
+        self._batch_graphs = BatchGraphs()
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
@@ -262,6 +263,13 @@ class SpanRuntime:
             if start is not None:
                 self.truncate(sid, start)
         tokens = steps[0][1].shape[1]
+        if self.static_steps and tokens == 1 and all(s.length for s in sessions):
+            graph = self._batch_graphs.get(self.span, tuple(sid for sid, _, _ in steps), sessions)
+            if graph is not None:
+                outs = graph.run_batch([h for _, h, _ in steps], [s.length for s in sessions])
+                for s in sessions:
+                    s.length += 1
+                return outs
         pasts = [s.length for s in sessions for _ in range(s.batch_size)]
         longest = max(pasts)
         batch = self.span.new_cache()
@@ -328,6 +336,7 @@ class SpanRuntime:
         with self._lock:
             if self._sessions.pop(session_id, None) is None:
                 raise UnknownSessionError(f"session {session_id!r} is not open")
+            self._batch_graphs.forget(session_id)
 
     def _get(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)

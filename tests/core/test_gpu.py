@@ -104,3 +104,23 @@ def test_captured_one_token_steps_equal_the_dynamic_path(tiny_llama):
         assert got.device.type == "cpu" and got.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3 * want.abs().max().item())
     assert graphs._sessions["s"].graph is not None and graphs._sessions["s"].graph.graph is not None
+
+
+def test_captured_batched_steps_equal_the_dynamic_path(tiny_llama):
+    """Two sessions of different lengths decoding together: the captured batched step against the dynamic one."""
+    span = Span.load(tiny_llama, 0, 6, device="cuda")
+    graphs, plain = SpanRuntime(span, 512), SpanRuntime(span, 512, static_steps=False)
+    torch.manual_seed(2)
+    prompts = {"a": torch.randn(1, 3, 64), "b": torch.randn(1, 9, 64)}
+    for rt in (graphs, plain):
+        for sid, x in prompts.items():
+            rt.open_session(sid, 64)
+            rt.forward(sid, x)
+    for _ in range(5):
+        xs = {sid: torch.randn(1, 1, 64) for sid in prompts}
+        got = graphs.forward_many([(sid, x, None) for sid, x in xs.items()])
+        want = plain.forward_many([(sid, x, None) for sid, x in xs.items()])
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-3 * w.abs().max().item())
+    entry = graphs._batch_graphs._entries[("a", "b")]
+    assert entry[2] and entry[2].graph is not None

@@ -36,7 +36,8 @@ def test_static_steps_equal_dynamic_steps_through_rollback_and_batches(span):
             for rt in (dynamic, static):
                 rt.forward("s", guesses)
             close(static.forward("s", x, start=7), dynamic.forward("s", x, start=7))
-        elif k == 4:  # a batched step beside another session reads and extends the same cache
+        elif k in (3, 4):  # batched steps beside another session read and extend the same caches
+            # (the second one takes the static batched path: a set of sessions is made static at its second step)
             want = dynamic.forward_many([("s", x, None), ("t", x, None)])
             got = static.forward_many([("s", x, None), ("t", x, None)])
             for g, w in zip(got, want):
@@ -45,6 +46,7 @@ def test_static_steps_equal_dynamic_steps_through_rollback_and_batches(span):
             close(static.forward("s", x), dynamic.forward("s", x))
     assert static.session_length("s") == dynamic.session_length("s") == 11
     assert static._sessions["s"].graph is not None or span.family.name == "BLOOM"  # BLOOM stays dynamic
+    assert bool(static._batch_graphs._entries[("s", "t")][2]) == (span.family.name != "BLOOM")
     for rt in (dynamic, static):
         rt.close_session("s")
         rt.close_session("t")

@@ -241,6 +241,21 @@ def offload_ms_per_token(model, prompt: torch.Tensor, device: str, tokens: int =
     return hf_ms_per_token(model, prompt, tokens)[0]
 
 
+def batching_only(r: dict, config, model, device: str, tokenizer, prompt_ids: list[int], args) -> int:
+    """The server block, batched steps in the runtime, and concurrent sessions through one server."""
+    span, head = corolla_parts(config, model, device)
+    r["block_ms"], r["block_ms_dynamic"] = block_ms(span), block_ms(span, static_steps=False)
+    print(f"server block {r['block_ms']:.3f} ms ({r['block_ms_dynamic']:.3f} ms without CUDA graphs)", flush=True)
+    r["batched_tokens_per_s"] = {n: batched_tokens_per_s(span, n) for n in (1, 2, 4, 8)}
+    print("batched tokens/s:", {n: round(v, 1) for n, v in r["batched_tokens_per_s"].items()}, flush=True)
+    print("(e) concurrent sessions through one server:", flush=True)
+    r["concurrent"] = trio.run(concurrent_sessions, span, head, tokenizer, prompt_ids,
+                               [int(x) for x in args.concurrent.split(",")], args.net_tokens,
+                               lambda line: print(line, flush=True))
+    Path(args.out).write_text(json.dumps(r, indent=1))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=16)
@@ -249,6 +264,8 @@ def main() -> int:
     parser.add_argument("--servers", default="2,4")
     parser.add_argument("--net-tokens", type=int, default=32, help="tokens per swarm run below 50 ms RTT")
     parser.add_argument("--concurrent", default="1,8", help="concurrent sessions through one server")
+    parser.add_argument("--batching-only", action="store_true",
+                        help="only the server block, batched steps and concurrent sessions")
     parser.add_argument("--small", action="store_true", help="a tiny model (tries the script on a CPU)")
     parser.add_argument("--skip-offload", action="store_true")
     parser.add_argument("--out", default="headline.json")
@@ -267,6 +284,8 @@ def main() -> int:
                          "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                          "torch": torch.__version__, "transformers": __import__("transformers").__version__},
                "tokens": args.tokens}
+    if args.batching_only:
+        return batching_only(r, config, model, device, tokenizer, prompt_ids, args)
     r["a_transformers_ms"], hf_tokens = hf_ms_per_token(model, prompt, args.tokens)
     print(f"(a) transformers: {r['a_transformers_ms']:.2f} ms/token", flush=True)
     span, head = corolla_parts(config, model, device)

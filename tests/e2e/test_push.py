@@ -12,7 +12,8 @@ import torch
 import trio
 
 from corolla.app.demo.processes import LocalSwarm
-from corolla.p2p.client import open_client_peer, open_stream
+from corolla.core.model import ModelInfo
+from corolla.p2p.client import SwarmClient, open_client_peer, open_stream
 from corolla.p2p.records import PUSH_PROTOCOL
 from corolla.p2p.wire import StreamGone, encode, read_message, write_message
 from tests.e2e.test_failover import Generation, peer_ids
@@ -79,10 +80,12 @@ def test_kill_9_of_a_pushed_to_server_gives_the_same_text(swarm, expected):
     assert re.search(r"moved from \w+ to ", err), err
 
 
-async def hostile_pushes(bootstrap: str, server_id: str) -> dict[str, tuple[str, str | None]]:
-    x = torch.randn(1, 1, 576)
+async def hostile_pushes(bootstrap: str, path) -> tuple[str, dict[str, tuple[str, str | None]]]:
+    """Bad pushes to the server of blocks 20:30, each on its own stream: its peer id and the replies."""
+    model = ModelInfo.load(path)
+    x = torch.randn(1, 1, model.hidden_size)
     frames = {
-        "unknown session": encode({"type": "push", "session": "0" * 32, "key": "k" * 32, "client": server_id,
+        "unknown session": encode({"type": "push", "session": "0" * 32, "key": "k" * 32, "client": "me",
                                    "seq": 1}, [x]),
         "not a push": encode({"type": "step", "session": "0" * 32}, [x]),
         "garbage": b"\x00\x00\x00\x05\x00\x00\x00\x00hello",
@@ -90,6 +93,8 @@ async def hostile_pushes(bootstrap: str, server_id: str) -> dict[str, tuple[str,
     }
     replies = {}
     async with open_client_peer([bootstrap], host="127.0.0.1") as rogue:
+        servers = await SwarmClient(rogue, model.name, model.hash, model.num_blocks).servers()  # addresses
+        server_id = next(s.peer_id for s in servers if (s.start, s.end) == (20, 30))
         for name, frame in frames.items():
             stream = await open_stream(rogue, server_id, PUSH_PROTOCOL, 10)
             try:
@@ -101,13 +106,13 @@ async def hostile_pushes(bootstrap: str, server_id: str) -> dict[str, tuple[str,
             finally:
                 with trio.move_on_after(1):
                     await stream.close()
-    return replies
+    return server_id, replies
 
 
-def test_hostile_pushes_are_refused_and_the_server_keeps_serving(swarm, expected):
+def test_hostile_pushes_are_refused_and_the_server_keeps_serving(swarm, expected, default_model_path):
     back = next(s for s in swarm.servers if s.name == "back")
-    back_id = next(pid for pid, s in peer_ids(swarm).items() if s is back)
-    replies = trio.run(hostile_pushes, swarm.bootstrap_addr, back_id)
+    back_id, replies = trio.run(hostile_pushes, swarm.bootstrap_addr, default_model_path)
+    assert peer_ids(swarm)[back_id] is back
     assert replies == {"unknown session": ("error", "UnknownSessionError"),
                        "not a push": ("error", "ProtocolError"),
                        "garbage": ("error", "ProtocolError"),

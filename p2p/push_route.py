@@ -25,6 +25,7 @@ class InferenceSession(Protocol):
     client: Any
     hops: list[HopSession]
     history: dict[int, list[torch.Tensor]]
+    pushed_steps: int
 
     async def recover(self, k: int, failure: HopFailure, tokens: int, sent: float) -> tuple[int, torch.Tensor]: ...
 
@@ -52,7 +53,7 @@ async def pushed_forward(session: InferenceSession, hidden: torch.Tensor, start:
     stored as the next hop's replay input."""
     hops = list(session.hops)
     route = [push_target(session, h) for h in hops[1:]]
-    x, pushed = hidden, False
+    x, pushed, carried = hidden, False, False
     sent = time.perf_counter()
     for i, hop in enumerate(hops):
         session.history[hop.hop.start].append(x)
@@ -60,6 +61,7 @@ async def pushed_forward(session: InferenceSession, hidden: torch.Tensor, start:
             if not pushed:  # the first hop, or the server before could not reach this one
                 if i > 0:
                     seq = session.fresh_step()  # should the push have arrived after all, it is void
+                    carried = True
                 await hop.send(x, start, seq, route[i:] or None)
             x, header = await hop.receive(x, seq)
         except HopFailure as failure:
@@ -67,4 +69,5 @@ async def pushed_forward(session: InferenceSession, hidden: torch.Tensor, start:
             return x, i + replaced
         hop.steps += 1
         pushed = header.get("pushed") is True
+    session.pushed_steps += not carried
     return x, len(hops)

@@ -64,6 +64,7 @@ class InferenceSession:
                  spot_check: SpotCheck | None = None, push: bool = True) -> None:
         self.client, self.max_length, self.timeout = client, max_length, timeout
         self.push = push  # servers pass each step along the route themselves (p2p/push_route.py)
+        self.pushed_steps = 0  # steps that went from server to server all the way
         self._seq = 0  # step number: tells a step's answers from those of an abandoned attempt
         self.spot_check = spot_check
         if spot_check is not None:

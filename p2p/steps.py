@@ -59,6 +59,7 @@ class SessionSteps:
     next_peer: str = ""  # where this session's outputs were last pushed
     next_stream: INetStream | None = None
     unreachable: set[str] = field(default_factory=set)  # next servers this one could not dial
+    pushed_in: int = 0  # steps that arrived pushed
 
 
 def push_key_of(header: dict[str, Any]) -> str:
@@ -195,7 +196,7 @@ class StepService:
                     await write_message(stream, error_frame(type(exc).__name__, str(exc)[:1000]),
                                         timeout=WRITE_TIMEOUT)
                     continue
-                await self._pushed_step(sid, entry, header, tensors[0], seq)
+                await self._pushed_step(sid, entry, header, tensors[0], seq, pusher)
         finally:
             self._pushers[pusher] -= 1
             if not self._pushers[pusher]:
@@ -217,11 +218,14 @@ class StepService:
         return sid, entry, seq
 
     async def _pushed_step(self, sid: str, entry: SessionSteps, header: dict[str, Any], x: torch.Tensor,
-                           seq: int) -> None:
+                           seq: int, pusher: str) -> None:
         async with entry.lock:
             if seq <= entry.seq:
                 return  # the client has moved on (or retried this step itself): a late push is void
+            if not entry.pushed_in:
+                log.info("session %s: steps arrive pushed by %s", sid[:8], pusher[-8:])
             entry.seq = seq
+            entry.pushed_in += 1
             self.pushed_in += 1
             try:
                 await self._step(sid, entry, header, x, seq)

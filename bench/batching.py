@@ -76,6 +76,7 @@ def main() -> int:
     head, tokenizer = ClientHead.load(path), AutoTokenizer.from_pretrained(path)
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # the server shares the cores with this process
     rates: dict[int, list[float]] = {n: [] for n in counts}
+    load_before = os.getloadavg()[0]  # others share this machine: the ratios are only as good as the load allows
     with tempfile.TemporaryDirectory() as tmp, LocalSwarm(Path(tmp), model=args.model) as swarm:
         swarm.start_server("--blocks", f"0:{ModelInfo.load(path).num_blocks}")
         swarm.servers[0].wait_for("serving blocks")
@@ -85,7 +86,8 @@ def main() -> int:
                 r = trio.run(clients_run, path, head, tokenizer, swarm.bootstrap_addr, n, args.tokens)
                 rates[n].append(r["tokens"] / r["seconds"])
     base = statistics.median(rates[counts[0]])
-    print(f"model {path.name}, {args.tokens} greedy tokens per client, one server, median of {args.rounds} rounds")
+    print(f"model {path.name}, {args.tokens} greedy tokens per client, one server, median of {args.rounds} rounds; "
+          f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)")
     print(f"{'clients':>8} {'tokens/s':>10} {'per client':>11} {'x ' + str(counts[0]) + ' client':>11}")
     for n in counts:
         rate = statistics.median(rates[n])

@@ -9,9 +9,12 @@ blocks) and every column uses those same weights:
       or 4 SpanRuntimes (the servers' runtime), hidden states handed over through host memory as
       a server receives and sends them; batched sessions (SpanRuntime.forward_many); speculative
       decoding by prompt lookup.
-Network columns are NOT measured here: `--hop-ms` (default 2.5, the libp2p loopback cost per hop
-measured on this project's GPU machine) plus each RTT is added per hop and marked as modelled.
-The 80-block column is extrapolated from the measured per-block costs. Writes JSON to --out.
+  (e) Corolla through real servers (bench/headline_net.py: ServerNodes on py-libp2p hosts in this
+      process, sharing the span's weights) with 2 and 4 servers at each --rtts RTT (bench/link_delay.py
+      delays every TCP write by RTT/2), client-mediated and with server-to-server push, without and
+      with speculative decoding; and 1 vs 8 concurrent sessions through one server.
+The 80-block figures are extrapolated from the measured per-block costs (network costs as measured).
+Writes JSON to --out.
 
     python bench/headline.py [--blocks 16] [--tokens 64] [--out headline.json] [--small]
 """
@@ -26,8 +29,13 @@ import time
 from pathlib import Path
 
 import torch
+import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from headline_net import concurrent_sessions, rtt_columns  # noqa: E402
+from link_delay import delayed_links  # noqa: E402
 
 from corolla.core.chain import LocalChain
 from corolla.core.families import family_for
@@ -161,9 +169,10 @@ def head_ms(head: ClientHead, hidden_size: int, device: str) -> float:
     return 1000 * statistics.median(times)
 
 
-def block_ms(span: Span, steps: int = 30) -> float:
-    """One-token step of the whole span with a 128-token cache, host tensors in and out, per block."""
-    rt = SpanRuntime(span, max_cache_tokens=4096)
+def block_ms(span: Span, steps: int = 30, static_steps: bool | None = None) -> float:
+    """One-token step of the whole span with a 128-token cache, host tensors in and out, per block.
+    static_steps None: the server's default (CUDA graphs on a GPU); False: the dynamic path."""
+    rt = SpanRuntime(span, max_cache_tokens=4096, static_steps=static_steps)
     rt.open_session("b", 1024)
     rt.forward("b", torch.randn(1, 128, span.hidden_size, dtype=torch.bfloat16))
     x = torch.randn(1, 1, span.hidden_size, dtype=torch.bfloat16)
@@ -232,11 +241,31 @@ def offload_ms_per_token(model, prompt: torch.Tensor, device: str, tokens: int =
     return hf_ms_per_token(model, prompt, tokens)[0]
 
 
+def batching_only(r: dict, config, model, device: str, tokenizer, prompt_ids: list[int], args) -> int:
+    """The server block, batched steps in the runtime, and concurrent sessions through one server."""
+    span, head = corolla_parts(config, model, device)
+    r["block_ms"], r["block_ms_dynamic"] = block_ms(span), block_ms(span, static_steps=False)
+    print(f"server block {r['block_ms']:.3f} ms ({r['block_ms_dynamic']:.3f} ms without CUDA graphs)", flush=True)
+    r["batched_tokens_per_s"] = {n: batched_tokens_per_s(span, n) for n in (1, 2, 4, 8)}
+    print("batched tokens/s:", {n: round(v, 1) for n, v in r["batched_tokens_per_s"].items()}, flush=True)
+    print("(e) concurrent sessions through one server:", flush=True)
+    r["concurrent"] = trio.run(concurrent_sessions, span, head, tokenizer, prompt_ids,
+                               [int(x) for x in args.concurrent.split(",")], args.net_tokens,
+                               lambda line: print(line, flush=True))
+    Path(args.out).write_text(json.dumps(r, indent=1))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--hop-ms", type=float, default=2.5)
+    parser.add_argument("--rtts", default=",".join(map(str, RTTS_MS)), help="emulated RTTs, ms")
+    parser.add_argument("--servers", default="2,4")
+    parser.add_argument("--net-tokens", type=int, default=32, help="tokens per swarm run below 50 ms RTT")
+    parser.add_argument("--concurrent", default="1,8", help="concurrent sessions through one server")
+    parser.add_argument("--batching-only", action="store_true",
+                        help="only the server block, batched steps and concurrent sessions")
     parser.add_argument("--small", action="store_true", help="a tiny model (tries the script on a CPU)")
     parser.add_argument("--skip-offload", action="store_true")
     parser.add_argument("--out", default="headline.json")
@@ -255,12 +284,16 @@ def main() -> int:
                          "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                          "torch": torch.__version__, "transformers": __import__("transformers").__version__},
                "tokens": args.tokens}
+    if args.batching_only:
+        return batching_only(r, config, model, device, tokenizer, prompt_ids, args)
     r["a_transformers_ms"], hf_tokens = hf_ms_per_token(model, prompt, args.tokens)
     print(f"(a) transformers: {r['a_transformers_ms']:.2f} ms/token", flush=True)
     span, head = corolla_parts(config, model, device)
     r["head_ms"] = head_ms(head, config.hidden_size, device)
     r["block_ms"] = block_ms(span)
-    print(f"head {r['head_ms']:.2f} ms, server block {r['block_ms']:.3f} ms", flush=True)
+    r["block_ms_dynamic"] = block_ms(span, static_steps=False)
+    print(f"head {r['head_ms']:.2f} ms, server block {r['block_ms']:.3f} ms "
+          f"({r['block_ms_dynamic']:.3f} ms without CUDA graphs)", flush=True)
     for parts in (1, 2, 4):
         c = corolla_ms_per_token(span, head, tokenizer, prompt_ids, args.tokens, parts)
         r[f"d_corolla_{parts}_ms"] = c["ms_per_token"]
@@ -273,19 +306,29 @@ def main() -> int:
           flush=True)
     r["batched_tokens_per_s"] = {n: batched_tokens_per_s(span, n) for n in (1, 2, 4, 8)}
     print("batched tokens/s:", {n: round(v, 1) for n, v in r["batched_tokens_per_s"].items()}, flush=True)
+    rtts = [float(x) for x in args.rtts.split(",")]
+    with delayed_links() as links:
+        print("(e) swarm, ms/token:", flush=True)
+        r["swarm"] = trio.run(rtt_columns, span, head, tokenizer, prompt_ids, links, rtts,
+                              [int(x) for x in args.servers.split(",")],
+                              lambda rtt: args.net_tokens if rtt < 50 else max(4, args.net_tokens // 4), 4,
+                              lambda line: print(line, flush=True))
+        print("(e) concurrent sessions through one server:", flush=True)
+        r["concurrent"] = trio.run(concurrent_sessions, span, head, tokenizer, prompt_ids,
+                                   [int(x) for x in args.concurrent.split(",")], args.net_tokens,
+                                   lambda line: print(line, flush=True))
+    Path(args.out).write_text(json.dumps(r, indent=1))  # what is measured so far, should (b) fail
     r["c_streamed_ms"] = streamed_ms_per_token(model, config, device)
     print(f"(c) streamed from pinned RAM: {r['c_streamed_ms']:.1f} ms/token", flush=True)
     r["b_offload_ms"] = "skipped" if args.skip_offload else offload_ms_per_token(model, prompt, device)
     print(f"(b) cpu_offload: {r['b_offload_ms']}", flush=True)
-    r["modelled_network"] = {f"{hops}_servers_{rtt}ms": r[f"d_corolla_{hops}_ms"] + hops * (rtt + args.hop_ms)
-                             for hops in (2, 4) for rtt in RTTS_MS}
     per_block = {k: r[k] / args.blocks for k in ("a_transformers_ms", "c_streamed_ms")}
     if isinstance(r["b_offload_ms"], float):
         per_block["b_offload_ms"] = r["b_offload_ms"] / args.blocks
     r["extrapolated_80"] = {k: v * FULL_BLOCKS for k, v in per_block.items()}
-    corolla_compute_80 = r["head_ms"] + FULL_BLOCKS * r["block_ms"]
-    r["extrapolated_80"].update({f"corolla_{hops}_servers_{rtt}ms": corolla_compute_80 + hops * (rtt + args.hop_ms)
-                                 for hops in (2, 4) for rtt in RTTS_MS})
+    # the swarm's measured ms/token (network as measured) plus the server blocks it did not have
+    r["extrapolated_80"].update({f"corolla_{key}": v["ms_per_token"] + (FULL_BLOCKS - args.blocks) * r["block_ms"]
+                                 for key, v in r["swarm"].items()})
     Path(args.out).write_text(json.dumps(r, indent=1))
     print(json.dumps(r, indent=1))
     return 0

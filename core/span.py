@@ -23,7 +23,9 @@ from corolla.core.errors import (
 )
 from corolla.core.families import Family, family_for
 from corolla.core.families.base import layer_index
+from corolla.core.kv import GrowingLayer, growing_cache
 from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
+from corolla.core.step_graph import BatchGraphs, StepGraph, step_graph_supported
 from corolla.core.weights import load_tensors, names_with_prefix
 
 ACCEPTED_DTYPES = tuple(DTYPES.values())
@@ -131,8 +133,10 @@ class Span(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # stateless: no cache kept
         return self.run(hidden)
 
-    def new_cache(self) -> DynamicCache:
-        return DynamicCache(config=self.config)
+    def new_cache(self, room: int = 0) -> DynamicCache:
+        """An empty cache for this span whose layers grow in place (core/kv.py), with room for
+        `room` tokens from the first write."""
+        return growing_cache(self.config, room)
 
     def kv_bytes_per_token(self) -> int:
         """Attention-cache bytes per token of one sequence in this span."""
@@ -145,6 +149,9 @@ class _Session:
     max_length: int
     batch_size: int
     length: int = 0
+    graph: StepGraph | None = None
+    graph_refused: bool = False  # this session's one-token steps take the dynamic path
+    one_token_steps: int = 0
 
 
 class SpanRuntime:
@@ -154,9 +161,13 @@ class SpanRuntime:
     it could not finish instead of failing halfway through a conversation.
     """
 
-    def __init__(self, span: Span, max_cache_tokens: int = 8192):
+    def __init__(self, span: Span, max_cache_tokens: int = 8192, static_steps: bool | None = None):
         self.span = span
         self.max_cache_tokens = max_cache_tokens
+        # One-token steps with static shapes (core/step_graph.py): captured as CUDA graphs on a GPU,
+        # the default there; run uncaptured elsewhere (only when asked: it is slower on a CPU).
+        self.static_steps = span.device.type == "cuda" if static_steps is None else static_steps
+        self._batch_graphs = BatchGraphs()
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
@@ -189,7 +200,9 @@ class SpanRuntime:
                     f"session needs {wanted} cache tokens but only {self.free_cache_tokens} of "
                     f"{self.max_cache_tokens} are free; try a shorter max length or another server"
                 )
-            self._sessions[session_id] = _Session(self.span.new_cache(), max_length, batch_size)
+            # static steps need the whole reservation up front: their buffers never move
+            room = max_length if self.static_steps else 0
+            self._sessions[session_id] = _Session(self.span.new_cache(room), max_length, batch_size)
 
     def session_length(self, session_id: str) -> int:
         return self._get(session_id).length
@@ -202,10 +215,36 @@ class SpanRuntime:
         session = self._checked(session_id, hidden, start)
         if start is not None:
             self.truncate(session_id, start)
-        out = self.span.run(hidden, session.cache, session.length)
+        graph = self._graph(session) if hidden.shape[1] == 1 and session.length else None
+        if graph is not None:
+            out = graph.step(hidden, session.length)
+        else:
+            out = self.span.run(hidden, session.cache, session.length)
         session.length += hidden.shape[1]
         return out
 
+    def _graph(self, session: _Session) -> StepGraph | None:
+        """The session's static one-token step, made at its first one-token step; None: dynamic path."""
+        if not self.static_steps or session.graph_refused:
+            return session.graph
+        session.one_token_steps += 1
+        if session.one_token_steps < 2:  # a one-off step (a stateless request) is not worth a capture
+            return None
+        if session.graph is None:
+            span = self.span
+            if not step_graph_supported(span.family, span.blocks, session.cache):
+                session.graph_refused = True
+                return None
+            try:
+                session.graph = StepGraph(span.blocks, span.positional, session.cache, session.batch_size,
+                                          span.hidden_size, span.dtype, span.device,
+                                          capture=span.device.type == "cuda")
+            except RuntimeError:  # a kernel that cannot be captured (some quantized layers): stay dynamic
+                session.graph_refused = True
+                return None
+        return session.graph
+
+    @torch.inference_mode()  # the caches are inference tensors: they are written in place here
     def forward_many(self, steps: Sequence[tuple[str, torch.Tensor, int | None]]) -> list[torch.Tensor]:
         """Several sessions' steps (session id, hidden, start) as one forward pass; outputs in order.
 
@@ -224,14 +263,20 @@ class SpanRuntime:
             if start is not None:
                 self.truncate(sid, start)
         tokens = steps[0][1].shape[1]
+        if self.static_steps and tokens == 1 and all(s.length for s in sessions):
+            graph = self._batch_graphs.get(self.span, tuple(sid for sid, _, _ in steps), sessions)
+            if graph is not None:
+                outs = graph.run_batch([h for _, h, _ in steps], [s.length for s in sessions])
+                for s in sessions:
+                    s.length += 1
+                return outs
         pasts = [s.length for s in sessions for _ in range(s.batch_size)]
         longest = max(pasts)
         batch = self.span.new_cache()
         slots = [layer_index(block) for block in self.span.blocks]
         if longest:
             for slot in slots:
-                keys, values = zip(*(_padded(s.cache, slot, longest - s.length, s, sessions) for s in sessions))
-                batch.update(torch.cat(keys), torch.cat(values), slot)
+                _gather(batch, slot, sessions, longest, tokens)
         hidden = torch.cat([h.to(device=steps[0][1].device, dtype=steps[0][1].dtype) for _, h, _ in steps])
         out = self.span.run(hidden, batch, pasts)
         row = 0
@@ -239,6 +284,7 @@ class SpanRuntime:
             rows = slice(row, row + s.batch_size)
             for slot in slots:
                 layer = batch.layers[slot]
+                # only this session's new entries go back: its neighbours' padding never reaches it
                 s.cache.update(layer.keys[rows, :, longest:], layer.values[rows, :, longest:], slot)
             s.length += tokens
             row += s.batch_size
@@ -257,8 +303,11 @@ class SpanRuntime:
                 continue
             if keys.shape[-2] != session.length:  # a sliding-window layer already dropped old entries
                 raise ShapeError("this model's sliding-window cache cannot roll back; turn speculation off")
-            layer.keys = layer.keys[..., :length, :]
-            layer.values = layer.values[..., :length, :]
+            if isinstance(layer, GrowingLayer):
+                layer.crop_to(length)
+            else:
+                layer.keys = layer.keys[..., :length, :]
+                layer.values = layer.values[..., :length, :]
         session.length = length
 
     def _checked(self, session_id: str, hidden: torch.Tensor, start: int | None) -> _Session:
@@ -287,12 +336,33 @@ class SpanRuntime:
         with self._lock:
             if self._sessions.pop(session_id, None) is None:
                 raise UnknownSessionError(f"session {session_id!r} is not open")
+            self._batch_graphs.forget(session_id)
 
     def _get(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
         if session is None:
             raise UnknownSessionError(f"session {session_id!r} is not open (never opened, closed, or expired)")
         return session
+
+
+def _gather(batch: DynamicCache, slot: int, sessions: list[_Session], longest: int, tokens: int) -> None:
+    """Fill the batch cache's `slot` with each session's entries, left-padded to `longest`.
+
+    A growing layer gets one buffer with room for the step's new tokens, so the pass appends in
+    place; other layers (sliding windows) are concatenated as transformers keeps them."""
+    layer = batch.layers[slot]
+    if not isinstance(layer, GrowingLayer):
+        keys, values = zip(*(_padded(s.cache, slot, longest - s.length, s, sessions) for s in sessions))
+        batch.update(torch.cat(keys), torch.cat(values), slot)
+        return
+    ref = next(s.cache.layers[slot].keys for s in sessions if s.length)
+    layer.allocate(ref, sum(s.batch_size for s in sessions), longest + tokens, longest)
+    row = 0
+    for s in sessions:
+        if s.length:
+            own = s.cache.layers[slot]
+            layer.fill(slice(row, row + s.batch_size), longest - s.length, own.keys, own.values)
+        row += s.batch_size
 
 
 def _padded(cache: DynamicCache, slot: int, pad: int, session: _Session,

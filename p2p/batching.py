@@ -19,8 +19,14 @@ import trio
 from corolla.core.errors import CorollaError
 from corolla.core.span import SpanRuntime
 
-WINDOW_S = 0.003  # longest wait for the other decoding sessions' steps
+WINDOW_S = 0.003  # longest wait for the other decoding sessions' steps, at least
+# On a slow machine (a CPU) a pass takes tens to hundreds of ms and the clients' own work between
+# steps spreads their arrivals over a similar time: waiting a share of a pass for the expected steps
+# keeps the batch whole, where a fixed few ms would split it into ever smaller batches.
+WAIT_SHARE = 0.5  # longest wait as a share of the last pass's duration
+MAX_WINDOW_S = 0.25
 RECENT_S = 0.5  # a session that stepped this recently is expected to step again soon
+RECENT_PASSES = 4  # ... or within this many passes' durations, whichever is longer
 MAX_BATCH = 32  # steps in one pass
 INLINE_MAX_ELEMENTS = 16 * 1024  # hidden-state elements computed without a thread hand-off
 
@@ -56,6 +62,7 @@ class StepBatcher:
         self._round_done = trio.Event()
         self._arrived = trio.Event()
         self._last_step: dict[str, tuple[float, tuple[int, int]]] = {}  # session -> (when, kind)
+        self.last_pass_s = 0.0  # duration of the last pass, s
         self.batches = 0  # passes run, and steps they held (for the server's own statistics)
         self.steps = 0
 
@@ -97,8 +104,8 @@ class StepBatcher:
         """Steps of this kind worth waiting for: sessions that took such a step just now."""
         if kind[1] > self.batch_max_tokens:
             return 1
-        now = time.monotonic()
-        for sid in [sid for sid, (t, _) in self._last_step.items() if now - t >= RECENT_S]:
+        now, recent = time.monotonic(), max(RECENT_S, RECENT_PASSES * self.last_pass_s)
+        for sid in [sid for sid, (t, _) in self._last_step.items() if now - t >= recent]:
             del self._last_step[sid]
         return min(sum(k == kind for _, k in self._last_step.values()), self.max_batch)
 
@@ -114,7 +121,8 @@ class StepBatcher:
     async def _round(self) -> None:
         """Wait for the other recently active sessions (up to the window), then run one batch."""
         kind = self._queue[0].kind
-        with trio.move_on_after(self.window):
+        window = min(max(self.window, WAIT_SHARE * self.last_pass_s), MAX_WINDOW_S)
+        with trio.move_on_after(window):
             while sum(s.kind == kind for s in self._queue) < self._expected(kind):
                 self._arrived = trio.Event()
                 await self._arrived.wait()
@@ -130,6 +138,8 @@ class StepBatcher:
                 for s in batch:
                     s.error = exc
             seconds = time.perf_counter() - t0
+        if kind[1] <= self.batch_max_tokens:  # a prefill's duration says nothing about decoding
+            self.last_pass_s = seconds
         self.batches += 1
         self.steps += len(batch)
         for s in batch:

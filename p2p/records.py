@@ -19,6 +19,7 @@ INFO_PROTOCOL = f"/corolla/info/{PROTOCOL_VERSION}"
 INFERENCE_PROTOCOL = f"/corolla/inference/{PROTOCOL_VERSION}"
 FORWARD_PROTOCOL = f"/corolla/forward/{PROTOCOL_VERSION}"
 BACKWARD_PROTOCOL = f"/corolla/backward/{PROTOCOL_VERSION}"  # training: p2p/backward.py
+PUSH_PROTOCOL = f"/corolla/push/{PROTOCOL_VERSION}"  # server-to-server steps: p2p/steps.py
 
 ONLINE = "online"
 LEAVING = "leaving"

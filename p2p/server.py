@@ -40,9 +40,11 @@ from corolla.p2p.records import (
     INFO_PROTOCOL,
     LEAVING,
     ONLINE,
+    PUSH_PROTOCOL,
     BlockRange,
     ServerInfo,
 )
+from corolla.p2p.steps import StepService, close_stream, push_key_of
 from corolla.p2p.wire import StreamGone, WireLimits, encode, error_frame, read_message, write_message
 from corolla.p2p.wire import is_int as _is_int
 
@@ -109,6 +111,8 @@ class ServerNode:
         self.batcher = StepBatcher(InferenceTurns(self._compute))
         self.sessions_changed = trio.Event()
         self.tokens_served = self.sessions_served = 0  # since this node started (a volunteer's stats)
+        self.max_request_tokens = MAX_REQUEST_TOKENS
+        self.steps = StepService(self)  # every inference step, the client's or a pushed one
 
     # -- bookkeeping -------------------------------------------------------------------------
     @property
@@ -175,7 +179,7 @@ class ServerNode:
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args)
 
-    def _observe(self, tokens: int, seconds: float, num_blocks: int) -> None:
+    def observe(self, tokens: int, seconds: float, num_blocks: int) -> None:
         """Keep block_ms current from real decoding steps (the start-up measurement may have run
         while the machine was busy)."""
         if tokens == 1:
@@ -194,6 +198,8 @@ class ServerNode:
         host.set_stream_handler(INFERENCE_PROTOCOL, self._guarded(self._inference))
         host.set_stream_handler(FORWARD_PROTOCOL, self._guarded(self._forward))
         host.set_stream_handler(BACKWARD_PROTOCOL, BackwardService(self, self._compute).handle)
+        self.steps.host = host
+        host.set_stream_handler(PUSH_PROTOCOL, self._guarded(self.steps.serve_pushes))
 
     # -- protocol handlers -------------------------------------------------------------------
     def _guarded(self, body: Callable[[INetStream, str], Awaitable[None]]) -> Callable[[INetStream], Awaitable[None]]:
@@ -214,9 +220,9 @@ class ServerNode:
             log.exception("a %s stream failed", getattr(body, "__name__", "protocol"))
             await self._reply_error(stream, exc)
         finally:
-            await _close(stream)
+            await close_stream(stream)
 
-    async def _read(self, stream: INetStream, idle: float) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    async def read(self, stream: INetStream, idle: float) -> tuple[dict[str, Any], list[torch.Tensor]]:
         return await read_message(stream, limits=self.limits, idle_timeout=idle, body_timeout=REQUEST_TIMEOUT)
 
     async def _reply(self, stream: INetStream, frame: bytes) -> None:
@@ -232,7 +238,7 @@ class ServerNode:
             log.debug("error reply not sent: %s", exc2)
 
     async def _info(self, stream: INetStream, peer: str) -> None:
-        await self._read(stream, REQUEST_TIMEOUT)
+        await self.read(stream, REQUEST_TIMEOUT)
         await self._reply(stream, encode({"type": "info", "info": self.info().to_wire()}))
 
     async def _forward(self, stream: INetStream, peer: str) -> None:
@@ -247,7 +253,7 @@ class ServerNode:
         turn = self._forward_turns.setdefault(peer, trio.Semaphore(self.quota.forwards))
         try:
             async with turn:
-                header, tensors = await self._read(stream, REQUEST_TIMEOUT)
+                header, tensors = await self.read(stream, REQUEST_TIMEOUT)
                 if header.get("type") != "forward" or len(tensors) != 1:
                     raise ProtocolError("expected a 'forward' message with one tensor")
                 start, end = self._blocks_asked(header)
@@ -276,11 +282,14 @@ class ServerNode:
         return torch.cat(outs, dim=1)
 
     async def _inference(self, stream: INetStream, peer: str) -> None:
-        """One session: 'open', then 'step's (hidden in, hidden out), then 'close' or end of stream."""
-        header, _ = await self._read(stream, REQUEST_TIMEOUT)
+        """One session: 'open', then 'step's (hidden in, hidden out; steps may also be pushed by the
+        server before this one on the client's route, see steps.py), then 'close' or end of stream."""
+        header, _ = await self.read(stream, REQUEST_TIMEOUT)
+        key = push_key_of(header)
         sid, slot = self._open(header, peer)
         try:
             rt = slot.runtime
+            self.steps.register(sid, stream, slot, key)
             await self._reply(stream, encode({"type": "opened", "session": sid,
                                               "start": rt.span.start, "end": rt.span.end}))
             while True:
@@ -294,26 +303,25 @@ class ServerNode:
                         raise ProtocolError(f"expected a 'step' message with one tensor, got {kind!r}")
                     if header.get("session") != sid:
                         raise UnknownSessionError(f"session {header.get('session')!r} is not open on this stream")
-                    # "start": where these tokens go, dropping cache entries after it (speculative decoding)
-                    out, seconds, _ = await self.batcher.forward(rt, sid, tensors[0], header.get("start"))
-                    self._observe(tensors[0].shape[1], seconds, len(rt.span.blocks))
-                    self.tokens_served += tensors[0].shape[0] * tensors[0].shape[1]
-                    reply = {"type": "result", "compute_ms": 1000 * seconds}
-                    if self.state == LEAVING:
-                        reply["leaving"] = True  # the client moves this session elsewhere at its leisure
-                    await self._reply(stream, encode(reply, [out]))
-                    slot.last_used = time.monotonic()
+                    await self.steps.client_step(sid, header, tensors[0])
                 except CorollaError as exc:  # the frame was read whole: answer and keep the session
                     await self._reply_error(stream, exc)
         finally:
             self._close(sid, slot)
+            await self.steps.forget(sid)
 
     async def _next_step(self, stream: INetStream, slot: SessionSlot) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """The session's next message; SessionExpiredError when it idles out or is reclaimed meanwhile."""
         with trio.CancelScope() as scope:
             slot.waiting = scope
             try:
-                return await self._read(stream, self.session_idle_timeout)
+                while True:
+                    try:
+                        return await self.read(stream, self.session_idle_timeout)
+                    except trio.TooSlowError:
+                        # steps pushed by the server before this one keep the session alive
+                        if time.monotonic() - slot.last_used >= self.session_idle_timeout:
+                            raise
             except trio.TooSlowError:
                 raise SessionExpiredError(f"no step for {self.session_idle_timeout:g} s: the session expired; "
                                           "open a new one") from None
@@ -394,10 +402,3 @@ class ServerNode:
             while self.active_sessions:
                 await self.sessions_changed.wait()
 
-
-async def _close(stream: INetStream) -> None:
-    with trio.move_on_after(1.0):
-        try:
-            await stream.close()
-        except Exception as exc:  # noqa: BLE001 - closing a dead stream fails in several ways
-            log.debug("closing a stream: %s", exc)

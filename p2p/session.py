@@ -12,36 +12,24 @@ from typing import Self
 import torch
 import trio
 
-from corolla.core.dtypes import DTYPES
-from corolla.p2p.client import SwarmClient, open_stream
+from corolla.p2p.client import SwarmClient
 from corolla.p2p.errors import (
     NoRouteError,
-    PeerUnavailableError,
-    ProtocolError,
-    RemoteError,
     ServersFullError,
     SwarmError,
 )
+from corolla.p2p.hop import FULL_CODES, STEP_TIMEOUT, HopFailure, HopSession
 from corolla.p2p.names import blocks_text, short_id
-from corolla.p2p.records import INFERENCE_PROTOCOL
+from corolla.p2p.push_route import pushed_forward
 from corolla.p2p.routing import RouteHop, plan_route
 from corolla.p2p.spotcheck import SpotCheck
-from corolla.p2p.wire import StreamGone, encode, read_message, write_message
+
+__all__ = ["FULL_CODES", "FailoverEvent", "HopFailure", "HopSession", "InferenceSession", "WaitingEvent"]
 
 log = logging.getLogger(__name__)
 
-STEP_TIMEOUT = 5.0  # s for a server to answer one decoding step (a hung peer says nothing by itself)
-TIMEOUT_PER_TOKEN = 0.02  # s added per token sent at once (prefill, replay)
 ROUTE_WAIT = 30.0  # s to wait for a server to cover missing blocks before giving up
-CONNECT_TIMEOUT = 5.0
-IDLE_EXPIRY_S = 60.0  # s unused after which a hop's stream ending is not held against its server
 MOVE_RETRY_S = 2.0  # s between looks for a replacement of a leaving server when there was none
-# Errors that another server would answer the same way: rerouting cannot help.
-CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolError", "MessageTooLargeError"}
-# A server that dropped an idle session did nothing wrong: reopen (replay) without a ban.
-EXPIRED_CODES = {"SessionExpiredError"}
-# A server that is full is alive and honest: route elsewhere or wait, and say so.
-FULL_CODES = {"CacheFullError", "TooManySessionsError", "PeerLimitError", "ServerLeavingError"}
 
 
 @dataclass
@@ -69,92 +57,6 @@ class WaitingEvent:
     full: bool = False  # servers hold these blocks but are full (sessions or cache)
 
 
-@dataclass
-class HopFailure(Exception):
-    """A hop's server failed in a way another server may not (dead, hung, error reply, bad output)."""
-
-    peer_id: str
-    reason: str
-    fatal: bool = False
-    full: bool = False  # the server refused because it is full: not its fault
-    cause: Exception | None = field(default=None, repr=False)
-    after_idle: bool = False  # the stream ended while unused for long: maybe just an expired session
-
-
-def step_timeout(base: float, tokens: int) -> float:
-    return base + TIMEOUT_PER_TOKEN * tokens
-
-
-class HopSession:
-    """Blocks [start, end) of one session on one server, over one inference stream."""
-
-    def __init__(self, hop: RouteHop, stream, session_id: str, timeout: float) -> None:
-        self.hop, self.stream, self.session_id, self.timeout = hop, stream, session_id, timeout
-        self.dtype = DTYPES.get(hop.server.dtype, torch.float32)
-        self.last_compute_ms = 0.0  # what the server says its last step took
-        self.leaving = False  # the server said it is leaving the swarm
-        self.last_used = time.monotonic()
-        self.steps = 0  # steps answered (a spot-check always looks at the first)
-        self.last_step_ms = 0.0  # round trip of the last step, as this client saw it
-
-    @classmethod
-    async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
-        try:
-            stream = await open_stream(client.peer, hop.peer_id, INFERENCE_PROTOCOL, CONNECT_TIMEOUT)
-            await write_message(stream, encode({"type": "open", "max_length": max_length, "batch_size": 1,
-                                                "start": hop.start, "end": hop.end}), timeout=timeout)
-            header, _ = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
-        except (PeerUnavailableError, StreamGone, trio.TooSlowError, ProtocolError) as exc:
-            raise HopFailure(hop.peer_id, f"open: {_why(exc)}", cause=exc) from None
-        if header.get("type") != "opened" or not isinstance(header.get("session"), str):
-            await _abandon(stream)
-            code = str(header.get("code"))[:64]
-            raise HopFailure(hop.peer_id, f"open refused: {code}: {str(header.get('message'))[:300]}",
-                             full=code in FULL_CODES)
-        return cls(hop, stream, header["session"], timeout)
-
-    async def exchange(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
-        """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype.
-        `start`: the position they take on the server, which drops its cache entries from there."""
-        timeout = step_timeout(self.timeout, hidden.shape[1])
-        header = {"type": "step", "session": self.session_id}
-        if start is not None:
-            header["start"] = start
-        t0 = time.perf_counter()
-        try:
-            await write_message(self.stream, encode(header, [hidden.to(self.dtype)]), timeout=timeout)
-            header, tensors = await read_message(self.stream, idle_timeout=timeout, body_timeout=timeout)
-        except (StreamGone, trio.TooSlowError, ProtocolError) as exc:
-            idle = isinstance(exc, StreamGone) and time.monotonic() - self.last_used > IDLE_EXPIRY_S
-            raise HopFailure(self.hop.peer_id, _why(exc), cause=exc, after_idle=idle) from None
-        self.last_used = time.monotonic()
-        self.last_step_ms = 1000 * (time.perf_counter() - t0)
-        if header.get("type") == "error":
-            code, message = str(header.get("code"))[:64], str(header.get("message"))[:300]
-            raise HopFailure(self.hop.peer_id, f"{code}: {message}", fatal=code in CLIENT_FAULTS,
-                             cause=RemoteError(code, message), after_idle=code in EXPIRED_CODES)
-        if header.get("type") != "result" or len(tensors) != 1:
-            raise HopFailure(self.hop.peer_id, f"unexpected reply {header.get('type')!r}")
-        out = tensors[0]
-        compute_ms = header.get("compute_ms")
-        self.last_compute_ms = float(compute_ms) if isinstance(compute_ms, int | float) else 0.0
-        self.leaving = bool(header.get("leaving"))
-        if out.shape != hidden.shape:
-            raise HopFailure(self.hop.peer_id, f"result has shape {list(out.shape)}, sent {list(hidden.shape)}")
-        if not torch.isfinite(out).all():
-            raise HopFailure(self.hop.peer_id, "result has NaN or inf values")
-        return out.to(hidden.dtype)
-
-    async def close(self, polite: bool = True) -> None:
-        with trio.move_on_after(1.0 if polite else 0.2):
-            try:
-                if polite:
-                    await write_message(self.stream, encode({"type": "close"}), timeout=1.0)
-                await self.stream.close()
-            except (StreamGone, trio.TooSlowError, Exception) as exc:  # noqa: BLE001 - it may be dead
-                log.debug("closing hop %s: %s", self.hop, exc)
-
-
 class InferenceSession:
     """Hidden states through every block of the model, in order, with server-side caches.
 
@@ -165,8 +67,11 @@ class InferenceSession:
     def __init__(self, client: SwarmClient, max_length: int, *, timeout: float = STEP_TIMEOUT,
                  route_wait: float = ROUTE_WAIT,
                  on_event: Callable[[FailoverEvent | WaitingEvent], None] | None = None,
-                 spot_check: SpotCheck | None = None) -> None:
+                 spot_check: SpotCheck | None = None, push: bool = True) -> None:
         self.client, self.max_length, self.timeout = client, max_length, timeout
+        self.push = push  # servers pass each step along the route themselves (p2p/push_route.py)
+        self.pushed_steps = 0  # steps that went from server to server all the way
+        self._seq = 0  # step number: tells a step's answers from those of an abandoned attempt
         self.spot_check = spot_check
         if spot_check is not None:
             spot_check.reputation = client.reputation  # one record of each peer
@@ -205,32 +110,52 @@ class InferenceSession:
         if self.position + hidden.shape[1] > self.max_length:
             raise SwarmError(f"session would reach {self.position + hidden.shape[1]} tokens, "
                              f"past its maximum length {self.max_length}")
-        x, k = hidden, 0
+        self._seq += 1
+        x, k, checks = hidden, 0, {}
+        if self.push and len(self.hops) > 1:
+            start = self.position if start is None else start  # a step carried twice then lands once
+            if self.spot_check is not None:  # checked steps go client-mediated: decide before sending
+                checks = {id(h): self.spot_check.wants(h.steps == 0) for h in self.hops}
+            if not any(checks.values()):
+                x, k = await pushed_forward(self, hidden, start, self._seq)
         while k < len(self.hops):
             hop = self.hops[k]
             self.history[hop.hop.start].append(x)
             sent = time.perf_counter()
             try:
-                out = await hop.exchange(x, start)
+                out = await hop.exchange(x, start, self._seq)
                 if x.shape[1] == 1:
                     self.client.observe_step(hop.hop.peer_id, hop.last_step_ms, hop.hop.end - hop.hop.start,
                                              hop.hop.server.rtt_ms)
-                await self._check(hop, out)
+                await self._check(hop, out, checks.get(id(hop)))
                 x = out
                 k += 1
             except HopFailure as failure:
-                if failure.fatal:
-                    raise SwarmError(f"server {short_id(failure.peer_id)} refused the step: {failure.reason}"
-                                     ) from failure.cause
-                # A stream that ended during a long pause is most likely a session the server let
-                # expire: move on without banning a healthy server (a dead one fails its info check).
-                replaced, x = await self._replace(k, failure.reason, x.shape[1], failed=not failure.after_idle,
-                                                  detection=time.perf_counter() - sent)
+                replaced, x = await self.recover(k, failure, x.shape[1], sent)
                 k += replaced
         self.position += hidden.shape[1]
         if any(h.leaving for h in self.hops) and time.monotonic() >= self._next_move_try:
             await self._move_off_leaving_servers()
         return x
+
+    async def recover(self, k: int, failure: HopFailure, tokens: int, sent: float) -> tuple[int, torch.Tensor]:
+        """Move hop k's blocks elsewhere after `failure` of a step of `tokens` tokens sent at `sent`
+        (perf_counter s); return how many hops replaced it and the output of its last one."""
+        if failure.fatal:
+            raise SwarmError(f"server {short_id(failure.peer_id)} refused the step: {failure.reason}") from failure.cause
+        # The rest of this session is client-mediated, under a new step number: answers and pushes
+        # of the failed attempt still under way are then told apart and ignored.
+        self.push = False
+        self.fresh_step()
+        # A stream that ended during a long pause is most likely a session the server let
+        # expire: move on without banning a healthy server (a dead one fails its info check).
+        return await self._replace(k, failure.reason, tokens, failed=not failure.after_idle,
+                                   detection=time.perf_counter() - sent)
+
+    def fresh_step(self) -> int:
+        """Number the rest of this step anew (a late answer or push of the old number is ignored)."""
+        self._seq += 1
+        return self._seq
 
     def _rewind(self, start: int) -> None:
         if not (isinstance(start, int) and 0 <= start <= self.position):
@@ -240,11 +165,11 @@ class InferenceSession:
                 self.history[first] = [torch.cat(stored, dim=1)[:, :start]] if stored else []
         self.position = start
 
-    async def _check(self, hop: HopSession, out: torch.Tensor) -> None:
-        """Spot-check this step of `hop` (if the policy picks it); HopFailure when its server lied,
-        so that the step is redone elsewhere."""
+    async def _check(self, hop: HopSession, out: torch.Tensor, wanted: bool | None = None) -> None:
+        """Spot-check this step of `hop` (if the policy picks it, or `wanted` says so); HopFailure when
+        its server lied, so that the step is redone elsewhere."""
         first, hop.steps = hop.steps == 0, hop.steps + 1
-        if self.spot_check is None or not self.spot_check.wants(first):
+        if self.spot_check is None or not (self.spot_check.wants(first) if wanted is None else wanted):
             return
         inputs = torch.cat(self.history[hop.hop.start], dim=1)
         caught = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start, hop.hop.end, inputs, out)
@@ -350,17 +275,3 @@ class InferenceSession:
                 self.client.ban(failure.peer_id)
                 log.warning("server %s failed while opening (%s); trying another", short_id(failure.peer_id),
                             failure.reason)
-
-
-async def _abandon(stream) -> None:
-    with trio.move_on_after(0.2):
-        try:
-            await stream.reset()
-        except Exception as exc:  # noqa: BLE001 - the stream may already be gone
-            log.debug("reset: %s", exc)
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "timed out"
-    return str(exc) or type(exc).__name__

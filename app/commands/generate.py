@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--spot-check", type=float, default=None, metavar="RATE",
                        help="fraction of steps recomputed by a second server to catch wrong activations "
                             "(0: off, 1: every step; default 0.05; a hop's first step is always checked)")
+    where.add_argument("--push", action=argparse.BooleanOptionalAction, default=True,
+                       help="servers pass each step straight to the next server on the route (default); "
+                            "--no-push: every step goes back through this machine between servers")
     where.add_argument("--swarm-key", type=Path, default=None, metavar="FILE",
                        help="join a private swarm: the key file its members share")
     p.set_defaults(func=run)
@@ -128,7 +131,7 @@ async def _generate(args: argparse.Namespace, stream: bool):
 
             key = read_swarm_key(args.swarm_key) if args.swarm_key else None
             routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery, key),
-                                       spot_check=rate)
+                                       spot_check=rate, push=args.push)
         tuned = Path(args.tuned) if args.tuned else None
         if tuned is not None and (deep := _deep_prompts(tuned, path)) is not None:
             from corolla.app.swarm.deep_prompts import DeepPromptRouteFactory

@@ -19,11 +19,13 @@ from corolla.p2p.spotcheck import DEFAULT_RATE, SpotCheck
 
 class SwarmRouteFactory:
     """Inference sessions through the swarm; `spot_check` is the fraction of steps a second server
-    recomputes (0: off; a hop's first step is always checked when on)."""
+    recomputes (0: off; a hop's first step is always checked when on). `push`: servers pass each
+    step to the next server on the route themselves (k+1 one-way delays a token instead of 2k)."""
 
-    def __init__(self, connection: SwarmConnection, spot_check: float = DEFAULT_RATE) -> None:
+    def __init__(self, connection: SwarmConnection, spot_check: float = DEFAULT_RATE, push: bool = True) -> None:
         self.connection = connection
         self.spot_check = spot_check
+        self.push = push
 
     @asynccontextmanager
     async def open(self, max_length: int, listener: RouteListener) -> AsyncIterator[InferenceSession]:
@@ -38,7 +40,7 @@ class SwarmRouteFactory:
 
         try:
             checks = SpotCheck(self.spot_check, on_caught=listener.on_liar) if self.spot_check > 0 else None
-            session = InferenceSession(client, max_length, on_event=on_event, spot_check=checks)
+            session = InferenceSession(client, max_length, on_event=on_event, spot_check=checks, push=self.push)
             holder.append(session)
             async with session:
                 listener.on_route(list(session.route))
@@ -52,12 +54,12 @@ class SwarmRouteFactory:
 
 async def generate_through_swarm(path: Path, decoder: Decoder, initial_peers: list[str], *,
                                  spot_check: float = DEFAULT_RATE, swarm_key: str | None = None,
-                                 listener: RouteListener | None = None) -> str:
+                                 listener: RouteListener | None = None, push: bool = True) -> str:
     """Run a ready-made `decoder` to the end through the swarm (tests and benchmarks that build their
     own decoder; the app's replies go through app/chat/reply.py); the text."""
     async with trio.open_nursery() as nursery:
         routes = SwarmRouteFactory(SwarmConnection(initial_peers, lambda: path, lambda: nursery, swarm_key),
-                                   spot_check=spot_check)
+                                   spot_check=spot_check, push=push)
         try:
             async with routes.open(decoder.max_length, listener or RouteListener()) as route:
                 return await decode(decoder, route.forward)

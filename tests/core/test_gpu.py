@@ -84,3 +84,43 @@ def test_client_head_on_cuda_is_close_to_the_cpu_float32_head(tiny_llama):
     error = ((got.cpu() - want).norm() / want.norm()).item()
     print(f"bf16 head on the GPU: relative logits error {error:.4f}")
     assert error < 0.02
+
+
+def test_captured_one_token_steps_equal_the_dynamic_path(tiny_llama):
+    """CUDA-graph steps (the default on a GPU) against the same span without them, through a rollback."""
+    span = Span.load(tiny_llama, 0, 6, device="cuda")
+    graphs, plain = SpanRuntime(span, 256), SpanRuntime(span, 256, static_steps=False)
+    torch.manual_seed(1)
+    xs = [torch.randn(1, 7, 64)] + [torch.randn(1, 1, 64) for _ in range(8)]
+    for rt in (graphs, plain):
+        rt.open_session("s", 64)
+    for k, x in enumerate(xs):
+        start = None
+        if k == 5:  # rejected guesses, then a step that starts before them
+            for rt in (graphs, plain):
+                rt.forward("s", torch.ones(1, 2, 64))
+            start = graphs.session_length("s") - 2
+        got, want = graphs.forward("s", x, start=start), plain.forward("s", x, start=start)
+        assert got.device.type == "cpu" and got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3 * want.abs().max().item())
+    assert graphs._sessions["s"].graph is not None and graphs._sessions["s"].graph.graph is not None
+
+
+def test_captured_batched_steps_equal_the_dynamic_path(tiny_llama):
+    """Two sessions of different lengths decoding together: the captured batched step against the dynamic one."""
+    span = Span.load(tiny_llama, 0, 6, device="cuda")
+    graphs, plain = SpanRuntime(span, 512), SpanRuntime(span, 512, static_steps=False)
+    torch.manual_seed(2)
+    prompts = {"a": torch.randn(1, 3, 64), "b": torch.randn(1, 9, 64)}
+    for rt in (graphs, plain):
+        for sid, x in prompts.items():
+            rt.open_session(sid, 64)
+            rt.forward(sid, x)
+    for _ in range(5):
+        xs = {sid: torch.randn(1, 1, 64) for sid in prompts}
+        got = graphs.forward_many([(sid, x, None) for sid, x in xs.items()])
+        want = plain.forward_many([(sid, x, None) for sid, x in xs.items()])
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-3 * w.abs().max().item())
+    entry = graphs._batch_graphs._entries[("a", "b")]
+    assert entry[2] and entry[2].graph is not None

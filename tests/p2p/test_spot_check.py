@@ -35,7 +35,7 @@ def make_liar(node: ServerNode, lie, honest_steps: int) -> None:
 
     node.batcher.forward = lying_step
     node._run = lying
-    node._observe = lambda *a: None
+    node.observe = lambda *a: None
     node.block_ms = 0.001
 
 
@@ -110,7 +110,7 @@ def test_a_server_claiming_to_be_faster_than_it_is_is_routed_by_what_it_does(tin
 
     async def body(swarm):
         braggart = await swarm.add("braggart", 0, 6)
-        braggart._observe = lambda *a: None
+        braggart.observe = lambda *a: None
         braggart.block_ms = 0.0001
         step = braggart.batcher.forward
 

@@ -96,6 +96,7 @@ class ServerNode:
         self.block_ms = 1.0
         self.reachability = "unknown"  # set by whoever runs the node, from its dial-back
         self.relays: list[str] = []
+        self.next_rtt_ms: dict[str, float] = {}  # set by whoever runs the node (p2p/links.py)
         self._runtimes: dict[tuple[int, int], SpanRuntime] = {}
         self._slots: dict[str, SessionSlot] = {}
         self._forwards: dict[str, int] = {}  # per peer: forward requests being served or waiting
@@ -136,7 +137,7 @@ class ServerNode:
             # what a newcomer can get: idle sessions' room is given away on demand
             free_cache_tokens=self.free_cache_tokens + sum(s.tokens for _, s in idle),
             active_sessions=self.active_sessions - len(idle), max_sessions=self.max_sessions,
-            reachability=self.reachability, relays=list(self.relays),
+            reachability=self.reachability, relays=list(self.relays), next_rtt_ms=dict(self.next_rtt_ms),
         )
 
     def replace_span(self, span: Span) -> None:

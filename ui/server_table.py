@@ -1,4 +1,4 @@
-"""The swarm's servers: peer, blocks, state, throughput, sessions, latency."""
+"""The swarm's servers: peer, blocks, state, throughput, sessions, latency, how each is reached."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem, QWidg
 
 from corolla.p2p.records import ServerInfo
 
-COLUMNS = ["Peer", "Blocks", "State", "Tokens/s", "Sessions", "Latency"]
+COLUMNS = ["Peer", "Blocks", "State", "Tokens/s", "Sessions", "Latency", "Reached"]
 
 
 class ServerTable(QTableWidget):
@@ -18,11 +18,15 @@ class ServerTable(QTableWidget):
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.setSortingEnabled(False)
 
-    def show_servers(self, servers: list[ServerInfo], silent: list[str] = ()) -> None:
-        """The servers that answered, then the peers announced in the DHT that did not."""
+    def show_servers(self, servers: list[ServerInfo], silent: list[str] = (),
+                     paths: dict[str, str] | None = None) -> None:
+        """The servers that answered, then the peers announced in the DHT that did not. `paths`: how
+        each server is reached, by peer id ('direct', 'hole-punched', 'relayed via …')."""
+        paths = paths or {}
         rows = [[s.peer_id, f"{s.start}–{s.end - 1}", s.state, f"{s.throughput:.1f}", str(s.active_sessions),
-                 f"{s.rtt_ms:.1f} ms"] for s in sorted(servers, key=lambda s: (s.start, s.end, s.peer_id))]
-        rows += [[peer, "?", "not answering", "–", "–", "–"] for peer in silent]
+                 f"{s.rtt_ms:.1f} ms", paths.get(s.peer_id, "–")]
+                for s in sorted(servers, key=lambda s: (s.start, s.end, s.peer_id))]
+        rows += [[peer, "?", "not answering", "–", "–", "–", "–"] for peer in silent]
         self.setRowCount(len(rows))
         for r, cells in enumerate(rows):
             for c, text in enumerate(cells):

@@ -36,7 +36,7 @@ class SwarmView(QWidget):
     def show_snapshot(self, snapshot: SwarmSnapshot) -> None:
         self.snapshot = snapshot
         self.coverage.show_coverage(snapshot.coverage())
-        self.servers.show_servers(snapshot.servers, snapshot.silent)
+        self.servers.show_servers(snapshot.servers, snapshot.silent, snapshot.paths)
         online = sum(1 for s in snapshot.servers if s.state == "online")
         missing = snapshot.missing_blocks()
         text = f"{snapshot.model}: {online} server{'s' if online != 1 else ''} online, {snapshot.num_blocks} blocks"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from corolla.p2p.host import Peer
+from corolla.p2p.nat import describe_path
 from corolla.p2p.records import ONLINE, ServerInfo
 
 
@@ -14,6 +16,7 @@ class SwarmSnapshot:
     servers: list[ServerInfo] = field(default_factory=list)  # those that answered
     silent: list[str] = field(default_factory=list)  # peer ids announced in the DHT that did not answer
     error: str = ""
+    paths: dict[str, str] = field(default_factory=dict)  # how each server is reached (reached_by)
 
     def coverage(self) -> list[int]:
         """For each block, how many online servers hold it."""
@@ -27,3 +30,9 @@ class SwarmSnapshot:
 
     def missing_blocks(self) -> list[int]:
         return [b for b, n in enumerate(self.coverage()) if n == 0]
+
+
+def reached_by(peer: Peer, servers: list[ServerInfo]) -> dict[str, str]:
+    """How `peer` reaches each server now, by peer id: 'direct', 'hole-punched', 'relayed via <relay>'
+    or 'not connected' (the words of `corolla swarm`)."""
+    return {s.peer_id: describe_path(peer.host, s.peer_id, s.reachability) for s in servers}

@@ -7,7 +7,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from corolla.app.errors import corolla_error_in
 from corolla.app.swarm.connection import SwarmConnection
-from corolla.app.swarm.snapshot import SwarmSnapshot
+from corolla.app.swarm.snapshot import SwarmSnapshot, reached_by
 from corolla.core.errors import CorollaError
 from corolla.ui.bridge.trio_thread import Job, TrioThread
 
@@ -60,7 +60,8 @@ class SwarmMonitor(QObject):
         with trio.fail_after(QUERY_TIMEOUT):
             client = await connection.client()
             live, dead = await client.all_servers()
-        return SwarmSnapshot(connection.model_name, connection.num_blocks, live, list(dead))
+        return SwarmSnapshot(connection.model_name, connection.num_blocks, live, list(dead),
+                             paths=reached_by(client.peer, live))
 
     def _emit(self, snapshot: SwarmSnapshot) -> None:
         self._job = None
@@ -76,4 +77,5 @@ class SwarmMonitor(QObject):
         if previous is None:
             self._emit(SwarmSnapshot("", 0, [], error=why))
         else:  # keep showing the last answer, marked as stale
-            self._emit(SwarmSnapshot(previous.model, previous.num_blocks, previous.servers, previous.silent, error=why))
+            self._emit(SwarmSnapshot(previous.model, previous.num_blocks, previous.servers, previous.silent, error=why,
+                                     paths=previous.paths))

@@ -80,7 +80,7 @@ class PatientDCUtR(DCUtRProtocol):
         """Peers reached only through a relay, not being punched now, with attempts left."""
         out = []
         network = self.host.get_network()
-        for peer_id, conns in list(network.connections.items()):
+        for peer_id in list(network.connections):
             if (peer_id == self.host.get_id() or peer_id in self._punching or peer_id in self._in_progress
                     or peer_id in self._direct_connections
                     or self._hole_punch_attempts.get(peer_id, 0) >= MAX_HOLE_PUNCH_ATTEMPTS):

@@ -66,6 +66,9 @@ class ServerInfo:
     relays: list[str] = field(default_factory=list)  # its /p2p-circuit addresses when private
     nickname: str = ""  # chosen by the server's owner, shown beside the short id (names.peer_name)
     model_blocks: int = 0  # how many blocks the whole model has (0: not said)
+    # round trip (ms) from this server to servers holding the blocks after its span, by peer id, as
+    # this server measured it: what a hidden state pays when one server hands it to the next
+    next_rtt_ms: dict[str, float] = field(default_factory=dict)
     rtt_ms: float = field(default=0.0, compare=False)  # measured by the client, not sent
 
     @property
@@ -107,6 +110,12 @@ class ServerInfo:
         if values.get("model_blocks") and values["end"] > values["model_blocks"]:
             raise ProtocolError(f"bad server info: blocks end at {values['end']}, past the model's "
                                 f"{values['model_blocks']}")
+        if values.get("reachability", "unknown") not in REACHABILITIES:
+            raise ProtocolError(f"bad server info: unknown reachability {values['reachability']!r}")
+        if "relays" in d:
+            values["relays"] = _checked_list("relays", d["relays"], MAX_RELAYS, 512)
+        if "next_rtt_ms" in d:
+            values["next_rtt_ms"] = _checked_links(d["next_rtt_ms"])
         return cls(**values)
 
 
@@ -119,9 +128,27 @@ _INFO_FIELDS: dict[str, tuple[type, float, float]] = {
     "state": (str, 1, 32), "dtype": (str, 1, 32), "hidden_size": (int, 0, 1 << 20),
     "block_ms": (float, 1e-4, 1e6), "throughput": (float, 0.0, 1e9),
     "free_cache_tokens": (int, 0, 1 << 32), "active_sessions": (int, 0, 1 << 20),
-    "max_sessions": (int, 0, 1 << 20), "version": (str, 1, 32),
+    "max_sessions": (int, 0, 1 << 20), "version": (str, 1, 32), "reachability": (str, 1, 32),
     "nickname": (str, 0, NICKNAME_MAX), "model_blocks": (int, 0, MAX_BLOCKS),
 }
+REACHABILITIES = ("public", "private", "unknown")
+MAX_RELAYS = 8  # circuit addresses one server may list
+MAX_LINKS = 64  # next servers one server may report a round trip to
+MAX_LINK_MS = 60_000.0
+
+
+def _checked_list(name: str, value: Any, most: int, longest: int) -> list[str]:
+    if not isinstance(value, list) or len(value) > most:
+        raise ProtocolError(f"bad server info: '{name}' must be a list of at most {most} strings")
+    return [_checked(name, v, str, 1, longest) for v in value]
+
+
+def _checked_links(value: Any) -> dict[str, float]:
+    """Round trips to next servers: at most MAX_LINKS peer ids, each 0 to MAX_LINK_MS ms."""
+    if not isinstance(value, dict) or len(value) > MAX_LINKS:
+        raise ProtocolError(f"bad server info: 'next_rtt_ms' must be a map of at most {MAX_LINKS} peer ids")
+    return {_checked("next_rtt_ms", k, str, 1, 128): _checked("next_rtt_ms", v, float, 0.0, MAX_LINK_MS)
+            for k, v in value.items()}
 
 
 def _checked(name: str, value: Any, kind: type, low: float, high: float) -> Any:

@@ -30,8 +30,25 @@ class RouteHop:
 
 
 def hop_cost_ms(server: ServerInfo, num_blocks: int) -> float:
-    """Expected ms per decoded token of running `num_blocks` blocks on `server`, network included."""
-    return server.rtt_ms + HOP_MS + num_blocks * server.block_ms + BUSY_MS_PER_SESSION * server.active_sessions
+    """Expected ms per decoded token of running `num_blocks` blocks on `server`, network included
+    (the client sends each hop its input and reads its output: one client round trip per hop)."""
+    return server.rtt_ms + compute_ms(server, num_blocks)
+
+
+def compute_ms(server: ServerInfo, num_blocks: int) -> float:
+    """Expected ms per decoded token on `server` itself, without the network."""
+    return HOP_MS + num_blocks * server.block_ms + BUSY_MS_PER_SESSION * server.active_sessions
+
+
+def link_rtt_ms(a: ServerInfo, b: ServerInfo) -> float:
+    """Round trip (ms) from server `a` to server `b` as routing believes it: what `a` measured and
+    advertised, kept within what the triangle inequality allows given the client's own round trips
+    to both (|ca - cb| <= ab <= ca + cb), so that a server lying about its links can neither
+    draw routes with a tiny claim nor make a route look worse than going through the client;
+    unknown links count as that upper bound (the client could relay between them)."""
+    low, high = abs(a.rtt_ms - b.rtt_ms), a.rtt_ms + b.rtt_ms
+    claimed = a.next_rtt_ms.get(b.peer_id)
+    return high if claimed is None else min(max(claimed, low), high)
 
 
 def usable(server: ServerInfo, cache_tokens: int) -> bool:
@@ -45,43 +62,53 @@ def uncovered(servers: list[ServerInfo], start: int, end: int) -> list[int]:
 
 
 def plan_route(servers: list[ServerInfo], start: int, end: int, *, cache_tokens: int,
-               model: str = "the model") -> list[RouteHop]:
+               model: str = "the model", push: bool = False) -> list[RouteHop]:
     """Cheapest chain of hops covering blocks [start, end) exactly once, in order (Dijkstra over
     block boundaries; a hop may use any part of a server's span). Servers that are leaving, full or
-    short of `cache_tokens` free cache are skipped; raise NoRouteError naming blocks nobody covers."""
+    short of `cache_tokens` free cache are skipped; raise NoRouteError naming blocks nobody covers.
+
+    The network cost of a token: with `push` (each server sends its output straight to the next) half
+    the client's round trip to the first hop, half of each link's round trip between hops
+    (link_rtt_ms) and half the last hop's round trip back; else the client's round trip to each hop."""
     candidates = [s for s in servers if usable(s, cache_tokens)]
-    best: dict[int, float] = {start: 0.0}
-    back: dict[int, RouteHop] = {}
-    queue = [(0.0, start)]
+    # a state is (block boundary reached, index of the server of the hop that reached it; -1: none yet)
+    best: dict[tuple[int, int], float] = {(start, -1): 0.0}
+    back: dict[tuple[int, int], tuple[tuple[int, int], RouteHop]] = {}
+    queue = [(0.0, start, -1)]
+    done: tuple[int, int] | None = None
     while queue:
-        cost, at = heapq.heappop(queue)
-        if at == end:
-            break
-        if cost > best.get(at, float("inf")):
+        cost, at, prev = heapq.heappop(queue)
+        if cost > best.get((at, prev), float("inf")):
             continue
-        for s in candidates:
+        if at == end:
+            done = (at, prev)
+            break
+        for i, s in enumerate(candidates):
             if not (s.start <= at < s.end):
                 continue
+            if not push:
+                network = s.rtt_ms
+            elif prev < 0:
+                network = s.rtt_ms / 2
+            else:
+                network = link_rtt_ms(candidates[prev], s) / 2
             for to in range(at + 1, min(s.end, end) + 1):
-                c = cost + hop_cost_ms(s, to - at)
-                if c < best.get(to, float("inf")):
-                    best[to] = c
-                    back[to] = RouteHop(s, at, to)
-                    heapq.heappush(queue, (c, to))
-    if end not in back and start != end:
-        missing = uncovered(candidates, start, end) or [b for b in range(start, end) if b >= _reach(back, start)]
+                c = cost + network + compute_ms(s, to - at) + (s.rtt_ms / 2 if push and to == end else 0.0)
+                key = (to, i if push else -1)  # without push the cost does not depend on who came before
+                if c < best.get(key, float("inf")):
+                    best[key] = c
+                    back[key] = ((at, prev), RouteHop(s, at, to))
+                    heapq.heappush(queue, (c, *key))
+    if done is None and start != end:
+        reached = max((at for at, _ in best), default=start)
+        missing = uncovered(candidates, start, end) or [b for b in range(start, end) if b >= reached]
         online = [s for s in servers if s.state == ONLINE]
         if not uncovered(online, start, end):  # live servers hold every block: they are full
             raise ServersFullError(missing, model)
         raise NoRouteError(missing, model)
     hops: list[RouteHop] = []
-    at = end
-    while at != start:
-        hop = back[at]
+    state = done
+    while state is not None and state in back:
+        state, hop = back[state]
         hops.append(hop)
-        at = hop.start
     return hops[::-1]
-
-
-def _reach(back: dict[int, RouteHop], start: int) -> int:
-    return max(back, default=start)

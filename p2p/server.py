@@ -102,6 +102,7 @@ class ServerNode:
         self.relays: list[str] = []
         self.nickname = ""  # the owner's name for this server (checked by names.check_nickname)
         self.model_blocks = 0  # blocks of the whole model, so clients can tell whether it is fully served
+        self.next_rtt_ms: dict[str, float] = {}  # set by whoever runs the node (p2p/links.py)
         self._runtimes: dict[tuple[int, int], SpanRuntime] = {}
         self._slots: dict[str, SessionSlot] = {}
         self._forwards: dict[str, int] = {}  # per peer: forward requests being served or waiting
@@ -145,7 +146,7 @@ class ServerNode:
             # what a newcomer can get: idle sessions' room is given away on demand
             free_cache_tokens=self.free_cache_tokens + sum(s.tokens for _, s in idle),
             active_sessions=self.active_sessions - len(idle), max_sessions=self.max_sessions,
-            reachability=self.reachability, relays=list(self.relays),
+            reachability=self.reachability, relays=list(self.relays), next_rtt_ms=dict(self.next_rtt_ms),
             nickname=self.nickname, model_blocks=self.model_blocks,
         )
 

@@ -243,7 +243,7 @@ class InferenceSession:
             servers = [s for s in servers if s.peer_id not in avoid]
             try:
                 route = plan_route(servers, start, end, cache_tokens=self.max_length,
-                                   model=self.client.model_name)
+                                   model=self.client.model_name, push=self.push)
             except NoRouteError as exc:
                 now = time.monotonic()
                 waited_since = waited_since or now

@@ -117,6 +117,7 @@ class ChatWindow(QMainWindow):
         c.error.connect(self.route.show_error)
         c.error.connect(lambda text: self.messages.add_notice(text))
         backend.route_changed.connect(self.route.show_route)
+        backend.paths_changed.connect(self.route.show_paths)
         backend.rerouted.connect(self.route.show_reroute)
         backend.rerouted.connect(self.messages.add_notice)
         backend.notice.connect(lambda text: self.messages.add_notice(text))

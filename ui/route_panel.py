@@ -1,4 +1,5 @@
-"""Which peer carries which blocks of the current conversation, with latency; reroute and error notices."""
+"""Which peer carries which blocks of the current conversation, with latency and how it is reached
+(direct, hole-punched, relayed via whom); reroute and error notices."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from corolla.p2p.routing import RouteHop
 class RoutePanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.table = QTableWidget(0, 3, self)
-        self.table.setHorizontalHeaderLabels(["Peer", "Blocks", "Latency"])
+        self.table = QTableWidget(0, 4, self)
+        self.table.setHorizontalHeaderLabels(["Peer", "Blocks", "Latency", "Reached"])
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -31,6 +32,7 @@ class RoutePanel(QWidget):
         layout.addWidget(self.notice)
         self.hops: list[RouteHop] = []
         self._listed: set[str] = set()  # peers seen answering in a snapshot of the swarm
+        self.paths: dict[str, str] = {}
 
     @Slot(list)
     def show_route(self, hops: list[RouteHop]) -> None:
@@ -61,10 +63,26 @@ class RoutePanel(QWidget):
                 if gone:
                     item.setForeground(QColor("#888888"))
                 self.table.setItem(row, col, item)
+        self._show_paths()
 
     def peers(self) -> list[str]:
         """The full peer ids of the hops shown."""
         return [h.peer_id for h in self.hops]
+
+    @Slot(dict)
+    def show_paths(self, paths: dict[str, str]) -> None:
+        """How each server is reached, by peer id: 'direct', 'hole-punched', 'relayed via <relay>'."""
+        self.paths = dict(paths)
+        self._show_paths()
+
+    def _show_paths(self) -> None:
+        for row, hop in enumerate(self.hops):
+            path = self.paths.get(hop.peer_id, "–")
+            item = QTableWidgetItem(path)
+            if path.startswith("relayed"):
+                item.setToolTip("no direct connection could be made (a router in the way): "
+                                "hidden states go through another peer, a little slower")
+            self.table.setItem(row, 3, item)
 
     @Slot(str, str)
     def show_reroute(self, text: str, details: str = "") -> None:

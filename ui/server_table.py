@@ -1,5 +1,5 @@
-"""The swarm's servers: name, blocks, state, throughput, sessions, latency; this PC's server marked in
-bold, those that just left greyed."""
+"""The swarm's servers: name, blocks, state, throughput, sessions, latency, how each is reached; this
+PC's server marked in bold, those that just left greyed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem, QWidg
 from corolla.p2p.names import block_span
 from corolla.p2p.records import ServerInfo
 
-COLUMNS = ["Server", "Blocks", "State", "Tokens/s", "Sessions", "Latency"]
+COLUMNS = ["Server", "Blocks", "State", "Tokens/s", "Sessions", "Latency", "Reached"]
 PEER_ID = Qt.ItemDataRole.UserRole  # the full peer id behind the short name
 OWN_MARK = " (this PC)"
 
@@ -24,12 +24,16 @@ class ServerTable(QTableWidget):
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.setSortingEnabled(False)
 
-    def show_servers(self, servers: list[ServerInfo], left: list[ServerInfo] = (), own: str = "") -> None:
+    def show_servers(self, servers: list[ServerInfo], left: list[ServerInfo] = (), own: str = "",
+                     paths: dict[str, str] | None = None) -> None:
         """The servers that answered, then those that stopped answering a moment ago (greyed); `own` (a
-        peer id) is this PC's server, marked in bold."""
+        peer id) is this PC's server, marked in bold; `paths`: how each server is reached, by peer id
+        ('direct', 'hole-punched', 'relayed via …')."""
+        paths = paths or {}
         rows = [(s, [s.name, block_span(s.start, s.end), s.state, f"{s.throughput:.1f}", str(s.active_sessions),
-                     f"{s.rtt_ms:.1f} ms"]) for s in sorted(servers, key=lambda s: (s.start, s.end, s.peer_id))]
-        rows += [(s, [s.name, block_span(s.start, s.end), "left", "–", "–", "–"]) for s in left]
+                     f"{s.rtt_ms:.1f} ms", paths.get(s.peer_id, "–")])
+                for s in sorted(servers, key=lambda s: (s.start, s.end, s.peer_id))]
+        rows += [(s, [s.name, block_span(s.start, s.end), "left", "–", "–", "–", "–"]) for s in left]
         self.setRowCount(len(rows))
         grey = QColor("#888888")
         for r, (server, cells) in enumerate(rows):

@@ -47,13 +47,14 @@ class SwarmView(QWidget):
         self.own.setText(f"<b>This PC</b>: {where}; served {stats.describe()} in all")
         self.own.show()
         if self.snapshot is not None:
-            self.servers.show_servers(self.snapshot.servers, self.snapshot.left, self.own_peer)
+            self.servers.show_servers(self.snapshot.servers, self.snapshot.left, self.own_peer,
+                                      self.snapshot.paths)
 
     @Slot(object)
     def show_snapshot(self, snapshot: SwarmSnapshot) -> None:
         self.snapshot = snapshot
         self.coverage.show_coverage(snapshot.coverage())
-        self.servers.show_servers(snapshot.servers, snapshot.left, self.own_peer)
+        self.servers.show_servers(snapshot.servers, snapshot.left, self.own_peer, snapshot.paths)
         online = sum(1 for s in snapshot.servers if s.state == "online")
         missing = snapshot.missing_blocks()
         text = f"{snapshot.model}: {online} server{'s' if online != 1 else ''} online, {snapshot.num_blocks} blocks"

@@ -164,6 +164,8 @@ async def run_server(cfg: NodeConfig) -> None:
             await nursery.start(stop_signals, stop.set)
             await nursery.start(_announce_forever, peer, node, cfg.announce_period)
             nursery.start_soon(_prune_clients_forever, peer)
+            nursery.start_soon(_measure_links_forever, peer, node, model.num_blocks,
+                               min(max(2 * cfg.announce_period, 30.0), 60.0))
             if cfg.blocks is None and cfg.rebalance_period > 0:
                 nursery.start_soon(_rebalance_forever, cfg, peer, node, model, dtype, status)
             nursery.start_soon(_report_sessions, node, status)
@@ -282,6 +284,19 @@ async def _announce_forever(peer: Peer, node, period: float, *, task_status=trio
             task_status.started()
             first = False
         await trio.sleep(period)
+
+
+async def _measure_links_forever(peer: Peer, node, num_blocks: int, period: float) -> None:
+    """Keep node.next_rtt_ms (ms to the servers of the next blocks) fresh, every `period` s: servers
+    come and go, and routing trusts old measurements only as far as the client's own round trips
+    allow (p2p/routing.py:link_rtt_ms). Each look is a DHT lookup: not more often than every 30 s."""
+    from corolla.p2p.links import measure_next_links
+
+    while True:
+        await trio.sleep(period * random.uniform(0.8, 1.2))
+        node.next_rtt_ms = await measure_next_links(peer, node.model_name, node.model_hash, node.span.end,
+                                                    num_blocks)
+        log.debug("round trips to the next servers: %s", node.next_rtt_ms)
 
 
 async def choose_blocks(cfg: NodeConfig, peer: Peer, model) -> BlockRange:

@@ -11,10 +11,14 @@ import trio
 from corolla.app.errors import ChatBackendError
 from corolla.app.swarm.connection import SwarmConnection
 from corolla.app.swarm.route import RouteListener
+from corolla.app.swarm.snapshot import reached_by
 from corolla.core.generation import Decoder, decode
 from corolla.p2p.errors import NoRouteError
+from corolla.p2p.host import Peer
 from corolla.p2p.session import FailoverEvent, InferenceSession, WaitingEvent
 from corolla.p2p.spotcheck import DEFAULT_RATE, SpotCheck
+
+PATHS_PERIOD = 1.0  # s between looks at how the route's servers are reached
 
 
 class SwarmRouteFactory:
@@ -42,14 +46,27 @@ class SwarmRouteFactory:
             checks = SpotCheck(self.spot_check, on_caught=listener.on_liar) if self.spot_check > 0 else None
             session = InferenceSession(client, max_length, on_event=on_event, spot_check=checks, push=self.push)
             holder.append(session)
-            async with session:
+            async with session, trio.open_nursery() as watch:
                 listener.on_route(list(session.route))
+                watch.start_soon(_report_paths, client.peer, session, listener)
                 yield session
+                watch.cancel_scope.cancel()
         except NoRouteError as exc:
             raise ChatBackendError(str(exc)) from None
 
     async def aclose(self) -> None:
         await self.connection.aclose()
+
+
+async def _report_paths(peer: Peer, session: InferenceSession, listener: RouteListener) -> None:
+    """Tell the listener how the route's servers are reached, now and whenever it changes."""
+    last: dict[str, str] | None = None
+    while True:
+        paths = reached_by(peer, [hop.server for hop in session.route])
+        if paths != last:
+            listener.on_paths(paths)
+            last = paths
+        await trio.sleep(PATHS_PERIOD)
 
 
 async def generate_through_swarm(path: Path, decoder: Decoder, initial_peers: list[str], *,

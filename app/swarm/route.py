@@ -28,6 +28,9 @@ class RouteListener:
     on_reroute: Callable[[FailoverEvent, list[RouteHop]], None] = lambda event, hops: None
     on_wait: Callable[[WaitingEvent], None] = lambda event: None  # no server holds (or has room for) some blocks
     on_liar: Callable[[LiarCaught], None] = lambda caught: None  # a spot check caught wrong activations
+    # how each server of the route is reached, by peer id ('direct', 'hole-punched', 'relayed via …'),
+    # when that changes (a hole punch replaces a relayed connection a few seconds after it opens)
+    on_paths: Callable[[dict[str, str]], None] = lambda paths: None
 
 
 class InferenceRoute(Protocol):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from corolla.p2p.host import Peer
+from corolla.p2p.nat import describe_path
 from corolla.p2p.records import ONLINE, ServerInfo
 
 LEFT_GRACE_S = 20.0  # s a server that stopped answering stays listed (as "left") before it disappears
@@ -18,6 +20,7 @@ class SwarmSnapshot:
     servers: list[ServerInfo] = field(default_factory=list)  # those that answered
     left: list[ServerInfo] = field(default_factory=list)  # answered before, not now: last known info
     error: str = ""
+    paths: dict[str, str] = field(default_factory=dict)  # how each server is reached (reached_by)
 
     def coverage(self) -> list[int]:
         """For each block, how many online servers hold it."""
@@ -61,3 +64,9 @@ class ServerMemory:
         """Seconds since `peer_id` last answered, or None when it is not remembered."""
         entry = self._seen.get(peer_id)
         return None if entry is None else (time.monotonic() if now is None else now) - entry[1]
+
+
+def reached_by(peer: Peer, servers: list[ServerInfo]) -> dict[str, str]:
+    """How `peer` reaches each server now, by peer id: 'direct', 'hole-punched', 'relayed via <relay>'
+    or 'not connected' (the words of `corolla swarm`)."""
+    return {s.peer_id: describe_path(peer.host, s.peer_id, s.reachability) for s in servers}

@@ -55,7 +55,10 @@ async def main(role: str, args: list[str]) -> None:
                 addr = multiaddr.Multiaddr(text)
                 pid = ID.from_base58(text.rsplit("/p2p/", 1)[1])
                 peer.host.get_peerstore().add_addrs(pid, [addr], 600)
-                result[str(pid)] = {"first": await ask(peer, pid), "path_first": connection_path(peer.host, pid)[0]}
+                with trio.fail_after(10):  # the path right after the first connection, before any punch
+                    await peer.host.get_network().dial_peer(pid)
+                path_first = connection_path(peer.host, pid)[0]
+                result[str(pid)] = {"first": await ask(peer, pid), "path_first": path_first}
             await wait_for_punches(peer.host, list(result), 10.0)
             for pid, r in result.items():
                 r["path"], r["relay"] = connection_path(peer.host, ID.from_base58(pid))

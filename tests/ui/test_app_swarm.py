@@ -77,6 +77,9 @@ def test_chat_streams_from_the_swarm_stop_stops_and_reopening_keeps_it(qtbot, sw
         assert [h.start for h in hops] == [0, 15] and hops[-1].end == 30
         assert {h.peer_id for h in hops} <= {s.peer_id for s in swarm.servers}
         assert chat.route.table.rowCount() == 2
+        # every server of the local swarm is dialled directly, and the panel says so
+        qtbot.waitUntil(lambda: [chat.route.table.item(r, 3).text() for r in range(2)] == ["direct"] * 2,
+                        timeout=30_000)
         qtbot.waitUntil(lambda: len(pieces) >= 2, timeout=90_000)
         with qtbot.waitSignal(services.conversations.reply_finished, timeout=30_000) as finished:
             chat.composer.stop_button.click()

@@ -1,5 +1,5 @@
 from corolla.app.swarm.snapshot import SwarmSnapshot
-from corolla.p2p.names import peer_name
+from corolla.p2p.names import peer_name, short_id
 from corolla.p2p.records import ServerInfo
 from corolla.ui.swarm_view import SwarmView
 
@@ -59,3 +59,72 @@ def test_this_pcs_server_is_marked_with_its_stats(qtbot):
     assert view.servers.own_rows() == [0]
     view.show_own("", ServedStats(1234, 5, 9000))  # stopped serving: nothing marked, the totals stay
     assert view.servers.own_rows() == [] and "not serving now" in view.own.text()
+
+
+def real_paths() -> tuple[dict[str, str], list[ServerInfo], str]:
+    """Real peers on 127.0.0.1: a relay, a server the client dials directly, one that says it is behind a
+    NAT (dialled directly too: what a hole punch leaves), one reached through the relay's circuit, and
+    one the client never dials. Returns reached_by's answer, the servers and the relay's peer id."""
+    import multiaddr
+    import trio
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+    from libp2p.relay.circuit_v2.dcutr import MAX_HOLE_PUNCH_ATTEMPTS
+
+    from corolla.app.swarm.snapshot import reached_by
+    from corolla.p2p.host import open_peer, parse_peer_addr
+
+    async def main():
+        async with open_peer(create_new_key_pair(), host="127.0.0.1", relay="on") as relay, \
+                open_peer(create_new_key_pair(), host="127.0.0.1", initial_peers=relay.addrs[:1]) as direct, \
+                open_peer(create_new_key_pair(), host="127.0.0.1", initial_peers=relay.addrs[:1]) as punched, \
+                open_peer(create_new_key_pair(), host="127.0.0.1", dht_server=False) as hidden, \
+                open_peer(create_new_key_pair(), host="127.0.0.1") as away, \
+                open_peer(create_new_key_pair(), host="127.0.0.1", dht_server=False,
+                          initial_peers=relay.addrs[:1]) as client:
+            for p in (direct, punched):
+                await client.host.connect(parse_peer_addr(p.addrs[0]))
+            await hidden.connect(parse_peer_addr(relay.addrs[0]))  # no DHT walk: it dials nobody else
+            assert await hidden.nat.reserve(relay.host.get_id(), multiaddr.Multiaddr(relay.addrs[0]))
+            circuit = next(a for a in hidden.addrs if "/p2p-circuit" in a)
+            # On one machine DCUtR replaces a relayed connection within milliseconds: no punching here
+            for a, b in ((client, hidden), (hidden, client)):
+                a.nat.dcutr._hole_punch_attempts[b.host.get_id()] = MAX_HOLE_PUNCH_ATTEMPTS
+            client.host.get_peerstore().add_addrs(hidden.host.get_id(), [multiaddr.Multiaddr(circuit)], 600)
+            assert not client.host.get_network().get_connections(hidden.host.get_id())
+            await client.host.get_network().dial_peer(hidden.host.get_id())
+            servers = [server(direct.peer_id, 0, 4, reachability="public"),
+                       server(punched.peer_id, 4, 8, reachability="private"),
+                       server(hidden.peer_id, 8, 12, reachability="private"),
+                       server(away.peer_id, 0, 12, reachability="public")]
+            paths = reached_by(client, servers)  # at once: DCUtR would soon replace the relayed connection
+            assert ID.from_base58(hidden.peer_id) in client.host.get_network().connections
+            return paths, servers, relay.peer_id
+
+    return trio.run(main)
+
+
+def test_the_swarm_view_and_route_panel_say_how_each_server_is_reached(qtbot):
+    from corolla.p2p.routing import RouteHop
+    from corolla.ui.route_panel import RoutePanel
+
+    paths, servers, relay = real_paths()
+    direct, punched, hidden, away = (s.peer_id for s in servers)
+    assert paths == {direct: "direct", punched: "hole-punched", hidden: f"relayed via {short_id(relay)}",
+                     away: "not connected"}
+    view = SwarmView()
+    qtbot.addWidget(view)
+    view.show_snapshot(SwarmSnapshot("SmolLM2", 12, servers, paths=paths))
+    reached = {peer: view.servers.item(r, 6).text() for r, peer in enumerate(view.servers.peers())}
+    assert reached == paths
+    assert view.servers.horizontalHeaderItem(6).text() == "Reached"
+
+    panel = RoutePanel()
+    qtbot.addWidget(panel)
+    panel.show_route([RouteHop(s, s.start, s.end) for s in servers[:3]])
+    assert [panel.table.item(r, 3).text() for r in range(3)] == ["–"] * 3  # not known yet
+    panel.show_paths(paths)
+    assert [panel.table.item(r, 3).text() for r in range(3)] == ["direct", "hole-punched", f"relayed via {short_id(relay)}"]
+    assert "another peer" in panel.table.item(2, 3).toolTip()
+    panel.show_route([RouteHop(servers[2], 8, 12)])  # a reroute keeps what is known of each server
+    assert panel.table.item(0, 3).text() == f"relayed via {short_id(relay)}"

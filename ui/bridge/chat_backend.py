@@ -31,6 +31,7 @@ class ChatBackend(QObject):
     finished = Signal(int, str)  # request id, "eos" | "length" | "stop" | "stopped"
     failed = Signal(int, str)  # request id, what went wrong, for the user
     route_changed = Signal(list)  # list[RouteHop]
+    paths_changed = Signal(dict)  # peer id -> how it is reached: 'direct', 'hole-punched', 'relayed via …'
     rerouted = Signal(str, str)  # what happened in plain words, the details (peers, reason, replay)
     notice = Signal(str)  # something the user should know (waiting for missing blocks, ...)
     reply_stats = Signal(int, str)  # request id, "7 tokens · 5.2 tokens/s · first token after 0.84 s"
@@ -90,6 +91,7 @@ class ChatBackend(QObject):
         speed = ReplySpeed()
         events = ReplyEvents(
             on_route=lambda hops: post(lambda: self.route_changed.emit(list(hops))),
+            on_paths=lambda paths: post(lambda: self.paths_changed.emit(dict(paths))),
             on_reroute=lambda event, hops: post(lambda: self._reroute(event, hops)),
             on_wait=lambda event: post(lambda: self.notice.emit(plain_event(event))),
             on_text=lambda text: post(lambda: self.token.emit(rid, text)),

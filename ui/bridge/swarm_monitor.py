@@ -8,7 +8,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from corolla.app.errors import corolla_error_in
 from corolla.app.swarm.connection import SwarmConnection
-from corolla.app.swarm.snapshot import LEFT_GRACE_S, ServerMemory, SwarmSnapshot
+from corolla.app.swarm.snapshot import LEFT_GRACE_S, ServerMemory, SwarmSnapshot, reached_by
 from corolla.core.errors import CorollaError
 from corolla.ui.bridge.trio_thread import Job, TrioThread
 
@@ -77,11 +77,11 @@ class SwarmMonitor(QObject):
         with trio.fail_after(QUERY_TIMEOUT):
             client = await connection.client()
             live, _ = await client.all_servers()  # the silent ones: announced, never seen answering
-        return SwarmSnapshot(connection.model_name, connection.num_blocks, live)
+        return SwarmSnapshot(connection.model_name, connection.num_blocks, live, paths=reached_by(client.peer, live))
 
     def _answered(self, snapshot: SwarmSnapshot) -> None:
         left = self._memory.left(snapshot.servers)
-        self._emit(SwarmSnapshot(snapshot.model, snapshot.num_blocks, snapshot.servers, left))
+        self._emit(SwarmSnapshot(snapshot.model, snapshot.num_blocks, snapshot.servers, left, paths=snapshot.paths))
 
     def _emit(self, snapshot: SwarmSnapshot) -> None:
         self._job = None
@@ -97,4 +97,5 @@ class SwarmMonitor(QObject):
         if previous is None:
             self._emit(SwarmSnapshot("", 0, [], error=why))
         else:  # keep showing the last answer, marked as stale
-            self._emit(SwarmSnapshot(previous.model, previous.num_blocks, previous.servers, previous.left, error=why))
+            self._emit(SwarmSnapshot(previous.model, previous.num_blocks, previous.servers, previous.left, error=why,
+                                     paths=previous.paths))

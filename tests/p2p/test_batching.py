@@ -50,8 +50,9 @@ def test_concurrent_sessions_share_passes_and_each_equals_its_solo_run(tiny_mode
         for got, want in zip(outs[i], _solo(tiny_model, xs), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     for node in nodes.values():
-        # 4 sessions x 9 steps: some of them ran together
-        assert node.batcher.steps == 36
+        # 4 sessions x 9 steps: some of them ran together (a step that timed out on a loaded machine is
+        # sent again, so a few more may be counted)
+        assert 36 <= node.batcher.steps <= 40
         assert node.batcher.batches < node.batcher.steps
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 from transformers.cache_utils import DynamicCache
 
+from corolla.core.adapters import AdapterSet
 from corolla.core.dtypes import DTYPES
 from corolla.core.errors import (
     CacheFullError,
@@ -41,6 +42,7 @@ class Span(nn.Module):
         self.blocks = blocks
         self.positional = positional
         self.quant = Quantization.NONE
+        self.adapters = AdapterSet()  # LoRA adapters on the blocks (core/adapters.py), chosen per session
 
     @classmethod
     def load(cls, path: Path | str, start: int, end: int, device: str | torch.device = "cpu",
@@ -84,7 +86,7 @@ class Span(nn.Module):
             return self
         blocks = self.blocks[start - self.start:end - self.start]
         part = Span(self.config, self.family, start, end, blocks, self.positional)
-        part.quant = self.quant
+        part.quant, part.adapters = self.quant, self.adapters
         return part
 
     @property
@@ -145,6 +147,7 @@ class _Session:
     max_length: int
     batch_size: int
     length: int = 0
+    adapter: str | None = None  # the LoRA adapter every step of this session uses
 
 
 class SpanRuntime:
@@ -177,9 +180,12 @@ class SpanRuntime:
         """Bytes the open sessions' caches may grow to (their reservations)."""
         return self.reserved_tokens * self.span.kv_bytes_per_token()
 
-    def open_session(self, session_id: str, max_length: int, batch_size: int = 1) -> None:
+    def open_session(self, session_id: str, max_length: int, batch_size: int = 1,
+                     adapter: str | None = None) -> None:
+        """Reserve cache room for a session; its steps use the LoRA `adapter` (None: the base model)."""
         if max_length < 1 or batch_size < 1:
             raise ShapeError(f"max_length and batch_size must be positive, got {max_length} and {batch_size}")
+        self.span.adapters.check(adapter)
         with self._lock:
             if session_id in self._sessions:
                 raise SessionExistsError(f"session {session_id!r} is already open")
@@ -189,7 +195,7 @@ class SpanRuntime:
                     f"session needs {wanted} cache tokens but only {self.free_cache_tokens} of "
                     f"{self.max_cache_tokens} are free; try a shorter max length or another server"
                 )
-            self._sessions[session_id] = _Session(self.span.new_cache(), max_length, batch_size)
+            self._sessions[session_id] = _Session(self.span.new_cache(), max_length, batch_size, adapter=adapter)
 
     def session_length(self, session_id: str) -> int:
         return self._get(session_id).length
@@ -202,7 +208,8 @@ class SpanRuntime:
         session = self._checked(session_id, hidden, start)
         if start is not None:
             self.truncate(session_id, start)
-        out = self.span.run(hidden, session.cache, session.length)
+        with self.span.adapters.use([session.adapter] * session.batch_size):
+            out = self.span.run(hidden, session.cache, session.length)
         session.length += hidden.shape[1]
         return out
 
@@ -233,7 +240,8 @@ class SpanRuntime:
                 keys, values = zip(*(_padded(s.cache, slot, longest - s.length, s, sessions) for s in sessions))
                 batch.update(torch.cat(keys), torch.cat(values), slot)
         hidden = torch.cat([h.to(device=steps[0][1].device, dtype=steps[0][1].dtype) for _, h, _ in steps])
-        out = self.span.run(hidden, batch, pasts)
+        with self.span.adapters.use([s.adapter for s in sessions for _ in range(s.batch_size)]):
+            out = self.span.run(hidden, batch, pasts)
         row = 0
         for s in sessions:
             rows = slice(row, row + s.batch_size)

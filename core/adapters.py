@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +23,6 @@ from safetensors import safe_open
 from torch import nn
 
 from corolla.core.errors import CorollaError, ShapeError
-
-if TYPE_CHECKING:
-    from corolla.core.span import Span
 
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PEFT_PREFIX = "base_model.model."  # what PEFT puts before the model's own module names
@@ -172,14 +168,14 @@ def check_name(name: str) -> None:
                            "(starting with a letter or digit)")
 
 
-def block_pattern(span: Span) -> re.Pattern[str]:
+def block_pattern(span: nn.Module) -> re.Pattern[str]:
     """Matches a checkpoint name inside a block of the span's model: group 1 the block, 2 the rest."""
     prefix = span.family.block_prefix(0)
     head = re.escape(prefix[: prefix.rindex("0.")])
     return re.compile(rf"^{head}(\d+)\.(.+)$")
 
 
-def load_adapter(span: Span, folder: Path | str, name: str | None = None) -> str:
+def load_adapter(span: nn.Module, folder: Path | str, name: str | None = None) -> str:
     """Attach the LoRA adapter in `folder` to `span`, reading only its blocks' tensors; its name."""
     folder = Path(folder)
     name = name or adapter_name(folder)
@@ -210,7 +206,7 @@ def load_adapter(span: Span, folder: Path | str, name: str | None = None) -> str
     return name
 
 
-def _span_tensors(span: Span, weights: Path) -> dict[tuple[int, str, str], dict[str, torch.Tensor]]:
+def _span_tensors(span: nn.Module, weights: Path) -> dict[tuple[int, str, str], dict[str, torch.Tensor]]:
     """The adapter's A and B tensors of the span's blocks, by (global block, module name in the model,
     module name inside the block).
 

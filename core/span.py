@@ -130,8 +130,11 @@ class Span(nn.Module):
         x = self.family.run_blocks(self.blocks, self.positional, self.config, x, cache, past_length)
         return x.to(device=hidden.device, dtype=hidden.dtype)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # stateless: no cache kept
-        return self.run(hidden)
+    def forward(self, hidden: torch.Tensor, adapter: str | None = None) -> torch.Tensor:
+        """Stateless (no cache kept); every row uses the LoRA `adapter` (None: the base model)."""
+        self.adapters.check(adapter)
+        with self.adapters.use([adapter] * hidden.shape[0]):
+            return self.run(hidden)
 
     def new_cache(self) -> DynamicCache:
         return DynamicCache(config=self.config)

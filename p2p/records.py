@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from corolla.core.adapters import ADAPTER_NAME
 from corolla.core.dtypes import DTYPES
 from corolla.p2p.blocks import BlockRange, format_blocks
 from corolla.p2p.errors import ProtocolError
@@ -56,6 +57,7 @@ class ServerInfo:
     version: str = PROTOCOL_VERSION
     reachability: str = "unknown"  # can others dial it: public, private (behind a NAT) or unknown
     relays: list[str] = field(default_factory=list)  # its /p2p-circuit addresses when private
+    adapters: list[str] = field(default_factory=list)  # LoRA adapters a session may pick, by name
     rtt_ms: float = field(default=0.0, compare=False)  # measured by the client, not sent
 
     @property
@@ -85,10 +87,12 @@ class ServerInfo:
             raise ProtocolError(f"bad server info: unknown state {values['state']!r}")
         if values.get("dtype", "float32") not in DTYPES:
             raise ProtocolError(f"bad server info: unknown dtype {values['dtype']!r}")
+        values["adapters"] = _adapter_names(d.get("adapters", []))
         return cls(**values)
 
 
 MAX_BLOCKS = 1 << 16
+MAX_ADAPTERS = 64  # adapter names one server may advertise
 _INFO_REQUIRED = {"peer_id", "model_name", "model_hash", "start", "end"}
 # name: (type, lowest, highest) - a number outside its range, NaN or inf marks the whole reply as a lie.
 _INFO_FIELDS: dict[str, tuple[type, float, float]] = {
@@ -99,6 +103,18 @@ _INFO_FIELDS: dict[str, tuple[type, float, float]] = {
     "free_cache_tokens": (int, 0, 1 << 32), "active_sessions": (int, 0, 1 << 20),
     "max_sessions": (int, 0, 1 << 20), "version": (str, 1, 32),
 }
+
+
+def _adapter_names(value: Any) -> list[str]:
+    """The advertised adapter names: a list of at most MAX_ADAPTERS distinct names, or ProtocolError."""
+    if not isinstance(value, list) or len(value) > MAX_ADAPTERS:
+        raise ProtocolError(f"bad server info: 'adapters' must be a list of at most {MAX_ADAPTERS} names")
+    for name in value:
+        if not isinstance(name, str) or not ADAPTER_NAME.match(name):
+            raise ProtocolError(f"bad server info: adapter name {str(name)[:70]!r} is not a name")
+    if len(set(value)) != len(value):
+        raise ProtocolError("bad server info: an adapter is advertised twice")
+    return list(value)
 
 
 def _checked(name: str, value: Any, kind: type, low: float, high: float) -> Any:

@@ -6,6 +6,7 @@ error reply; nothing reaches libp2p's connection task. Peers share the server th
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -136,7 +137,7 @@ class ServerNode:
             # what a newcomer can get: idle sessions' room is given away on demand
             free_cache_tokens=self.free_cache_tokens + sum(s.tokens for _, s in idle),
             active_sessions=self.active_sessions - len(idle), max_sessions=self.max_sessions,
-            reachability=self.reachability, relays=list(self.relays),
+            reachability=self.reachability, relays=list(self.relays), adapters=list(self.span.adapters.names),
         )
 
     def replace_span(self, span: Span) -> None:
@@ -245,23 +246,24 @@ class ServerNode:
                 if header.get("type") != "forward" or len(tensors) != 1:
                     raise ProtocolError("expected a 'forward' message with one tensor")
                 start, end = self._blocks_asked(header)
-                x = tensors[0]
+                x, adapter = tensors[0], header.get("adapter")  # a spot check of a session with an adapter
                 self.span.check_hidden(x)
+                self.span.adapters.check(adapter)
                 if x.shape[0] * x.shape[1] > MAX_REQUEST_TOKENS:
                     raise ShapeError(f"a forward request may carry at most {MAX_REQUEST_TOKENS} tokens (x batch)")
-                out = await self._chunked_forward(sub_span(self.span, start, end), x, peer)
+                out = await self._chunked_forward(sub_span(self.span, start, end), x, peer, adapter)
         finally:
             self._forwards[peer] -= 1
             if not self._forwards[peer]:
                 del self._forwards[peer], self._forward_turns[peer]
         await self._reply(stream, encode({"type": "result"}, [out]))
 
-    async def _chunked_forward(self, span: Span, x: torch.Tensor, peer: str) -> torch.Tensor:
+    async def _chunked_forward(self, span: Span, x: torch.Tensor, peer: str, adapter: str | None) -> torch.Tensor:
         if x.shape[1] <= self.forward_chunk:
             async with self._compute.turn(peer):
-                return await self._run(span.forward, x)
+                return await self._run(functools.partial(span.forward, adapter=adapter), x)
         rt = SpanRuntime(span, max_cache_tokens=x.shape[0] * x.shape[1])
-        rt.open_session("forward", x.shape[1], x.shape[0])
+        rt.open_session("forward", x.shape[1], x.shape[0], adapter)
         outs = []
         for i in range(0, x.shape[1], self.forward_chunk):
             async with self._compute.turn(peer):
@@ -345,7 +347,7 @@ class ServerNode:
                                  f"{self.cache_tokens} are free; try a shorter max length or another server")
         rt = self._runtime(start, end)
         sid = uuid.uuid4().hex
-        rt.open_session(sid, max_length, batch)
+        rt.open_session(sid, max_length, batch, header.get("adapter"))  # an unknown adapter is refused there
         slot = self._slots[sid] = SessionSlot(peer, wanted, rt, time.monotonic())
         log.info("session opened %s blocks %d:%d max_length %d (%d active)",
                  sid[:8], start, end, max_length, self.active_sessions)

@@ -15,6 +15,7 @@ import trio
 from corolla.core.dtypes import DTYPES
 from corolla.p2p.client import SwarmClient, open_stream
 from corolla.p2p.errors import (
+    AdapterNotOfferedError,
     NoRouteError,
     PeerUnavailableError,
     ProtocolError,
@@ -22,7 +23,7 @@ from corolla.p2p.errors import (
     ServersFullError,
     SwarmError,
 )
-from corolla.p2p.records import INFERENCE_PROTOCOL
+from corolla.p2p.records import INFERENCE_PROTOCOL, ServerInfo
 from corolla.p2p.routing import RouteHop, plan_route
 from corolla.p2p.spotcheck import SpotCheck
 from corolla.p2p.wire import StreamGone, encode, read_message, write_message
@@ -40,7 +41,8 @@ CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolErr
 # A server that dropped an idle session did nothing wrong: reopen (replay) without a ban.
 EXPIRED_CODES = {"SessionExpiredError"}
 # A server that is full is alive and honest: route elsewhere or wait, and say so.
-FULL_CODES = {"CacheFullError", "TooManySessionsError", "PeerLimitError", "ServerLeavingError"}
+# (A server that no longer has the adapter it advertised is the same: route elsewhere.)
+FULL_CODES = {"CacheFullError", "TooManySessionsError", "PeerLimitError", "ServerLeavingError", "UnknownAdapterError"}
 
 
 @dataclass
@@ -96,11 +98,14 @@ class HopSession:
         self.last_step_ms = 0.0  # round trip of the last step, as this client saw it
 
     @classmethod
-    async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
+    async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float,
+                   adapter: str | None = None) -> HopSession:
+        request = {"type": "open", "max_length": max_length, "batch_size": 1, "start": hop.start, "end": hop.end}
+        if adapter is not None:
+            request["adapter"] = adapter
         try:
             stream = await open_stream(client.peer, hop.peer_id, INFERENCE_PROTOCOL, CONNECT_TIMEOUT)
-            await write_message(stream, encode({"type": "open", "max_length": max_length, "batch_size": 1,
-                                                "start": hop.start, "end": hop.end}), timeout=timeout)
+            await write_message(stream, encode(request), timeout=timeout)
             header, _ = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
         except (PeerUnavailableError, StreamGone, trio.TooSlowError, ProtocolError) as exc:
             raise HopFailure(hop.peer_id, f"open: {_why(exc)}", cause=exc) from None
@@ -163,8 +168,9 @@ class InferenceSession:
     def __init__(self, client: SwarmClient, max_length: int, *, timeout: float = STEP_TIMEOUT,
                  route_wait: float = ROUTE_WAIT,
                  on_event: Callable[[FailoverEvent | WaitingEvent], None] | None = None,
-                 spot_check: SpotCheck | None = None) -> None:
+                 spot_check: SpotCheck | None = None, adapter: str | None = None) -> None:
         self.client, self.max_length, self.timeout = client, max_length, timeout
+        self.adapter = adapter  # the LoRA adapter every hop applies: only servers offering it are used
         self.spot_check = spot_check
         if spot_check is not None:
             spot_check.reputation = client.reputation  # one record of each peer
@@ -245,7 +251,8 @@ class InferenceSession:
         if self.spot_check is None or not self.spot_check.wants(first):
             return
         inputs = torch.cat(self.history[hop.hop.start], dim=1)
-        caught = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start, hop.hop.end, inputs, out)
+        caught = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start, hop.hop.end, inputs, out,
+                                              adapter=self.adapter)
         if caught is None:
             return
         if caught.peer_id == hop.hop.peer_id:
@@ -262,7 +269,7 @@ class InferenceSession:
     async def _move_off_leaving_servers(self) -> None:
         """Move the blocks of servers that said they are leaving, between steps, where another server
         can take them; the others stay where they are (the server keeps serving while it drains)."""
-        servers = await self.client.servers(fresh=True)
+        servers = self._offering(await self.client.servers(fresh=True))
         k = 0
         while k < len(self.hops):
             hop = self.hops[k]
@@ -312,7 +319,7 @@ class InferenceSession:
         waited_since: float | None = None
         while True:
             servers = await self.client.servers(fresh=bool(reason), rediscover=waited_since is not None)
-            servers = [s for s in servers if s.peer_id not in avoid]
+            servers = [s for s in self._offering(servers, first=not reason) if s.peer_id not in avoid]
             try:
                 route = plan_route(servers, start, end, cache_tokens=self.max_length,
                                    model=self.client.model_name)
@@ -328,7 +335,7 @@ class InferenceSession:
             try:
                 x = inputs
                 for hop in route:
-                    session = await HopSession.open(self.client, hop, self.max_length, self.timeout)
+                    session = await HopSession.open(self.client, hop, self.max_length, self.timeout, self.adapter)
                     opened.append(session)
                     if x is not None:
                         self.history[hop.start] = [x]
@@ -347,6 +354,18 @@ class InferenceSession:
                 self.client.ban(failure.peer_id)
                 log.warning("server %s failed while opening (%s); trying another", failure.peer_id[-8:],
                             failure.reason)
+
+    def _offering(self, servers: list[ServerInfo], first: bool = False) -> list[ServerInfo]:
+        """The servers that serve this session's adapter (all of them without one). Opening a session
+        with an adapter no live server offers fails at once with the names they do offer."""
+        if self.adapter is None:
+            return servers
+        offering = [s for s in servers if self.adapter in s.adapters]
+        if first and servers and not offering:
+            offered = sorted({name for s in servers for name in s.adapters})
+            raise AdapterNotOfferedError(f"no server of {self.client.model_name} offers the adapter {self.adapter!r} "
+                                      f"(adapters offered: {', '.join(offered) or 'none'})")
+        return offering
 
 
 async def _abandon(stream) -> None:

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--client-device", default="auto",
                    help="where the embeddings and LM head run: auto (a CUDA GPU if there is one), cpu, cuda")
     p.add_argument("--tuned", default=None, help="a tuned-prompts file from `corolla finetune` for this model")
+    p.add_argument("--adapter", default=None, metavar="NAME",
+                   help="a LoRA adapter the swarm's servers offer (`corolla swarm` lists them); only servers "
+                        "offering it are used")
     where = p.add_argument_group("where the blocks run")
     where.add_argument("--local", action="store_true", help="run every block in this process")
     where.add_argument("--spans", default=None,
@@ -61,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.spans and not args.local:
         raise CorollaError("--spans runs in-process spans: use it with --local")
+    if args.adapter is not None and args.local:
+        raise CorollaError("LoRA adapters are applied by the swarm's servers (corolla serve --adapter DIR): "
+                           "use --adapter with --initial-peers, not --local")
     if not args.local and args.initial_peers is None:
         raise CorollaError("say where the blocks run: --local, or --initial-peers MADDR to use a swarm")
     stream = not args.no_stream
@@ -128,9 +134,11 @@ async def _generate(args: argparse.Namespace, stream: bool):
 
             key = read_swarm_key(args.swarm_key) if args.swarm_key else None
             routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery, key),
-                                       spot_check=rate)
+                                       spot_check=rate, adapter=args.adapter)
         tuned = Path(args.tuned) if args.tuned else None
         if tuned is not None and (deep := _deep_prompts(tuned, path)) is not None:
+            if args.adapter is not None:
+                raise CorollaError("deep prompts and a LoRA adapter cannot be combined yet; use one of them")
             from corolla.app.swarm.deep_prompts import DeepPromptRouteFactory
 
             routes = DeepPromptRouteFactory(deep, path, None if args.local else routes.connection)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import trio
 
+from corolla.app.errors import ChatBackendError
 from corolla.app.swarm.connection import SwarmConnection
 from corolla.app.swarm.route import RouteListener
 from corolla.p2p.records import ServerInfo
@@ -47,7 +48,10 @@ class DeepPromptRouteFactory:
         self._local = None
 
     @asynccontextmanager
-    async def open(self, max_length: int, listener: RouteListener) -> AsyncIterator[RecomputingRoute]:
+    async def open(self, max_length: int, listener: RouteListener,
+                   adapter: str | None = None) -> AsyncIterator[RecomputingRoute]:
+        if adapter is not None:
+            raise ChatBackendError("deep prompts and a LoRA adapter cannot be combined yet; choose one of them")
         if self.connection is not None:
             from corolla.p2p.remote_blocks import RemoteBlocks
 

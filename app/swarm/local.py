@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import trio
 
+from corolla.app.errors import ChatBackendError
 from corolla.app.swarm.route import RouteListener
 from corolla.core.chain import LocalChain
 from corolla.p2p.records import ServerInfo
@@ -26,6 +27,13 @@ class LocalRoute:
         return await trio.to_thread.run_sync(self._chain.forward, hidden, start)
 
 
+def refuse_adapter(adapter: str | None) -> None:
+    """Routes that run blocks in this process apply no server's adapter: say so (ChatBackendError)."""
+    if adapter is not None:
+        raise ChatBackendError(f"the adapter {adapter!r} is offered by the swarm's servers; this route runs the "
+                               "blocks on this computer, so choose no adapter or use the swarm")
+
+
 class LocalRouteFactory:
     """Loads `spans` of the model at `path` on first use; one session at a time."""
 
@@ -36,7 +44,9 @@ class LocalRouteFactory:
         self._lock = trio.Lock()
 
     @asynccontextmanager
-    async def open(self, max_length: int, listener: RouteListener) -> AsyncIterator[LocalRoute]:
+    async def open(self, max_length: int, listener: RouteListener,
+                   adapter: str | None = None) -> AsyncIterator[LocalRoute]:
+        refuse_adapter(adapter)
         async with self._lock:
             if self._chain is None:
                 self._chain = await trio.to_thread.run_sync(LocalChain.load, self.path, self.spans)

@@ -29,7 +29,9 @@ class SwarmRouteFactory:
         self.adapter = adapter
 
     @asynccontextmanager
-    async def open(self, max_length: int, listener: RouteListener) -> AsyncIterator[InferenceSession]:
+    async def open(self, max_length: int, listener: RouteListener,
+                   adapter: str | None = None) -> AsyncIterator[InferenceSession]:
+        adapter = self.adapter if adapter is None else adapter
         client = await self.connection.client()
         holder: list[InferenceSession] = []
 
@@ -42,13 +44,18 @@ class SwarmRouteFactory:
         try:
             checks = SpotCheck(self.spot_check, on_caught=listener.on_liar) if self.spot_check > 0 else None
             session = InferenceSession(client, max_length, on_event=on_event, spot_check=checks,
-                                       adapter=self.adapter)
+                                       adapter=adapter)
             holder.append(session)
             async with session:
                 listener.on_route(list(session.route))
                 yield session
         except (NoRouteError, AdapterNotOfferedError) as exc:
             raise ChatBackendError(str(exc)) from None
+
+    async def offered_adapters(self) -> list[str]:
+        """The LoRA adapters the live servers offer, by name."""
+        client = await self.connection.client()
+        return sorted({name for s in await client.servers() for name in s.adapters})
 
     async def aclose(self) -> None:
         await self.connection.aclose()

@@ -9,15 +9,16 @@ import torch
 
 
 def make_lora(model_path: Path, folder: Path, *, seed: int = 0, rank: int = 4, alpha: float = 16.0,
-              targets: str | list[str] = "all-linear", std: float = 0.2) -> Path:
+              targets: str | list[str] = "all-linear", std: float = 0.2, **options) -> Path:
     """A PEFT LoRA adapter of the model at `model_path`, saved (adapter_config.json and
-    adapter_model.safetensors) into `folder`; A and B are random with standard deviation `std`."""
+    adapter_model.safetensors) into `folder`; A and B are random with standard deviation `std`.
+    `options`: more LoraConfig fields (use_rslora, alpha_pattern, ...)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_path)
     peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets,
-                                                  init_lora_weights=False))
+                                                  init_lora_weights=False, **options))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():

@@ -106,3 +106,27 @@ def test_adapters_of_another_model_or_of_the_head_are_refused(models, tmp_path):
         load_adapter(Span.load(llama, 0, 2), dora)
     with pytest.raises(AdapterError, match="no adapter_config.json"):
         load_adapter(Span.load(llama, 0, 2), tmp_path)
+
+
+def test_rslora_and_alpha_pattern_scale_as_peft_does(models, tmp_path):
+    path, _ = models["qwen2"]
+    adapter_dir = make_lora(path, tmp_path / "scaled", seed=2, use_rslora=True, alpha_pattern={"v_proj": 64.0})
+    with torch.no_grad():
+        want = peft_model(path, adapter_dir)(IDS).logits
+    torch.testing.assert_close(run_all(path, adapter_dir, IDS, "mine"), want, rtol=1e-4, atol=1e-4)
+
+
+def test_an_int8_span_takes_an_adapter(models):
+    pytest.importorskip("bitsandbytes")
+    path, adapter_dir = models["llama"]
+    torch.manual_seed(4)
+    x = torch.randn(1, 6, 64)
+    outs = []
+    for quant in ("none", "int8"):
+        span = Span.load(path, 0, 3, quant=quant)
+        load_adapter(span, adapter_dir, "mine")
+        outs.append((span.forward(x), span.forward(x, adapter="mine")))
+    (base, lora), (base8, lora8) = outs
+    delta, delta8 = lora - base, lora8 - base8
+    assert (delta.norm() / base.norm()) > 0.05  # the adapter matters at this scale
+    assert ((delta8 - delta).norm() / delta.norm()) < 0.1  # and int8 weights keep its effect

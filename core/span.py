@@ -130,6 +130,24 @@ class Span(nn.Module):
         x = self.family.run_blocks(self.blocks, self.positional, self.config, x, cache, past_length)
         return x.to(device=hidden.device, dtype=hidden.dtype)
 
+    @torch.inference_mode()
+    def run_prompted(self, hidden: torch.Tensor, cache: DynamicCache, past_length: int,
+                     prompts: torch.Tensor) -> torch.Tensor:
+        """`run` with deep prompts [num_blocks, P, hidden]: before block i, prompts[i] is added to the
+        new tokens that sit at positions < P (so their keys and values in the cache carry it)."""
+        self.check_hidden(hidden)
+        if prompts.dim() != 3 or prompts.shape[0] != self.num_blocks or prompts.shape[2] != self.hidden_size:
+            raise ShapeError(f"deep prompts must be [{self.num_blocks}, length, {self.hidden_size}], "
+                             f"got {list(prompts.shape)}")
+        x = hidden.to(device=self.device, dtype=self.dtype)
+        p = prompts.to(device=self.device, dtype=self.dtype)
+        k = max(0, min(p.shape[1] - past_length, x.shape[1]))  # new tokens inside the prompt
+        for i in range(self.num_blocks):
+            if k:
+                x = torch.cat([x[:, :k] + p[i, past_length:past_length + k], x[:, k:]], dim=1)
+            x = self.family.run_blocks(self.blocks[i:i + 1], self.positional, self.config, x, cache, past_length)
+        return x.to(device=hidden.device, dtype=hidden.dtype)
+
     def forward(self, hidden: torch.Tensor, adapter: str | None = None) -> torch.Tensor:
         """Stateless (no cache kept); every row uses the LoRA `adapter` (None: the base model)."""
         self.adapters.check(adapter)
@@ -203,16 +221,21 @@ class SpanRuntime:
     def session_length(self, session_id: str) -> int:
         return self._get(session_id).length
 
-    def forward(self, session_id: str, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
+    def forward(self, session_id: str, hidden: torch.Tensor, start: int | None = None,
+                prompts: torch.Tensor | None = None) -> torch.Tensor:
         """Append `hidden` [batch, tokens, hidden] to the session and return the span's output.
 
         `start`: the position these tokens take; the cache entries from there on are dropped first
-        (the rejected guesses of a speculative step). None: after everything so far."""
+        (the rejected guesses of a speculative step). None: after everything so far. `prompts`
+        [num_blocks, P, hidden]: deep prompts, added before each block to the tokens at positions < P."""
         session = self._checked(session_id, hidden, start)
         if start is not None:
             self.truncate(session_id, start)
         with self.span.adapters.use([session.adapter] * session.batch_size):
-            out = self.span.run(hidden, session.cache, session.length)
+            if prompts is not None and session.length < prompts.shape[1]:
+                out = self.span.run_prompted(hidden, session.cache, session.length, prompts)
+            else:
+                out = self.span.run(hidden, session.cache, session.length)
         session.length += hidden.shape[1]
         return out
 

@@ -86,8 +86,8 @@ class ServerNode:
         self.max_sessions = max_sessions
         # A step never needs more than MAX_REQUEST_TOKENS hidden states of the widest dtype.
         request_bytes = MAX_REQUEST_TOKENS * span.hidden_size * max(ELEMENT_BYTES.values())
-        self.limits = limits or WireLimits(max_tensor_bytes=request_bytes, max_payload_bytes=request_bytes,
-                                           max_tensors=1, max_rank=3)
+        self.limits = limits or WireLimits(max_tensor_bytes=request_bytes, max_payload_bytes=2 * request_bytes,
+                                           max_tensors=2, max_rank=3)  # a step's hidden states, deep prompts
         self.session_idle_timeout = session_idle_timeout
         self.reclaim_idle_s = reclaim_idle_s
         self.quota = peer_quota or PeerQuota.share_of(max_sessions, cache_tokens)
@@ -286,12 +286,12 @@ class ServerNode:
                     await self._reply(stream, encode({"type": "closed"}))
                     return
                 try:
-                    if kind != "step" or len(tensors) != 1:
-                        raise ProtocolError(f"expected a 'step' message with one tensor, got {kind!r}")
+                    if kind != "step" or len(tensors) not in (1, 2):
+                        raise ProtocolError(f"expected a 'step' message with one tensor (and deep prompts), got {kind!r}")
                     if header.get("session") != sid:
                         raise UnknownSessionError(f"session {header.get('session')!r} is not open on this stream")
                     # "start": where these tokens go, dropping cache entries after it (speculative decoding)
-                    out, seconds, _ = await self.batcher.forward(rt, sid, tensors[0], header.get("start"))
+                    out, seconds, _ = await self.batcher.forward(rt, sid, tensors[0], header.get("start"), *tensors[1:])
                     self._observe(tensors[0].shape[1], seconds, len(rt.span.blocks))
                     reply = {"type": "result", "compute_ms": 1000 * seconds}
                     if self.state == LEAVING:

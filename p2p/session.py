@@ -116,16 +116,19 @@ class HopSession:
                              full=code in FULL_CODES)
         return cls(hop, stream, header["session"], timeout)
 
-    async def exchange(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
+    async def exchange(self, hidden: torch.Tensor, start: int | None = None,
+                       prompts: torch.Tensor | None = None) -> torch.Tensor:
         """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype.
-        `start`: the position they take on the server, which drops its cache entries from there."""
+        `start`: the position they take on the server, which drops its cache entries from there.
+        `prompts`: the hop's deep prompts [blocks, P, hidden], sent while positions < P are computed."""
         timeout = step_timeout(self.timeout, hidden.shape[1])
         header = {"type": "step", "session": self.session_id}
         if start is not None:
             header["start"] = start
         t0 = time.perf_counter()
         try:
-            await write_message(self.stream, encode(header, [hidden.to(self.dtype)]), timeout=timeout)
+            tensors = [hidden.to(self.dtype)] + ([] if prompts is None else [prompts.to(self.dtype)])
+            await write_message(self.stream, encode(header, tensors), timeout=timeout)
             header, tensors = await read_message(self.stream, idle_timeout=timeout, body_timeout=timeout)
         except (StreamGone, trio.TooSlowError, ProtocolError) as exc:
             idle = isinstance(exc, StreamGone) and time.monotonic() - self.last_used > IDLE_EXPIRY_S
@@ -168,9 +171,11 @@ class InferenceSession:
     def __init__(self, client: SwarmClient, max_length: int, *, timeout: float = STEP_TIMEOUT,
                  route_wait: float = ROUTE_WAIT,
                  on_event: Callable[[FailoverEvent | WaitingEvent], None] | None = None,
-                 spot_check: SpotCheck | None = None, adapter: str | None = None) -> None:
+                 spot_check: SpotCheck | None = None, adapter: str | None = None,
+                 deep_prompts: torch.Tensor | None = None) -> None:
         self.client, self.max_length, self.timeout = client, max_length, timeout
         self.adapter = adapter  # the LoRA adapter every hop applies: only servers offering it are used
+        self.deep_prompts = deep_prompts  # [num_blocks, P, hidden], added by the servers at positions < P
         self.spot_check = spot_check
         if spot_check is not None:
             spot_check.reputation = client.reputation  # one record of each peer
@@ -215,7 +220,7 @@ class InferenceSession:
             self.history[hop.hop.start].append(x)
             sent = time.perf_counter()
             try:
-                out = await hop.exchange(x, start)
+                out = await hop.exchange(x, start, self._prompts(hop.hop, self.position if start is None else start))
                 if x.shape[1] == 1:
                     self.client.observe_step(hop.hop.peer_id, hop.last_step_ms, hop.hop.end - hop.hop.start,
                                              hop.hop.server.rtt_ms)
@@ -248,7 +253,8 @@ class InferenceSession:
         """Spot-check this step of `hop` (if the policy picks it); HopFailure when its server lied,
         so that the step is redone elsewhere."""
         first, hop.steps = hop.steps == 0, hop.steps + 1
-        if self.spot_check is None or not self.spot_check.wants(first):
+        # a checker's stateless forward adds no deep prompts, so such sessions are not spot-checked
+        if self.spot_check is None or self.deep_prompts is not None or not self.spot_check.wants(first):
             return
         inputs = torch.cat(self.history[hop.hop.start], dim=1)
         caught = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start, hop.hop.end, inputs, out,
@@ -339,7 +345,7 @@ class InferenceSession:
                     opened.append(session)
                     if x is not None:
                         self.history[hop.start] = [x]
-                        x = await session.exchange(x)
+                        x = await session.exchange(x, prompts=self._prompts(hop, 0))
                 return opened, x
             except HopFailure as failure:
                 for session in opened:
@@ -354,6 +360,12 @@ class InferenceSession:
                 self.client.ban(failure.peer_id)
                 log.warning("server %s failed while opening (%s); trying another", failure.peer_id[-8:],
                             failure.reason)
+
+    def _prompts(self, hop: RouteHop, position: int) -> torch.Tensor | None:
+        """The hop's deep prompts when a step starting at `position` reaches into them, else None."""
+        if self.deep_prompts is None or position >= self.deep_prompts.shape[1]:
+            return None
+        return self.deep_prompts[hop.start:hop.end]
 
     def _offering(self, servers: list[ServerInfo], first: bool = False) -> list[ServerInfo]:
         """The servers that serve this session's adapter (all of them without one). Opening a session

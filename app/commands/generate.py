@@ -122,26 +122,22 @@ async def _generate(args: argparse.Namespace, stream: bool):
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
         messages.append({"role": "user", "content": args.prompt})
     async with trio.open_nursery() as nursery:
+        tuned = Path(args.tuned) if args.tuned else None
+        deep = None if tuned is None else _deep_prompts(tuned, path)  # None for a plain soft prompt
         if args.local:
             from corolla.app.swarm.local import LocalRouteFactory
             from corolla.core.chain import parse_spans
 
             num_blocks = ModelInfo.load(path).num_blocks
-            routes = LocalRouteFactory(path, parse_spans(args.spans, num_blocks) if args.spans else [(0, num_blocks)])
+            routes = LocalRouteFactory(path, parse_spans(args.spans, num_blocks) if args.spans else [(0, num_blocks)],
+                                       deep_prompts=deep)
         else:
             from corolla.app.swarm.connection import SwarmConnection
             from corolla.app.swarm.remote import SwarmRouteFactory
 
             key = read_swarm_key(args.swarm_key) if args.swarm_key else None
             routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery, key),
-                                       spot_check=rate, adapter=args.adapter)
-        tuned = Path(args.tuned) if args.tuned else None
-        if tuned is not None and (deep := _deep_prompts(tuned, path)) is not None:
-            if args.adapter is not None:
-                raise CorollaError("deep prompts and a LoRA adapter cannot be combined yet; use one of them")
-            from corolla.app.swarm.deep_prompts import DeepPromptRouteFactory
-
-            routes = DeepPromptRouteFactory(deep, path, None if args.local else routes.connection)
+                                       spot_check=rate, adapter=args.adapter, deep_prompts=deep)
         writer = ReplyWriter(lambda: path, routes, head_device=args.client_device, speculative=args.speculative,
                              tuned=tuned)
         try:

@@ -1,9 +1,10 @@
-"""Routes for generating with deep prompts: every step runs the whole sequence so far through the
-blocks with the prompts added before each block, and no attention cache is kept anywhere.
+"""The reference route for deep prompts: every step runs the whole sequence so far through the blocks
+with the prompts added before each block, and no attention cache is kept anywhere.
 
-Servers' inference sessions have no place for per-block prompts, so these routes use the stateless
-forward of the backward protocol (or spans in this process). Each new token costs a pass over the
-whole sequence, which is fine for short replies and what makes deep prompts usable today.
+It computes exactly what training computed (core/tuning, the stateless forward of the backward
+protocol), so tests check the cached routes against it: `corolla generate --tuned` with deep prompts
+uses cached sessions (app/swarm/local.py and remote.py, `deep_prompts=`), whose first steps carry the
+prompts to the servers. Each new token here costs a pass over the whole sequence.
 """
 
 from __future__ import annotations

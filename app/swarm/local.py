@@ -19,12 +19,13 @@ THIS_COMPUTER = "this computer"
 
 
 class LocalRoute:
-    def __init__(self, chain: LocalChain, route: list[RouteHop]) -> None:
+    def __init__(self, chain: LocalChain, route: list[RouteHop], deep_prompts: torch.Tensor | None = None) -> None:
         self._chain = chain
         self.route = route
+        self.deep_prompts = deep_prompts
 
     async def forward(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
-        return await trio.to_thread.run_sync(self._chain.forward, hidden, start)
+        return await trio.to_thread.run_sync(self._chain.forward, hidden, start, self.deep_prompts)
 
 
 def refuse_adapter(adapter: str | None) -> None:
@@ -35,11 +36,14 @@ def refuse_adapter(adapter: str | None) -> None:
 
 
 class LocalRouteFactory:
-    """Loads `spans` of the model at `path` on first use; one session at a time."""
+    """Loads `spans` of the model at `path` on first use; one session at a time. `deep_prompts`
+    [num_blocks, P, hidden]: added before every block to the first P positions (cached like the rest)."""
 
-    def __init__(self, path: Path, spans: list[tuple[int, int]]) -> None:
+    def __init__(self, path: Path, spans: list[tuple[int, int]], deep_prompts: torch.Tensor | None = None) -> None:
         self.path = path
         self.spans = spans
+        self.deep_prompts = deep_prompts
+        self.applies_deep_prompts = deep_prompts is not None
         self._chain: LocalChain | None = None
         self._lock = trio.Lock()
 
@@ -55,7 +59,7 @@ class LocalRouteFactory:
             await trio.to_thread.run_sync(chain.open, max_length)
             listener.on_route(route)
             try:
-                yield LocalRoute(chain, route)
+                yield LocalRoute(chain, route, self.deep_prompts)
             finally:
                 chain.close()
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import torch
 import trio
 
 from corolla.app.errors import ChatBackendError
@@ -20,13 +21,17 @@ from corolla.p2p.spotcheck import DEFAULT_RATE, SpotCheck
 class SwarmRouteFactory:
     """Inference sessions through the swarm; `spot_check` is the fraction of steps a second server
     recomputes (0: off; a hop's first step is always checked when on); `adapter`: the LoRA adapter
-    the sessions opened from now on use, by the name servers offer it under (None: the base model)."""
+    the sessions opened from now on use, by the name servers offer it under (None: the base model);
+    `deep_prompts` [num_blocks, P, hidden]: sent with the steps that reach positions < P, where the
+    servers add them before every block (the rest of the sequence reuses the cached keys and values)."""
 
     def __init__(self, connection: SwarmConnection, spot_check: float = DEFAULT_RATE,
-                 adapter: str | None = None) -> None:
+                 adapter: str | None = None, deep_prompts: torch.Tensor | None = None) -> None:
         self.connection = connection
         self.spot_check = spot_check
         self.adapter = adapter
+        self.deep_prompts = deep_prompts
+        self.applies_deep_prompts = deep_prompts is not None
 
     @asynccontextmanager
     async def open(self, max_length: int, listener: RouteListener,
@@ -44,7 +49,7 @@ class SwarmRouteFactory:
         try:
             checks = SpotCheck(self.spot_check, on_caught=listener.on_liar) if self.spot_check > 0 else None
             session = InferenceSession(client, max_length, on_event=on_event, spot_check=checks,
-                                       adapter=adapter)
+                                       adapter=adapter, deep_prompts=self.deep_prompts)
             holder.append(session)
             async with session:
                 listener.on_route(list(session.route))

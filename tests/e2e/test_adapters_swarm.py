@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+import trio
 
 from corolla.app.demo.processes import LocalSwarm
 from tests.adapters import make_lora, peft_model
@@ -101,3 +102,17 @@ def test_an_adapter_no_server_offers_is_refused_in_plain_words(swarm):
                             check=False)
     assert report.returncode == 0, report.stderr
     assert "LoRA adapters: greeter (0:3, 3:6)" in report.stdout
+    assert trio.run(offered_adapters, s, model) == ["greeter"]  # what the chat's adapter list shows
+
+
+async def offered_adapters(s: LocalSwarm, model) -> list[str]:
+    from corolla.app.swarm.connection import SwarmConnection
+    from corolla.app.swarm.remote import SwarmRouteFactory
+
+    async with trio.open_nursery() as nursery:
+        routes = SwarmRouteFactory(SwarmConnection([s.bootstrap_addr], lambda: model, lambda: nursery))
+        try:
+            return await routes.offered_adapters()
+        finally:
+            await routes.aclose()
+            nursery.cancel_scope.cancel()

@@ -48,12 +48,15 @@ class LocalChain:
         for rt in self.runtimes:
             rt.open_session(self.session_id, max_length)
 
-    def forward(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
-        """Hidden states through every span; `start`: the position they take (drops the caches from there)."""
+    def forward(self, hidden: torch.Tensor, start: int | None = None,
+                prompts: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states through every span; `start`: the position they take (drops the caches from there);
+        `prompts`: deep prompts of every block of the model [num_blocks, P, hidden]."""
         if self.session_id is None:
             raise CorollaError("open() the chain before stepping it")
         for rt in self.runtimes:
-            hidden = rt.forward(self.session_id, hidden, start)
+            mine = None if prompts is None else prompts[rt.span.start:rt.span.end]
+            hidden = rt.forward(self.session_id, hidden, start, mine)
         return hidden
 
     def close(self) -> None:

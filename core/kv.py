@@ -9,6 +9,9 @@ length. `keys`/`values` stay views of the filled part, so code that reads a Dyna
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
@@ -96,3 +99,40 @@ def growing_cache(config, room: int = 0) -> DynamicCache:
     cache = DynamicCache(config=config)
     cache.layers = [GrowingLayer(room) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
+
+
+def gather_batch(batch: DynamicCache, slot: int, sessions: Sequence[Any], longest: int, tokens: int) -> None:
+    """Fill the batch cache's `slot` with each session's entries, left-padded to `longest`.
+
+    `sessions`: what core/span.py keeps per session (its `cache`, `length` and `batch_size`).
+
+    A growing layer gets one buffer with room for the step's new tokens, so the pass appends in
+    place; other layers (sliding windows) are concatenated as transformers keeps them."""
+    layer = batch.layers[slot]
+    if not isinstance(layer, GrowingLayer):
+        keys, values = zip(*(_padded(s.cache, slot, longest - s.length, s, sessions) for s in sessions))
+        batch.update(torch.cat(keys), torch.cat(values), slot)
+        return
+    ref = next(s.cache.layers[slot].keys for s in sessions if s.length)
+    layer.allocate(ref, sum(s.batch_size for s in sessions), longest + tokens, longest)
+    row = 0
+    for s in sessions:
+        if s.length:
+            own = s.cache.layers[slot]
+            layer.fill(slice(row, row + s.batch_size), longest - s.length, own.keys, own.values)
+        row += s.batch_size
+
+
+def _padded(cache: DynamicCache, slot: int, pad: int, session: Any,
+            sessions: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A session's keys and values of one cache slot with `pad` empty entries in front."""
+    layer = cache.layers[slot]
+    keys = getattr(layer, "keys", None)
+    if keys is None or keys.numel() == 0:  # a session that has seen nothing yet: all padding
+        ref = next(s.cache.layers[slot].keys for s in sessions if s.length)
+        empty = ref.new_zeros(session.batch_size, ref.shape[1], pad, ref.shape[3])
+        return empty, empty
+    if not pad:
+        return keys, layer.values
+    zeros = keys.new_zeros(*keys.shape[:2], pad, keys.shape[3])
+    return torch.cat([zeros, keys], dim=2), torch.cat([zeros, layer.values], dim=2)

@@ -12,6 +12,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 from transformers.cache_utils import DynamicCache
 
+from corolla.core.adapters import AdapterSet
 from corolla.core.dtypes import DTYPES
 from corolla.core.errors import (
     CacheFullError,
@@ -23,7 +24,7 @@ from corolla.core.errors import (
 )
 from corolla.core.families import Family, family_for
 from corolla.core.families.base import layer_index
-from corolla.core.kv import GrowingLayer, growing_cache
+from corolla.core.kv import GrowingLayer, gather_batch, growing_cache
 from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
 from corolla.core.step_graph import BatchGraphs, StepGraph, step_graph_supported
 from corolla.core.weights import load_tensors, names_with_prefix
@@ -43,6 +44,7 @@ class Span(nn.Module):
         self.blocks = blocks
         self.positional = positional
         self.quant = Quantization.NONE
+        self.adapters = AdapterSet()  # LoRA adapters on the blocks (core/adapters.py), chosen per session
 
     @classmethod
     def load(cls, path: Path | str, start: int, end: int, device: str | torch.device = "cpu",
@@ -86,7 +88,7 @@ class Span(nn.Module):
             return self
         blocks = self.blocks[start - self.start:end - self.start]
         part = Span(self.config, self.family, start, end, blocks, self.positional)
-        part.quant = self.quant
+        part.quant, part.adapters = self.quant, self.adapters
         return part
 
     @property
@@ -130,8 +132,29 @@ class Span(nn.Module):
         x = self.family.run_blocks(self.blocks, self.positional, self.config, x, cache, past_length)
         return x.to(device=hidden.device, dtype=hidden.dtype)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # stateless: no cache kept
-        return self.run(hidden)
+    @torch.inference_mode()
+    def run_prompted(self, hidden: torch.Tensor, cache: DynamicCache, past_length: int,
+                     prompts: torch.Tensor) -> torch.Tensor:
+        """`run` with deep prompts [num_blocks, P, hidden]: before block i, prompts[i] is added to the
+        new tokens that sit at positions < P (so their keys and values in the cache carry it)."""
+        self.check_hidden(hidden)
+        if prompts.dim() != 3 or prompts.shape[0] != self.num_blocks or prompts.shape[2] != self.hidden_size:
+            raise ShapeError(f"deep prompts must be [{self.num_blocks}, length, {self.hidden_size}], "
+                             f"got {list(prompts.shape)}")
+        x = hidden.to(device=self.device, dtype=self.dtype)
+        p = prompts.to(device=self.device, dtype=self.dtype)
+        k = max(0, min(p.shape[1] - past_length, x.shape[1]))  # new tokens inside the prompt
+        for i in range(self.num_blocks):
+            if k:
+                x = torch.cat([x[:, :k] + p[i, past_length:past_length + k], x[:, k:]], dim=1)
+            x = self.family.run_blocks(self.blocks[i:i + 1], self.positional, self.config, x, cache, past_length)
+        return x.to(device=hidden.device, dtype=hidden.dtype)
+
+    def forward(self, hidden: torch.Tensor, adapter: str | None = None) -> torch.Tensor:
+        """Stateless (no cache kept); every row uses the LoRA `adapter` (None: the base model)."""
+        self.adapters.check(adapter)
+        with self.adapters.use([adapter] * hidden.shape[0]):
+            return self.run(hidden)
 
     def new_cache(self, room: int = 0) -> DynamicCache:
         """An empty cache for this span whose layers grow in place (core/kv.py), with room for
@@ -152,6 +175,7 @@ class _Session:
     graph: StepGraph | None = None
     graph_refused: bool = False  # this session's one-token steps take the dynamic path
     one_token_steps: int = 0
+    adapter: str | None = None  # the LoRA adapter every step of this session uses
 
 
 class SpanRuntime:
@@ -188,9 +212,12 @@ class SpanRuntime:
         """Bytes the open sessions' caches may grow to (their reservations)."""
         return self.reserved_tokens * self.span.kv_bytes_per_token()
 
-    def open_session(self, session_id: str, max_length: int, batch_size: int = 1) -> None:
+    def open_session(self, session_id: str, max_length: int, batch_size: int = 1,
+                     adapter: str | None = None) -> None:
+        """Reserve cache room for a session; its steps use the LoRA `adapter` (None: the base model)."""
         if max_length < 1 or batch_size < 1:
             raise ShapeError(f"max_length and batch_size must be positive, got {max_length} and {batch_size}")
+        self.span.adapters.check(adapter)
         with self._lock:
             if session_id in self._sessions:
                 raise SessionExistsError(f"session {session_id!r} is already open")
@@ -202,24 +229,33 @@ class SpanRuntime:
                 )
             # static steps need the whole reservation up front: their buffers never move
             room = max_length if self.static_steps else 0
-            self._sessions[session_id] = _Session(self.span.new_cache(room), max_length, batch_size)
+            self._sessions[session_id] = _Session(self.span.new_cache(room), max_length, batch_size,
+                                                  adapter=adapter)
 
     def session_length(self, session_id: str) -> int:
         return self._get(session_id).length
 
-    def forward(self, session_id: str, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
+    def forward(self, session_id: str, hidden: torch.Tensor, start: int | None = None,
+                prompts: torch.Tensor | None = None) -> torch.Tensor:
         """Append `hidden` [batch, tokens, hidden] to the session and return the span's output.
 
         `start`: the position these tokens take; the cache entries from there on are dropped first
-        (the rejected guesses of a speculative step). None: after everything so far."""
+        (the rejected guesses of a speculative step). None: after everything so far. `prompts`
+        [num_blocks, P, hidden]: deep prompts, added before each block to the tokens at positions < P."""
         session = self._checked(session_id, hidden, start)
         if start is not None:
             self.truncate(session_id, start)
-        graph = self._graph(session) if hidden.shape[1] == 1 and session.length else None
+        prompted = prompts is not None and session.length < prompts.shape[1]
+        plain = session.adapter is None and not prompted  # what a captured one-token step computes
+        graph = self._graph(session) if plain and hidden.shape[1] == 1 and session.length else None
         if graph is not None:
             out = graph.step(hidden, session.length)
         else:
-            out = self.span.run(hidden, session.cache, session.length)
+            with self.span.adapters.use([session.adapter] * session.batch_size):
+                if prompted:
+                    out = self.span.run_prompted(hidden, session.cache, session.length, prompts)
+                else:
+                    out = self.span.run(hidden, session.cache, session.length)
         session.length += hidden.shape[1]
         return out
 
@@ -263,7 +299,7 @@ class SpanRuntime:
             if start is not None:
                 self.truncate(sid, start)
         tokens = steps[0][1].shape[1]
-        if self.static_steps and tokens == 1 and all(s.length for s in sessions):
+        if self.static_steps and tokens == 1 and all(s.length and s.adapter is None for s in sessions):
             graph = self._batch_graphs.get(self.span, tuple(sid for sid, _, _ in steps), sessions)
             if graph is not None:
                 outs = graph.run_batch([h for _, h, _ in steps], [s.length for s in sessions])
@@ -276,9 +312,10 @@ class SpanRuntime:
         slots = [layer_index(block) for block in self.span.blocks]
         if longest:
             for slot in slots:
-                _gather(batch, slot, sessions, longest, tokens)
+                gather_batch(batch, slot, sessions, longest, tokens)
         hidden = torch.cat([h.to(device=steps[0][1].device, dtype=steps[0][1].dtype) for _, h, _ in steps])
-        out = self.span.run(hidden, batch, pasts)
+        with self.span.adapters.use([s.adapter for s in sessions for _ in range(s.batch_size)]):
+            out = self.span.run(hidden, batch, pasts)
         row = 0
         for s in sessions:
             rows = slice(row, row + s.batch_size)
@@ -344,37 +381,3 @@ class SpanRuntime:
             raise UnknownSessionError(f"session {session_id!r} is not open (never opened, closed, or expired)")
         return session
 
-
-def _gather(batch: DynamicCache, slot: int, sessions: list[_Session], longest: int, tokens: int) -> None:
-    """Fill the batch cache's `slot` with each session's entries, left-padded to `longest`.
-
-    A growing layer gets one buffer with room for the step's new tokens, so the pass appends in
-    place; other layers (sliding windows) are concatenated as transformers keeps them."""
-    layer = batch.layers[slot]
-    if not isinstance(layer, GrowingLayer):
-        keys, values = zip(*(_padded(s.cache, slot, longest - s.length, s, sessions) for s in sessions))
-        batch.update(torch.cat(keys), torch.cat(values), slot)
-        return
-    ref = next(s.cache.layers[slot].keys for s in sessions if s.length)
-    layer.allocate(ref, sum(s.batch_size for s in sessions), longest + tokens, longest)
-    row = 0
-    for s in sessions:
-        if s.length:
-            own = s.cache.layers[slot]
-            layer.fill(slice(row, row + s.batch_size), longest - s.length, own.keys, own.values)
-        row += s.batch_size
-
-
-def _padded(cache: DynamicCache, slot: int, pad: int, session: _Session,
-            sessions: list[_Session]) -> tuple[torch.Tensor, torch.Tensor]:
-    """A session's keys and values of one cache slot with `pad` empty entries in front."""
-    layer = cache.layers[slot]
-    keys = getattr(layer, "keys", None)
-    if keys is None or keys.numel() == 0:  # a session that has seen nothing yet: all padding
-        ref = next(s.cache.layers[slot].keys for s in sessions if s.length)
-        empty = ref.new_zeros(session.batch_size, ref.shape[1], pad, ref.shape[3])
-        return empty, empty
-    if not pad:
-        return keys, layer.values
-    zeros = keys.new_zeros(*keys.shape[:2], pad, keys.shape[3])
-    return torch.cat([zeros, keys], dim=2), torch.cat([zeros, layer.values], dim=2)

@@ -37,6 +37,7 @@ class _Step:
     session_id: str
     hidden: torch.Tensor
     start: int | None
+    prompts: torch.Tensor | None = None  # deep prompts: such a step runs alone
     out: torch.Tensor | None = None
     error: Exception | None = None
     seconds: float = 0.0
@@ -45,7 +46,8 @@ class _Step:
 
     @property
     def kind(self) -> tuple[int, int]:
-        return id(self.runtime), self.hidden.shape[1]
+        # a step carrying deep prompts counts as a long one: it is never batched
+        return id(self.runtime), self.hidden.shape[1] if self.prompts is None else 1 << 30
 
 
 class StepBatcher:
@@ -67,10 +69,10 @@ class StepBatcher:
         self.steps = 0
 
     async def forward(self, runtime: SpanRuntime, session_id: str, hidden: torch.Tensor,
-                      start: int | None = None) -> tuple[torch.Tensor, float, int]:
+                      start: int | None = None, prompts: torch.Tensor | None = None) -> tuple[torch.Tensor, float, int]:
         """The span's output for one session's step, the seconds its pass took and how many steps
         shared that pass. Raises what `SpanRuntime.forward` would for this step alone."""
-        step = _Step(runtime, session_id, hidden, start)
+        step = _Step(runtime, session_id, hidden, start, prompts)
         self._queue.append(step)
         self._last_step[session_id] = (time.monotonic(), step.kind)
         self._arrived.set()
@@ -161,7 +163,7 @@ def _run(batch: list[_Step]) -> None:
             return
     for s in batch:
         try:
-            s.out = runtime.forward(s.session_id, s.hidden, s.start)
+            s.out = runtime.forward(s.session_id, s.hidden, s.start, s.prompts)
         except CorollaError as exc:
             s.error = exc
         except Exception as exc:  # noqa: BLE001 - a bug costs its own session, which reports it

@@ -210,13 +210,15 @@ async def open_client_peer(initial_peers: Sequence[str], host: str = "0.0.0.0",
         yield peer
 
 
-async def request_forward(peer: Peer, peer_id: str, start: int, end: int, hidden, timeout: float):
-    """Hidden states through blocks [start, end) of one server, statelessly (the forward protocol)."""
+async def request_forward(peer: Peer, peer_id: str, start: int, end: int, hidden, timeout: float,
+                          adapter: str | None = None):
+    """Hidden states through blocks [start, end) of one server, statelessly (the forward protocol),
+    with the LoRA `adapter` the server serves under that name (None: the base model)."""
     from corolla.p2p.records import FORWARD_PROTOCOL
 
+    request = {"type": "forward", "start": start, "end": end} | ({} if adapter is None else {"adapter": adapter})
     try:
-        header, tensors = await one_request(
-            peer, peer_id, FORWARD_PROTOCOL, encode({"type": "forward", "start": start, "end": end}, [hidden]), timeout)
+        header, tensors = await one_request(peer, peer_id, FORWARD_PROTOCOL, encode(request, [hidden]), timeout)
     except (StreamGone, trio.TooSlowError) as exc:
         raise PeerUnavailableError(str(peer_id), f"forward: {exc or type(exc).__name__}") from None
     if header.get("type") == "error":

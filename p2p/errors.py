@@ -62,5 +62,9 @@ class ServersFullError(NoRouteError):
         self.missing = missing
 
 
+class AdapterNotOfferedError(SwarmError):
+    """No live server of the model offers the LoRA adapter a session asked for."""
+
+
 class BlockRangeError(SwarmError):
     """A request names blocks the server does not hold."""

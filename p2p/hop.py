@@ -28,7 +28,8 @@ CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolErr
 # A server that dropped an idle session did nothing wrong: reopen (replay) without a ban.
 EXPIRED_CODES = {"SessionExpiredError"}
 # A server that is full is alive and honest: route elsewhere or wait, and say so.
-FULL_CODES = {"CacheFullError", "TooManySessionsError", "PeerLimitError", "ServerLeavingError"}
+# (A server that no longer has the adapter it advertised is the same: route elsewhere.)
+FULL_CODES = {"CacheFullError", "TooManySessionsError", "PeerLimitError", "ServerLeavingError", "UnknownAdapterError"}
 
 
 @dataclass
@@ -61,13 +62,17 @@ class HopSession:
         self.last_step_ms = 0.0  # round trip of the last step, as this client saw it
 
     @classmethod
-    async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
+    async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float,
+                   adapter: str | None = None) -> HopSession:
+        """Open a session on the hop's server; its steps use the LoRA `adapter` (None: the base model)."""
         key = secrets.token_hex(16)
+        request = {"type": "open", "max_length": max_length, "batch_size": 1, "start": hop.start, "end": hop.end,
+                   "push_key": key}
+        if adapter is not None:
+            request["adapter"] = adapter
         try:
             stream = await open_stream(client.peer, hop.peer_id, INFERENCE_PROTOCOL, CONNECT_TIMEOUT)
-            await write_message(stream, encode({"type": "open", "max_length": max_length, "batch_size": 1,
-                                                "start": hop.start, "end": hop.end, "push_key": key}),
-                                timeout=timeout)
+            await write_message(stream, encode(request), timeout=timeout)
             header, _ = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
         except (PeerUnavailableError, StreamGone, trio.TooSlowError, ProtocolError) as exc:
             raise HopFailure(hop.peer_id, f"open: {_why(exc)}", cause=exc) from None
@@ -78,24 +83,27 @@ class HopSession:
                              full=code in FULL_CODES)
         return cls(hop, stream, header["session"], timeout, key)
 
-    async def exchange(self, hidden: torch.Tensor, start: int | None = None, seq: int | None = None) -> torch.Tensor:
+    async def exchange(self, hidden: torch.Tensor, start: int | None = None, seq: int | None = None,
+                       prompts: torch.Tensor | None = None) -> torch.Tensor:
         """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype.
-        `start`: the position they take on the server, which drops its cache entries from there."""
+        `start`: the position they take on the server, which drops its cache entries from there.
+        `prompts`: the hop's deep prompts [blocks, P, hidden], sent while positions < P are computed."""
         t0 = time.perf_counter()
-        await self.send(hidden, start, seq)
+        await self.send(hidden, start, seq, prompts=prompts)
         out, _ = await self.receive(hidden, seq)
         self.last_step_ms = 1000 * (time.perf_counter() - t0)
         return out
 
     async def send(self, hidden: torch.Tensor, start: int | None, seq: int | None,
-                   push: list[dict] | None = None) -> None:
+                   push: list[dict] | None = None, prompts: torch.Tensor | None = None) -> None:
         """Send one step; `push`: the hops after this one, to which the server passes its output."""
         header = {"type": "step", "session": self.session_id}
         for name, value in (("start", start), ("seq", seq), ("push", push)):
             if value is not None:
                 header[name] = value
         try:
-            await write_message(self.stream, encode(header, [hidden.to(self.dtype)]),
+            tensors = [hidden.to(self.dtype)] + ([] if prompts is None else [prompts.to(self.dtype)])
+            await write_message(self.stream, encode(header, tensors),
                                 timeout=step_timeout(self.timeout, hidden.shape[1]))
         except (StreamGone, trio.TooSlowError, ProtocolError) as exc:
             raise HopFailure(self.hop.peer_id, _why(exc), cause=exc, after_idle=self._idle(exc)) from None

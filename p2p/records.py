@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from corolla.core.adapters import ADAPTER_NAME
 from corolla.core.dtypes import DTYPES
 from corolla.p2p.blocks import BlockRange, format_blocks
 from corolla.p2p.errors import ProtocolError
@@ -69,6 +70,7 @@ class ServerInfo:
     # round trip (ms) from this server to servers holding the blocks after its span, by peer id, as
     # this server measured it: what a hidden state pays when one server hands it to the next
     next_rtt_ms: dict[str, float] = field(default_factory=dict)
+    adapters: list[str] = field(default_factory=list)  # LoRA adapters a session may pick, by name
     rtt_ms: float = field(default=0.0, compare=False)  # measured by the client, not sent
 
     @property
@@ -116,10 +118,12 @@ class ServerInfo:
             values["relays"] = _checked_list("relays", d["relays"], MAX_RELAYS, 512)
         if "next_rtt_ms" in d:
             values["next_rtt_ms"] = _checked_links(d["next_rtt_ms"])
+        values["adapters"] = _adapter_names(d.get("adapters", []))
         return cls(**values)
 
 
 MAX_BLOCKS = 1 << 16
+MAX_ADAPTERS = 64  # adapter names one server may advertise
 _INFO_REQUIRED = {"peer_id", "model_name", "model_hash", "start", "end"}
 # name: (type, lowest, highest) - a number outside its range, NaN or inf marks the whole reply as a lie.
 _INFO_FIELDS: dict[str, tuple[type, float, float]] = {
@@ -149,6 +153,18 @@ def _checked_links(value: Any) -> dict[str, float]:
         raise ProtocolError(f"bad server info: 'next_rtt_ms' must be a map of at most {MAX_LINKS} peer ids")
     return {_checked("next_rtt_ms", k, str, 1, 128): _checked("next_rtt_ms", v, float, 0.0, MAX_LINK_MS)
             for k, v in value.items()}
+
+
+def _adapter_names(value: Any) -> list[str]:
+    """The advertised adapter names: a list of at most MAX_ADAPTERS distinct names, or ProtocolError."""
+    if not isinstance(value, list) or len(value) > MAX_ADAPTERS:
+        raise ProtocolError(f"bad server info: 'adapters' must be a list of at most {MAX_ADAPTERS} names")
+    for name in value:
+        if not isinstance(name, str) or not ADAPTER_NAME.match(name):
+            raise ProtocolError(f"bad server info: adapter name {str(name)[:70]!r} is not a name")
+    if len(set(value)) != len(value):
+        raise ProtocolError("bad server info: an adapter is advertised twice")
+    return list(value)
 
 
 def _checked(name: str, value: Any, kind: type, low: float, high: float) -> Any:

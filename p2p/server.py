@@ -6,6 +6,7 @@ error reply; nothing reaches libp2p's connection task. Peers share the server th
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -89,8 +90,8 @@ class ServerNode:
         self.max_sessions = max_sessions
         # A step never needs more than MAX_REQUEST_TOKENS hidden states of the widest dtype.
         request_bytes = MAX_REQUEST_TOKENS * span.hidden_size * max(ELEMENT_BYTES.values())
-        self.limits = limits or WireLimits(max_tensor_bytes=request_bytes, max_payload_bytes=request_bytes,
-                                           max_tensors=1, max_rank=3)
+        self.limits = limits or WireLimits(max_tensor_bytes=request_bytes, max_payload_bytes=2 * request_bytes,
+                                           max_tensors=2, max_rank=3)  # a step's hidden states, deep prompts
         self.session_idle_timeout = session_idle_timeout
         self.reclaim_idle_s = reclaim_idle_s
         self.quota = peer_quota or PeerQuota.share_of(max_sessions, cache_tokens)
@@ -148,6 +149,7 @@ class ServerNode:
             active_sessions=self.active_sessions - len(idle), max_sessions=self.max_sessions,
             reachability=self.reachability, relays=list(self.relays), next_rtt_ms=dict(self.next_rtt_ms),
             nickname=self.nickname, model_blocks=self.model_blocks,
+            adapters=list(self.span.adapters.names),
         )
 
     def replace_span(self, span: Span) -> None:
@@ -258,23 +260,24 @@ class ServerNode:
                 if header.get("type") != "forward" or len(tensors) != 1:
                     raise ProtocolError("expected a 'forward' message with one tensor")
                 start, end = self._blocks_asked(header)
-                x = tensors[0]
+                x, adapter = tensors[0], header.get("adapter")  # a spot check of a session with an adapter
                 self.span.check_hidden(x)
+                self.span.adapters.check(adapter)
                 if x.shape[0] * x.shape[1] > MAX_REQUEST_TOKENS:
                     raise ShapeError(f"a forward request may carry at most {MAX_REQUEST_TOKENS} tokens (x batch)")
-                out = await self._chunked_forward(sub_span(self.span, start, end), x, peer)
+                out = await self._chunked_forward(sub_span(self.span, start, end), x, peer, adapter)
         finally:
             self._forwards[peer] -= 1
             if not self._forwards[peer]:
                 del self._forwards[peer], self._forward_turns[peer]
         await self._reply(stream, encode({"type": "result"}, [out]))
 
-    async def _chunked_forward(self, span: Span, x: torch.Tensor, peer: str) -> torch.Tensor:
+    async def _chunked_forward(self, span: Span, x: torch.Tensor, peer: str, adapter: str | None) -> torch.Tensor:
         if x.shape[1] <= self.forward_chunk:
             async with self._compute.turn(peer):
-                return await self._run(span.forward, x)
+                return await self._run(functools.partial(span.forward, adapter=adapter), x)
         rt = SpanRuntime(span, max_cache_tokens=x.shape[0] * x.shape[1])
-        rt.open_session("forward", x.shape[1], x.shape[0])
+        rt.open_session("forward", x.shape[1], x.shape[0], adapter)
         outs = []
         for i in range(0, x.shape[1], self.forward_chunk):
             async with self._compute.turn(peer):
@@ -300,11 +303,11 @@ class ServerNode:
                     await self._reply(stream, encode({"type": "closed"}))
                     return
                 try:
-                    if kind != "step" or len(tensors) != 1:
-                        raise ProtocolError(f"expected a 'step' message with one tensor, got {kind!r}")
+                    if kind != "step" or len(tensors) not in (1, 2):
+                        raise ProtocolError(f"expected a 'step' message with one tensor (and deep prompts), got {kind!r}")
                     if header.get("session") != sid:
                         raise UnknownSessionError(f"session {header.get('session')!r} is not open on this stream")
-                    await self.steps.client_step(sid, header, tensors[0])
+                    await self.steps.client_step(sid, header, tensors[0], *tensors[1:])
                 except CorollaError as exc:  # the frame was read whole: answer and keep the session
                     await self._reply_error(stream, exc)
         finally:
@@ -361,7 +364,7 @@ class ServerNode:
                                  f"{self.cache_tokens} are free; try a shorter max length or another server")
         rt = self._runtime(start, end)
         sid = uuid.uuid4().hex
-        rt.open_session(sid, max_length, batch)
+        rt.open_session(sid, max_length, batch, header.get("adapter"))  # an unknown adapter is refused there
         slot = self._slots[sid] = SessionSlot(peer, wanted, rt, time.monotonic())
         self.sessions_served += 1
         log.info("session opened %s %s max_length %d (%d active)",

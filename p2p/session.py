@@ -14,6 +14,7 @@ import trio
 
 from corolla.p2p.client import SwarmClient
 from corolla.p2p.errors import (
+    AdapterNotOfferedError,
     NoRouteError,
     ServersFullError,
     SwarmError,
@@ -21,6 +22,7 @@ from corolla.p2p.errors import (
 from corolla.p2p.hop import FULL_CODES, STEP_TIMEOUT, HopFailure, HopSession
 from corolla.p2p.names import blocks_text, short_id
 from corolla.p2p.push_route import pushed_forward
+from corolla.p2p.records import ServerInfo
 from corolla.p2p.routing import RouteHop, plan_route
 from corolla.p2p.spotcheck import SpotCheck
 
@@ -67,11 +69,14 @@ class InferenceSession:
     def __init__(self, client: SwarmClient, max_length: int, *, timeout: float = STEP_TIMEOUT,
                  route_wait: float = ROUTE_WAIT,
                  on_event: Callable[[FailoverEvent | WaitingEvent], None] | None = None,
-                 spot_check: SpotCheck | None = None, push: bool = True) -> None:
+                 spot_check: SpotCheck | None = None, push: bool = True, adapter: str | None = None,
+                 deep_prompts: torch.Tensor | None = None) -> None:
         self.client, self.max_length, self.timeout = client, max_length, timeout
         self.push = push  # servers pass each step along the route themselves (p2p/push_route.py)
         self.pushed_steps = 0  # steps that went from server to server all the way
         self._seq = 0  # step number: tells a step's answers from those of an abandoned attempt
+        self.adapter = adapter  # the LoRA adapter every hop applies: only servers offering it are used
+        self.deep_prompts = deep_prompts  # [num_blocks, P, hidden], added by the servers at positions < P
         self.spot_check = spot_check
         if spot_check is not None:
             spot_check.reputation = client.reputation  # one record of each peer
@@ -112,7 +117,10 @@ class InferenceSession:
                              f"past its maximum length {self.max_length}")
         self._seq += 1
         x, k, checks = hidden, 0, {}
-        if self.push and len(self.hops) > 1:
+        # deep prompts reach the servers only on client-mediated steps (pushed steps carry no prompts)
+        prompted = self.deep_prompts is not None and (self.position if start is None else start) < \
+            self.deep_prompts.shape[1]
+        if self.push and len(self.hops) > 1 and not prompted:
             start = self.position if start is None else start  # a step carried twice then lands once
             if self.spot_check is not None:  # checked steps go client-mediated: decide before sending
                 checks = {id(h): self.spot_check.wants(h.steps == 0) for h in self.hops}
@@ -123,7 +131,8 @@ class InferenceSession:
             self.history[hop.hop.start].append(x)
             sent = time.perf_counter()
             try:
-                out = await hop.exchange(x, start, self._seq)
+                out = await hop.exchange(x, start, self._seq,
+                                         self._prompts(hop.hop, self.position if start is None else start))
                 if x.shape[1] == 1:
                     self.client.observe_step(hop.hop.peer_id, hop.last_step_ms, hop.hop.end - hop.hop.start,
                                              hop.hop.server.rtt_ms)
@@ -169,10 +178,13 @@ class InferenceSession:
         """Spot-check this step of `hop` (if the policy picks it, or `wanted` says so); HopFailure when
         its server lied, so that the step is redone elsewhere."""
         first, hop.steps = hop.steps == 0, hop.steps + 1
-        if self.spot_check is None or not (self.spot_check.wants(first) if wanted is None else wanted):
+        # a checker's stateless forward adds no deep prompts, so such sessions are not spot-checked
+        if self.spot_check is None or self.deep_prompts is not None or not (
+                self.spot_check.wants(first) if wanted is None else wanted):
             return
         inputs = torch.cat(self.history[hop.hop.start], dim=1)
-        caught = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start, hop.hop.end, inputs, out)
+        caught = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start, hop.hop.end, inputs, out,
+                                              adapter=self.adapter)
         if caught is None:
             return
         if caught.peer_id == hop.hop.peer_id:
@@ -189,7 +201,7 @@ class InferenceSession:
     async def _move_off_leaving_servers(self) -> None:
         """Move the blocks of servers that said they are leaving, between steps, where another server
         can take them; the others stay where they are (the server keeps serving while it drains)."""
-        servers = await self.client.servers(fresh=True)
+        servers = self._offering(await self.client.servers(fresh=True))
         k = 0
         while k < len(self.hops):
             hop = self.hops[k]
@@ -240,7 +252,7 @@ class InferenceSession:
         waited_since: float | None = None
         while True:
             servers = await self.client.servers(fresh=bool(reason), rediscover=waited_since is not None)
-            servers = [s for s in servers if s.peer_id not in avoid]
+            servers = [s for s in self._offering(servers, first=not reason) if s.peer_id not in avoid]
             try:
                 route = plan_route(servers, start, end, cache_tokens=self.max_length,
                                    model=self.client.model_name, push=self.push)
@@ -256,11 +268,11 @@ class InferenceSession:
             try:
                 x = inputs
                 for hop in route:
-                    session = await HopSession.open(self.client, hop, self.max_length, self.timeout)
+                    session = await HopSession.open(self.client, hop, self.max_length, self.timeout, self.adapter)
                     opened.append(session)
                     if x is not None:
                         self.history[hop.start] = [x]
-                        x = await session.exchange(x)
+                        x = await session.exchange(x, prompts=self._prompts(hop, 0))
                 return opened, x
             except HopFailure as failure:
                 for session in opened:
@@ -275,3 +287,21 @@ class InferenceSession:
                 self.client.ban(failure.peer_id)
                 log.warning("server %s failed while opening (%s); trying another", short_id(failure.peer_id),
                             failure.reason)
+
+    def _prompts(self, hop: RouteHop, position: int) -> torch.Tensor | None:
+        """The hop's deep prompts when a step starting at `position` reaches into them, else None."""
+        if self.deep_prompts is None or position >= self.deep_prompts.shape[1]:
+            return None
+        return self.deep_prompts[hop.start:hop.end]
+
+    def _offering(self, servers: list[ServerInfo], first: bool = False) -> list[ServerInfo]:
+        """The servers that serve this session's adapter (all of them without one). Opening a session
+        with an adapter no live server offers fails at once with the names they do offer."""
+        if self.adapter is None:
+            return servers
+        offering = [s for s in servers if self.adapter in s.adapters]
+        if first and servers and not offering:
+            offered = sorted({name for s in servers for name in s.adapters})
+            raise AdapterNotOfferedError(f"no server of {self.client.model_name} offers the adapter {self.adapter!r} "
+                                         f"(adapters offered: {', '.join(offered) or 'none'})")
+        return offering

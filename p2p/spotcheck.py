@@ -59,17 +59,19 @@ class SpotCheck:
         return first_step or self._rng.random() < self.rate
 
     async def verify(self, client: SwarmClient, server: ServerInfo, start: int, end: int,
-                     inputs: torch.Tensor, output: torch.Tensor) -> LiarCaught | None:
-        """Compare `output` (the last tokens of blocks [start, end) run by `server` on `inputs`) with
-        other servers; return who lied (`server` or a checker), or None when all agree or none can tell."""
+                     inputs: torch.Tensor, output: torch.Tensor, adapter: str | None = None) -> LiarCaught | None:
+        """Compare `output` (the last tokens of blocks [start, end) run by `server` on `inputs`, with the
+        LoRA `adapter` if any) with other servers; return who lied (`server` or a checker), or None when
+        all agree or none can tell."""
         others = [s for s in await client.servers() if s.peer_id != server.peer_id
-                  and s.start <= start and end <= s.end]
+                  and s.start <= start and end <= s.end and (adapter is None or adapter in s.adapters)]
         others.sort(key=lambda s: (s.rtt_ms + s.block_ms * (end - start), s.peer_id))
         tokens = output.shape[1]
         answers: list[tuple[str, torch.Tensor]] = []
         for other in others:
             try:
-                full = await request_forward(client.peer, other.peer_id, start, end, inputs, CHECK_TIMEOUT)
+                full = await request_forward(client.peer, other.peer_id, start, end, inputs, CHECK_TIMEOUT,
+                                             adapter=adapter)
             except (PeerUnavailableError, RemoteError, ProtocolError) as exc:
                 log.debug("spot-check: %s did not answer: %s", other.name, exc)
                 continue

@@ -107,17 +107,19 @@ class StepService:
             await close_stream(entry.next_stream)
 
     # -- a step, however it came ---------------------------------------------------------------
-    async def client_step(self, sid: str, header: dict[str, Any], x: torch.Tensor) -> None:
-        """A step the client sent on its own stream; errors propagate to the session loop."""
+    async def client_step(self, sid: str, header: dict[str, Any], x: torch.Tensor,
+                          prompts: torch.Tensor | None = None) -> None:
+        """A step the client sent on its own stream (`prompts`: deep prompts for positions below their
+        length); errors propagate to the session loop."""
         entry = self.sessions[sid]
         seq = _seq(header)
         async with entry.lock:
             if seq is not None:
                 entry.seq = max(entry.seq, seq)
-            await self._step(sid, entry, header, x, seq)
+            await self._step(sid, entry, header, x, seq, prompts)
 
     async def _step(self, sid: str, entry: SessionSteps, header: dict[str, Any], x: torch.Tensor,
-                    seq: int | None) -> None:
+                    seq: int | None, prompts: torch.Tensor | None = None) -> None:
         node = self.node
         route = check_route(header["push"]) if "push" in header else []
         node.span.check_hidden(x)
@@ -127,7 +129,7 @@ class StepService:
         entry.slot.last_used = time.monotonic()  # busy, not idle: its cache is not up for reclaiming
         rt = entry.slot.runtime
         # "start": where these tokens go, dropping cache entries after it (speculative decoding, retries)
-        out, seconds, _ = await node.batcher.forward(rt, sid, x, start)
+        out, seconds, _ = await node.batcher.forward(rt, sid, x, start, prompts)
         node.observe(x.shape[1], seconds, len(rt.span.blocks))
         node.tokens_served += x.shape[0] * x.shape[1]
         reply: dict[str, Any] = {"type": "result", "compute_ms": 1000 * seconds}

@@ -114,6 +114,8 @@ def lying_infos(peer_id: str, name: str, model_hash: str, num_blocks: int) -> di
         "bool max_sessions": {**base, "max_sessions": True},
         "blocks backwards": {**base, "start": num_blocks, "end": 0},
         "unknown dtype": {**base, "dtype": ["float32"]},
+        "adapters is a string": {**base, "adapters": "greeter"},
+        "adapter name is a path": {**base, "adapters": ["../../etc/passwd"]},
         "someone else's peer id": {**base, "peer_id": "12D3KooWQsaHPg8vb7pCsDaVE31hBG38kDJxeK6LewuuCMbWoSps"},
         "plausible but serves nothing": base,
     }

@@ -31,6 +31,7 @@ from corolla.ui.model_selector import ModelSelector
 from corolla.ui.route_panel import RoutePanel
 from corolla.ui.sampling_panel import SamplingPanel
 from corolla.ui.system_prompt_edit import SystemPromptEdit
+from corolla.ui.tuning_picker import TuningPicker
 
 
 class ChatWindow(QMainWindow):
@@ -50,6 +51,7 @@ class ChatWindow(QMainWindow):
         self.context = ContextMeter(self)
         self.model_label = QLabel("Model: loading…", self)
         self.models = ModelSelector(self)
+        self.tuning = TuningPicker(self)
         self.sampling.show_sampling(controller.sampling)
         self.search = QLineEdit(self)
         self.search.setPlaceholderText("Search conversations")
@@ -71,6 +73,7 @@ class ChatWindow(QMainWindow):
         right.setContentsMargins(0, 0, 0, 0)
         right.addWidget(self.model_label)
         right.addWidget(self.models)
+        right.addWidget(self.tuning)
         right.addWidget(_section("Route", self.route, True, self))
         right.addWidget(self.route, 1)
         right.addWidget(self.system_prompt)
@@ -124,6 +127,12 @@ class ChatWindow(QMainWindow):
         backend.reply_stats.connect(lambda rid, stats: self.messages.show_stats(stats))
         backend.context_usage.connect(self.context.show_usage)
         backend.ready.connect(self._model_ready)
+        self.tuning.tuned_requested.connect(backend.choose_tuned)
+        self.tuning.adapter_requested.connect(backend.choose_adapter)
+        self.tuning.adapters_wanted.connect(backend.find_adapters)
+        backend.tuned_chosen.connect(self.tuning.show_tuned)
+        backend.tuned_refused.connect(self.tuning.show_refusal)
+        backend.adapters_offered.connect(self.tuning.show_adapters)
         if backend.card is not None:
             self._model_ready(backend.card)
         self.composer.editor.setFocus()  # a chat window opens ready to type in
@@ -152,6 +161,7 @@ class ChatWindow(QMainWindow):
         self.models.set_current(card.name)
         if self.context.limit == 0:
             self.context.show_usage(0, card.context_length)
+        self.tuning.adapters_wanted.emit()  # which adapters this swarm offers, now that it is reachable
 
     def export_to(self, path: Path | str, fmt: str) -> Path:
         """Write the open conversation to `path` (markdown or json)."""

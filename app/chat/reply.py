@@ -78,6 +78,7 @@ class ReplyWriter:
         self.head_device = head_device  # where the embeddings and LM head run: "cpu", "cuda", "auto"
         self.speculative = speculative  # guessed tokens per step (prompt lookup); 0: off
         self.tuned = tuned  # a tuned-prompts file (`corolla finetune`), checked against the model's hash
+        self.adapter: str | None = None  # the LoRA adapter (by the name servers offer it under) replies use
         self._prefix = None
         self._model: ClientModel | None = None
         self._lock: trio.Lock | None = None
@@ -95,6 +96,24 @@ class ReplyWriter:
                     self._prefix = await trio.to_thread.run_sync(_tuned_prefix, path, self.tuned, deep_ok)
                 self._model = model
         return self._model
+
+    async def choose_tuned(self, tuned: Path | None) -> None:
+        """Use the tuned prompts in `tuned` for the next replies (None: none). A file made for another
+        model raises ChatBackendError in plain words and the previous choice stays."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        async with self._lock:
+            prefix = None
+            if tuned is not None:
+                path = await trio.to_thread.run_sync(self._model_path)
+                deep_ok = getattr(self.routes, "applies_deep_prompts", False)
+                prefix = await trio.to_thread.run_sync(_tuned_prefix, path, tuned, deep_ok)
+            self.tuned, self._prefix = tuned, prefix
+
+    async def offered_adapters(self) -> list[str]:
+        """The LoRA adapters the route's servers offer, by name (none for blocks run in this process)."""
+        offered = getattr(self.routes, "offered_adapters", None)
+        return [] if offered is None else await offered()
 
     async def write(self, prompt: list[dict[str, str]] | str, params: SamplingParams,
                     events: ReplyEvents | None = None) -> Reply:
@@ -121,7 +140,7 @@ class ReplyWriter:
 
         decoder = Decoder(model.head, model.tokenizer, params, prompt_ids, on_text=pending.append,
                           speculative=self.speculative, prefix=self._prefix)
-        async with self.routes.open(decoder.max_length, events) as route:
+        async with self.routes.open(decoder.max_length, events, self.adapter) as route:
             await decode(decoder, route.forward, offload=trio.to_thread.run_sync, on_step=after_token)
         return Reply(decoder.text, decoder.finish_reason or "eos", len(decoder.token_ids), decoder.rounds)
 

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--client-device", default="auto",
                    help="where the embeddings and LM head run: auto (a CUDA GPU if there is one), cpu, cuda")
     p.add_argument("--tuned", default=None, help="a tuned-prompts file from `corolla finetune` for this model")
+    p.add_argument("--adapter", default=None, metavar="NAME",
+                   help="a LoRA adapter the swarm's servers offer (`corolla swarm` lists them); only servers "
+                        "offering it are used")
     where = p.add_argument_group("where the blocks run")
     where.add_argument("--local", action="store_true", help="run every block in this process")
     where.add_argument("--spans", default=None,
@@ -64,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.spans and not args.local:
         raise CorollaError("--spans runs in-process spans: use it with --local")
+    if args.adapter is not None and args.local:
+        raise CorollaError("LoRA adapters are applied by the swarm's servers (corolla serve --adapter DIR): "
+                           "use --adapter with --initial-peers, not --local")
     if not args.local and args.initial_peers is None:
         raise CorollaError("say where the blocks run: --local, or --initial-peers MADDR to use a swarm")
     stream = not args.no_stream
@@ -119,24 +125,23 @@ async def _generate(args: argparse.Namespace, stream: bool):
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
         messages.append({"role": "user", "content": args.prompt})
     async with trio.open_nursery() as nursery:
+        tuned = Path(args.tuned) if args.tuned else None
+        deep = None if tuned is None else _deep_prompts(tuned, path)  # None for a plain soft prompt
         if args.local:
             from corolla.app.swarm.local import LocalRouteFactory
             from corolla.core.chain import parse_spans
 
             num_blocks = ModelInfo.load(path).num_blocks
-            routes = LocalRouteFactory(path, parse_spans(args.spans, num_blocks) if args.spans else [(0, num_blocks)])
+            routes = LocalRouteFactory(path, parse_spans(args.spans, num_blocks) if args.spans else [(0, num_blocks)],
+                                       deep_prompts=deep)
         else:
             from corolla.app.swarm.connection import SwarmConnection
             from corolla.app.swarm.remote import SwarmRouteFactory
 
             key = read_swarm_key(args.swarm_key) if args.swarm_key else None
             routes = SwarmRouteFactory(SwarmConnection(args.initial_peers, lambda: path, lambda: nursery, key),
-                                       spot_check=rate, push=args.push)
-        tuned = Path(args.tuned) if args.tuned else None
-        if tuned is not None and (deep := _deep_prompts(tuned, path)) is not None:
-            from corolla.app.swarm.deep_prompts import DeepPromptRouteFactory
-
-            routes = DeepPromptRouteFactory(deep, path, None if args.local else routes.connection)
+                                       spot_check=rate, push=args.push, adapter=args.adapter,
+                                       deep_prompts=deep)
         writer = ReplyWriter(lambda: path, routes, head_device=args.client_device, speculative=args.speculative,
                              tuned=tuned)
         try:

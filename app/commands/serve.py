@@ -52,6 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "words for people go to stderr)")
     p.add_argument("--swarm-key", type=Path, default=None, metavar="FILE",
                    help="join a private swarm: the key file its members share")
+    p.add_argument("--adapter", nargs="+", default=[], type=Path, metavar="DIR",
+                   help="PEFT LoRA adapter folders (adapter_config.json + adapter_model.safetensors) to offer; "
+                        "each is served under its folder's name, and a client picks one per session "
+                        "(generate --adapter NAME); the model's own weights never change")
     p.set_defaults(func=run)
 
 
@@ -82,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    check_adapters(args.adapter)
     args.quant = resolve_quant(args.quant, args.device)
     if args.max_gpu_memory is not None:
         if args.blocks:
@@ -99,8 +104,22 @@ def run(args: argparse.Namespace) -> int:
         announce_period=args.announce_period, drain_timeout=args.drain_timeout,
         rebalance_period=args.rebalance_period, status_json=args.status_json, relay=args.relay,
         swarm_key=read_swarm_key(args.swarm_key) if args.swarm_key else None, nickname=args.nickname,
+        adapters=list(args.adapter),
     )
     return main_server(cfg)
+
+
+def check_adapters(folders: list[Path]) -> None:
+    """Refuse unusable adapter folders before joining the swarm (AdapterError in plain words)."""
+    from corolla.core.adapters import WEIGHTS_FILE, AdapterConfig, AdapterError, adapter_name
+
+    names = [adapter_name(folder) for folder in folders]
+    for folder in folders:
+        AdapterConfig.read(folder)
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise AdapterError(f"{folder} has no {WEIGHTS_FILE} (only safetensors adapters are served)")
+    if len(set(names)) != len(names):
+        raise AdapterError("two adapter folders have the same name; each is served under its folder's name")
 
 
 def resolve_quant(quant: str, device: str) -> str:

@@ -51,6 +51,11 @@ async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initia
                      f"{s.active_sessions:>3}/{s.max_sessions:<4} {s.rtt_ms:>7.1f}  {paths[s.peer_id]}")
     for pid in dead:
         lines.append(f"{pid:<54} {short_id(pid):<30} {'?':>7} {'no reply':<8}")
+    adapters = sorted({name for s in live for name in s.adapters})
+    if adapters:  # what `generate --adapter NAME` may pick, and who offers it
+        lines.append("")
+        lines.append("LoRA adapters: " + "; ".join(
+            f"{name} ({', '.join(block_span(s.start, s.end) for s in live if name in s.adapters)})" for name in adapters))
     missing = [b for b, n in enumerate(coverage) if n == 0]
     lines.append("")
     lines.append(f"uncovered blocks: {format_blocks(missing) if missing else 'none'}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import signal
@@ -55,6 +54,7 @@ class NodeConfig:
     swarm_key: str | None = None  # a private swarm's key (64 hex digits), None: the open swarm
     nickname: str = ""  # shown to others beside this server's short id
     status_json: bool = False  # status messages on stdout (app/serve/status.py), words for people on stderr
+    adapters: list[Path] = field(default_factory=list)  # PEFT LoRA adapter folders, each served under its name
 
 
 _people = None  # where say() writes (None: stdout); stderr when stdout carries the status channel
@@ -130,7 +130,6 @@ async def _prune_clients_forever(peer: Peer, period: float = PRUNE_PERIOD) -> No
 async def run_server(cfg: NodeConfig) -> None:
     """Serve a span until Ctrl-C/SIGTERM; then stop taking sessions, let open ones finish, exit."""
     from corolla.core.model import ModelInfo, resolve_model
-    from corolla.core.span import Span
     from corolla.p2p.server import ServerNode
 
     status = StatusWriter(enabled=cfg.status_json)
@@ -150,8 +149,7 @@ async def run_server(cfg: NodeConfig) -> None:
         n = torch.get_num_threads()
         threads = f" with {n} CPU thread{'s' if n != 1 else ''}" if cfg.device == "cpu" else ""
         say(f"loading blocks {blocks} of {model.name} ({model.num_blocks} blocks) on {cfg.device}{threads}")
-        span = await trio.to_thread.run_sync(lambda: Span.load(path, blocks.start, blocks.end,
-                                                               device=cfg.device, dtype=dtype, quant=cfg.quant))
+        span = await trio.to_thread.run_sync(load_span, cfg, path, blocks, dtype)
         node = ServerNode(span, model.name, model.hash, cache_tokens=cfg.cache_tokens,
                           max_sessions=cfg.max_sessions)
         await trio.to_thread.run_sync(node.measure_throughput)
@@ -173,6 +171,8 @@ async def run_server(cfg: NodeConfig) -> None:
             nursery.start_soon(stats.run)
             say(f"serving blocks {blocks} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
                 f"{node.block_ms:.2f} ms per block per token")
+            if span.adapters.names:
+                say("LoRA adapters: " + ", ".join(span.adapters.names))
             for addr in printable_addrs(peer, cfg.host):
                 say(f"server listening on {addr}")
             join = "" if cfg.initial_peers else printable_addrs(peer, cfg.host)[0]
@@ -189,6 +189,17 @@ async def run_server(cfg: NodeConfig) -> None:
             nursery.cancel_scope.cancel()
     say("server stopped")
     status.send(ServerStatus(Event.STOPPED))
+
+
+def load_span(cfg: NodeConfig, path: Path, blocks: BlockRange, dtype: torch.dtype):
+    """Blocks `blocks` of the model at `path` as the config says, with its LoRA adapters attached."""
+    from corolla.core.adapters import load_adapter
+    from corolla.core.span import Span
+
+    span = Span.load(path, blocks.start, blocks.end, device=cfg.device, dtype=dtype, quant=cfg.quant)
+    for folder in cfg.adapters:
+        load_adapter(span, folder)
+    return span
 
 
 async def _report_sessions(node, status: StatusWriter) -> None:
@@ -236,7 +247,6 @@ async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: to
                              status: StatusWriter | None = None) -> None:
     """Now and then, move to where the swarm needs blocks most, if that is a large gain (see
     better_span); drain first: the server says it is leaving and clients move off between steps."""
-    from corolla.core.span import Span
     from corolla.p2p.client import SwarmClient
     from corolla.p2p.placement import better_span
 
@@ -259,9 +269,7 @@ async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: to
             node.state = ONLINE
             say("move cancelled: sessions are still open here")
             continue
-        span = await trio.to_thread.run_sync(functools.partial(Span.load, model.path, target.start, target.end,
-                                                               device=cfg.device, dtype=dtype,
-                                                               quant=cfg.quant))
+        span = await trio.to_thread.run_sync(load_span, cfg, model.path, target, dtype)
         node.replace_span(span)
         await trio.to_thread.run_sync(node.measure_throughput)
         node.state = ONLINE

@@ -1,9 +1,10 @@
-"""Routes for generating with deep prompts: every step runs the whole sequence so far through the
-blocks with the prompts added before each block, and no attention cache is kept anywhere.
+"""The reference route for deep prompts: every step runs the whole sequence so far through the blocks
+with the prompts added before each block, and no attention cache is kept anywhere.
 
-Servers' inference sessions have no place for per-block prompts, so these routes use the stateless
-forward of the backward protocol (or spans in this process). Each new token costs a pass over the
-whole sequence, which is fine for short replies and what makes deep prompts usable today.
+It computes exactly what training computed (core/tuning, the stateless forward of the backward
+protocol), so tests check the cached routes against it: `corolla generate --tuned` with deep prompts
+uses cached sessions (app/swarm/local.py and remote.py, `deep_prompts=`), whose first steps carry the
+prompts to the servers. Each new token here costs a pass over the whole sequence.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 import trio
 
+from corolla.app.errors import ChatBackendError
 from corolla.app.swarm.connection import SwarmConnection
 from corolla.app.swarm.route import RouteListener
 from corolla.p2p.records import ServerInfo
@@ -47,7 +49,10 @@ class DeepPromptRouteFactory:
         self._local = None
 
     @asynccontextmanager
-    async def open(self, max_length: int, listener: RouteListener) -> AsyncIterator[RecomputingRoute]:
+    async def open(self, max_length: int, listener: RouteListener,
+                   adapter: str | None = None) -> AsyncIterator[RecomputingRoute]:
+        if adapter is not None:
+            raise ChatBackendError("deep prompts and a LoRA adapter cannot be combined yet; choose one of them")
         if self.connection is not None:
             from corolla.p2p.remote_blocks import RemoteBlocks
 

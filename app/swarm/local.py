@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import trio
 
+from corolla.app.errors import ChatBackendError
 from corolla.app.swarm.route import RouteListener
 from corolla.core.chain import LocalChain
 from corolla.p2p.records import ServerInfo
@@ -18,25 +19,38 @@ THIS_COMPUTER = "this computer"
 
 
 class LocalRoute:
-    def __init__(self, chain: LocalChain, route: list[RouteHop]) -> None:
+    def __init__(self, chain: LocalChain, route: list[RouteHop], deep_prompts: torch.Tensor | None = None) -> None:
         self._chain = chain
         self.route = route
+        self.deep_prompts = deep_prompts
 
     async def forward(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
-        return await trio.to_thread.run_sync(self._chain.forward, hidden, start)
+        return await trio.to_thread.run_sync(self._chain.forward, hidden, start, self.deep_prompts)
+
+
+def refuse_adapter(adapter: str | None) -> None:
+    """Routes that run blocks in this process apply no server's adapter: say so (ChatBackendError)."""
+    if adapter is not None:
+        raise ChatBackendError(f"the adapter {adapter!r} is offered by the swarm's servers; this route runs the "
+                               "blocks on this computer, so choose no adapter or use the swarm")
 
 
 class LocalRouteFactory:
-    """Loads `spans` of the model at `path` on first use; one session at a time."""
+    """Loads `spans` of the model at `path` on first use; one session at a time. `deep_prompts`
+    [num_blocks, P, hidden]: added before every block to the first P positions (cached like the rest)."""
 
-    def __init__(self, path: Path, spans: list[tuple[int, int]]) -> None:
+    def __init__(self, path: Path, spans: list[tuple[int, int]], deep_prompts: torch.Tensor | None = None) -> None:
         self.path = path
         self.spans = spans
+        self.deep_prompts = deep_prompts
+        self.applies_deep_prompts = deep_prompts is not None
         self._chain: LocalChain | None = None
         self._lock = trio.Lock()
 
     @asynccontextmanager
-    async def open(self, max_length: int, listener: RouteListener) -> AsyncIterator[LocalRoute]:
+    async def open(self, max_length: int, listener: RouteListener,
+                   adapter: str | None = None) -> AsyncIterator[LocalRoute]:
+        refuse_adapter(adapter)
         async with self._lock:
             if self._chain is None:
                 self._chain = await trio.to_thread.run_sync(LocalChain.load, self.path, self.spans)
@@ -45,7 +59,7 @@ class LocalRouteFactory:
             await trio.to_thread.run_sync(chain.open, max_length)
             listener.on_route(route)
             try:
-                yield LocalRoute(chain, route)
+                yield LocalRoute(chain, route, self.deep_prompts)
             finally:
                 chain.close()
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import torch
 import trio
 
 from corolla.app.errors import ChatBackendError
@@ -13,7 +14,7 @@ from corolla.app.swarm.connection import SwarmConnection
 from corolla.app.swarm.route import RouteListener
 from corolla.app.swarm.snapshot import reached_by
 from corolla.core.generation import Decoder, decode
-from corolla.p2p.errors import NoRouteError
+from corolla.p2p.errors import AdapterNotOfferedError, NoRouteError
 from corolla.p2p.host import Peer
 from corolla.p2p.session import FailoverEvent, InferenceSession, WaitingEvent
 from corolla.p2p.spotcheck import DEFAULT_RATE, SpotCheck
@@ -23,16 +24,26 @@ PATHS_PERIOD = 1.0  # s between looks at how the route's servers are reached
 
 class SwarmRouteFactory:
     """Inference sessions through the swarm; `spot_check` is the fraction of steps a second server
-    recomputes (0: off; a hop's first step is always checked when on). `push`: servers pass each
-    step to the next server on the route themselves (k+1 one-way delays a token instead of 2k)."""
+    recomputes (0: off; a hop's first step is always checked when on); `push`: servers pass each
+    step to the next server on the route themselves (k+1 one-way delays a token instead of 2k);
+    `adapter`: the LoRA adapter the sessions opened from now on use, by the name servers offer it
+    under (None: the base model); `deep_prompts` [num_blocks, P, hidden]: sent with the steps that
+    reach positions < P, where the servers add them before every block (the rest of the sequence
+    reuses the cached keys and values)."""
 
-    def __init__(self, connection: SwarmConnection, spot_check: float = DEFAULT_RATE, push: bool = True) -> None:
+    def __init__(self, connection: SwarmConnection, spot_check: float = DEFAULT_RATE, push: bool = True,
+                 adapter: str | None = None, deep_prompts: torch.Tensor | None = None) -> None:
         self.connection = connection
         self.spot_check = spot_check
         self.push = push
+        self.adapter = adapter
+        self.deep_prompts = deep_prompts
+        self.applies_deep_prompts = deep_prompts is not None
 
     @asynccontextmanager
-    async def open(self, max_length: int, listener: RouteListener) -> AsyncIterator[InferenceSession]:
+    async def open(self, max_length: int, listener: RouteListener,
+                   adapter: str | None = None) -> AsyncIterator[InferenceSession]:
+        adapter = self.adapter if adapter is None else adapter
         client = await self.connection.client()
         holder: list[InferenceSession] = []
 
@@ -44,15 +55,21 @@ class SwarmRouteFactory:
 
         try:
             checks = SpotCheck(self.spot_check, on_caught=listener.on_liar) if self.spot_check > 0 else None
-            session = InferenceSession(client, max_length, on_event=on_event, spot_check=checks, push=self.push)
+            session = InferenceSession(client, max_length, on_event=on_event, spot_check=checks, push=self.push,
+                                       adapter=adapter, deep_prompts=self.deep_prompts)
             holder.append(session)
             async with session, trio.open_nursery() as watch:
                 listener.on_route(list(session.route))
                 watch.start_soon(_report_paths, client.peer, session, listener)
                 yield session
                 watch.cancel_scope.cancel()
-        except NoRouteError as exc:
+        except (NoRouteError, AdapterNotOfferedError) as exc:
             raise ChatBackendError(str(exc)) from None
+
+    async def offered_adapters(self) -> list[str]:
+        """The LoRA adapters the live servers offer, by name."""
+        client = await self.connection.client()
+        return sorted({name for s in await client.servers() for name in s.adapters})
 
     async def aclose(self) -> None:
         await self.connection.aclose()
@@ -71,12 +88,13 @@ async def _report_paths(peer: Peer, session: InferenceSession, listener: RouteLi
 
 async def generate_through_swarm(path: Path, decoder: Decoder, initial_peers: list[str], *,
                                  spot_check: float = DEFAULT_RATE, swarm_key: str | None = None,
-                                 listener: RouteListener | None = None, push: bool = True) -> str:
+                                 listener: RouteListener | None = None, push: bool = True,
+                                 adapter: str | None = None) -> str:
     """Run a ready-made `decoder` to the end through the swarm (tests and benchmarks that build their
     own decoder; the app's replies go through app/chat/reply.py); the text."""
     async with trio.open_nursery() as nursery:
         routes = SwarmRouteFactory(SwarmConnection(initial_peers, lambda: path, lambda: nursery, swarm_key),
-                                   spot_check=spot_check, push=push)
+                                   spot_check=spot_check, push=push, adapter=adapter)
         try:
             async with routes.open(decoder.max_length, listener or RouteListener()) as route:
                 return await decode(decoder, route.forward)

@@ -46,8 +46,10 @@ class InferenceRoute(Protocol):
 
 
 class RouteFactory(Protocol):
-    def open(self, max_length: int, listener: RouteListener) -> AbstractAsyncContextManager[InferenceRoute]:
-        """An inference session with room for `max_length` tokens; closed on exit."""
+    def open(self, max_length: int, listener: RouteListener,
+             adapter: str | None = None) -> AbstractAsyncContextManager[InferenceRoute]:
+        """An inference session with room for `max_length` tokens; closed on exit. `adapter`: the LoRA
+        adapter the servers apply, by name (None: the base model); routes that cannot refuse it."""
         ...
 
     async def aclose(self) -> None:

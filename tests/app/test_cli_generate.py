@@ -35,3 +35,11 @@ def test_model_info(default_model_path):
     result = corolla("model", "info", "default")
     assert result.returncode == 0, result.stderr
     assert "blocks:      30" in result.stdout and "hidden size: 576" in result.stdout
+
+
+def test_adapter_mistakes_are_refused_before_anything_runs(default_model_path, tmp_path):
+    local = corolla("generate", *ARGS, "--local", "--adapter", "greeter")
+    assert local.returncode != 0 and "use --adapter with --initial-peers" in local.stderr
+    served = corolla("serve", "--model", "default", "--blocks", "0:2", "--adapter", str(tmp_path), timeout=120)
+    assert served.returncode != 0 and "has no adapter_config.json: not a PEFT adapter folder" in served.stderr
+    assert "Traceback" not in local.stderr + served.stderr

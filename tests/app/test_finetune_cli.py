@@ -16,6 +16,7 @@ import trio
 from corolla.app.chat.reply import ReplyWriter
 from corolla.app.swarm.deep_prompts import DeepPromptRouteFactory
 from corolla.app.swarm.local import LocalRouteFactory
+from corolla.app.swarm.remote import SwarmRouteFactory
 from corolla.core.generation import SamplingParams
 from corolla.core.model import ModelInfo
 from corolla.core.tuning.prompts import TunedPrompts
@@ -116,7 +117,7 @@ def test_recomputing_route_with_zero_deep_prompts_equals_the_cached_route(tiny, 
     assert moved != cached
 
 
-def test_deep_prompt_generation_through_servers_equals_local(tiny, tmp_path):
+def test_cached_deep_prompt_generation_in_process_and_through_servers_equals_recomputing(tiny, tmp_path):
     from corolla.app.swarm.connection import SwarmConnection
     from tests.p2p.test_swarm_inprocess import TinySwarm, run_with_swarm
 
@@ -127,13 +128,15 @@ def test_deep_prompt_generation_through_servers_equals_local(tiny, tmp_path):
     tuned = tmp_path / "deep.safetensors"
     prompts.save(tuned, "llama", ModelInfo.load(path).hash)
     deep = prompts.deep.detach()
-    local = texts(path, lambda: DeepPromptRouteFactory(deep, path), tuned)
+    local = texts(path, lambda: DeepPromptRouteFactory(deep, path), tuned)  # no cache: the whole sequence each step
+    # cached sessions in this process, over two spans: the prompts go with the first steps only
+    assert texts(path, lambda: LocalRouteFactory(path, [(0, 2), (2, 6)], deep_prompts=deep), tuned) == local
 
     async def body(swarm: TinySwarm):
         await swarm.add("front", 0, 4)
         await swarm.add("back", 4, 6)
-        routes = DeepPromptRouteFactory(deep, path, SwarmConnection([swarm.bootstrap], lambda: path,
-                                                                    lambda: swarm.nursery))
+        connection = SwarmConnection([swarm.bootstrap], lambda: path, lambda: swarm.nursery)
+        routes = SwarmRouteFactory(connection, deep_prompts=deep)  # cached inference sessions on the servers
         writer = ReplyWriter(lambda: path, routes, tuned=tuned)
         try:
             return [(await writer.write(p, GREEDY)).text for p in ("w40 w41", "w50 w51")]

@@ -134,3 +134,4 @@ def test_server_info_is_typed_and_in_range_or_refused(base, changes):
         assert isinstance(getattr(info, name), float) and math.isfinite(getattr(info, name))
     assert info.block_ms > 0 and 0 <= info.free_cache_tokens <= 2**32
     assert all(not isinstance(getattr(info, n), bool) for n in ("start", "end", "max_sessions", "hidden_size"))
+    assert isinstance(info.adapters, list) and all(isinstance(n, str) and "/" not in n for n in info.adapters)

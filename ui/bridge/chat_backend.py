@@ -36,6 +36,9 @@ class ChatBackend(QObject):
     notice = Signal(str)  # something the user should know (waiting for missing blocks, ...)
     reply_stats = Signal(int, str)  # request id, "7 tokens · 5.2 tokens/s · first token after 0.84 s"
     context_usage = Signal(int, int)  # tokens used, context length
+    tuned_chosen = Signal(object)  # Path of the tuned prompts replies now use, or None
+    tuned_refused = Signal(str)  # why a tuned-prompts file was refused, in plain words
+    adapters_offered = Signal(list)  # names of the LoRA adapters the swarm's servers offer
 
     def __init__(self, trio_thread: TrioThread, model_path: Callable[[], Path], routes: RouteFactory,
                  parent: QObject | None = None) -> None:
@@ -66,6 +69,23 @@ class ChatBackend(QObject):
         self.writer = ReplyWriter(model_path, self._routes)
         self.card = None
         self.load()
+
+    @Slot(object)
+    def choose_tuned(self, path: Path | None) -> None:
+        """Check `path` against the model in the background; `tuned_chosen` or `tuned_refused` follows."""
+        self._trio.spawn(self.writer.choose_tuned, path, on_done=lambda _: self.tuned_chosen.emit(path),
+                         on_error=lambda exc: self.tuned_refused.emit(_describe(exc)))
+
+    @Slot(object)
+    def choose_adapter(self, name: str | None) -> None:
+        """The LoRA adapter the next replies use (None: the base model)."""
+        self.writer.adapter = name or None
+
+    @Slot()
+    def find_adapters(self) -> None:
+        """Ask the swarm which adapters its servers offer; `adapters_offered` follows (empty if unknown)."""
+        self._trio.spawn(self.writer.offered_adapters, on_done=lambda names: self.adapters_offered.emit(list(names)),
+                         on_error=lambda exc: self.adapters_offered.emit([]))
 
     def measure(self, messages: list[dict[str, str]]) -> None:
         """Report how much of the context `messages` fill (`context_usage`), in the background."""

@@ -41,8 +41,13 @@ class _RouteSwitch:
     def __init__(self, target: RouteFactory) -> None:
         self.target = target
 
-    def open(self, max_length: int, listener: RouteListener) -> AbstractAsyncContextManager[InferenceRoute]:
-        return self.target.open(max_length, listener)
+    def open(self, max_length: int, listener: RouteListener,
+             adapter: str | None = None) -> AbstractAsyncContextManager[InferenceRoute]:
+        return self.target.open(max_length, listener, adapter)
+
+    async def offered_adapters(self) -> list[str]:
+        offered = getattr(self.target, "offered_adapters", None)
+        return [] if offered is None else await offered()
 
     async def aclose(self) -> None:
         await self.target.aclose()

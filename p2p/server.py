@@ -53,6 +53,7 @@ RECLAIM_IDLE_S = 2.0  # s without a step after which a session's cache may go to
 WRITE_TIMEOUT = 10.0
 INLINE_MAX_ELEMENTS = 16 * 1024  # hidden-state elements computed without a thread hand-off
 FORWARD_CHUNK = 8  # tokens of a forward request computed per turn, so that others get turns between
+DECODE_SHARE = 3.0  # between chunks, a long forward waits up to this many times the last one for decoding
 MAX_REQUEST_TOKENS = 4096  # tokens (x batch) one forward request or step may carry
 
 
@@ -262,11 +263,14 @@ class ServerNode:
                 return await self._run(span.forward, x)
         rt = SpanRuntime(span, max_cache_tokens=x.shape[0] * x.shape[1])
         rt.open_session("forward", x.shape[1], x.shape[0])
-        outs = []
+        outs, last = [], 0.0
         for i in range(0, x.shape[1], self.forward_chunk):
+            # Decoding sessions go first, but a long request still gets >= 1/(1 + DECODE_SHARE) of the time.
+            await self.batcher.make_way(DECODE_SHARE * last)
             async with self._compute.turn(peer):
-                chunk = x[:, i:i + self.forward_chunk]
+                t0, chunk = time.perf_counter(), x[:, i:i + self.forward_chunk]
                 outs.append(await trio.to_thread.run_sync(rt.forward, "forward", chunk))
+                last = time.perf_counter() - t0
         return torch.cat(outs, dim=1)
 
     async def _inference(self, stream: INetStream, peer: str) -> None:

@@ -3,44 +3,29 @@ failover that replays the stored inputs of the failed blocks to their replacemen
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Self
 
 import torch
 import trio
 
-from corolla.core.dtypes import DTYPES
-from corolla.p2p.client import SwarmClient, open_stream
-from corolla.p2p.errors import (
-    NoRouteError,
-    PeerUnavailableError,
-    ProtocolError,
-    RemoteError,
-    ServersFullError,
-    SwarmError,
-)
-from corolla.p2p.records import INFERENCE_PROTOCOL
+from corolla.core.generation import Rollback
+from corolla.p2p.client import SwarmClient
+from corolla.p2p.errors import NoRouteError, ServersFullError, SwarmError
+from corolla.p2p.hop import STEP_TIMEOUT, HopFailure, HopSession
 from corolla.p2p.routing import RouteHop, plan_route
-from corolla.p2p.spotcheck import SpotCheck
-from corolla.p2p.wire import StreamGone, encode, read_message, write_message
+from corolla.p2p.spotcheck import PASSED, PendingCheck, SpotCheck
+
+__all__ = ["FailoverEvent", "HopFailure", "HopSession", "InferenceSession", "WaitingEvent"]
 
 log = logging.getLogger(__name__)
 
-STEP_TIMEOUT = 5.0  # s for a server to answer one decoding step (a hung peer says nothing by itself)
-TIMEOUT_PER_TOKEN = 0.02  # s added per token sent at once (prefill, replay)
 ROUTE_WAIT = 30.0  # s to wait for a server to cover missing blocks before giving up
-CONNECT_TIMEOUT = 5.0
-IDLE_EXPIRY_S = 60.0  # s unused after which a hop's stream ending is not held against its server
 MOVE_RETRY_S = 2.0  # s between looks for a replacement of a leaving server when there was none
-# Errors that another server would answer the same way: rerouting cannot help.
-CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolError", "MessageTooLargeError"}
-# A server that dropped an idle session did nothing wrong: reopen (replay) without a ban.
-EXPIRED_CODES = {"SessionExpiredError"}
-# A server that is full is alive and honest: route elsewhere or wait, and say so.
-FULL_CODES = {"CacheFullError", "TooManySessionsError", "PeerLimitError", "ServerLeavingError"}
 
 
 @dataclass
@@ -67,97 +52,13 @@ class WaitingEvent:
     full: bool = False  # servers hold these blocks but are full (sessions or cache)
 
 
-@dataclass
-class HopFailure(Exception):
-    """A hop's server failed in a way another server may not (dead, hung, error reply, bad output)."""
-
-    peer_id: str
-    reason: str
-    fatal: bool = False
-    full: bool = False  # the server refused because it is full: not its fault
-    cause: Exception | None = field(default=None, repr=False)
-    after_idle: bool = False  # the stream ended while unused for long: maybe just an expired session
-
-
-def step_timeout(base: float, tokens: int) -> float:
-    return base + TIMEOUT_PER_TOKEN * tokens
-
-
-class HopSession:
-    """Blocks [start, end) of one session on one server, over one inference stream."""
-
-    def __init__(self, hop: RouteHop, stream, session_id: str, timeout: float) -> None:
-        self.hop, self.stream, self.session_id, self.timeout = hop, stream, session_id, timeout
-        self.dtype = DTYPES.get(hop.server.dtype, torch.float32)
-        self.last_compute_ms = 0.0  # what the server says its last step took
-        self.leaving = False  # the server said it is leaving the swarm
-        self.last_used = time.monotonic()
-        self.steps = 0  # steps answered (a spot-check always looks at the first)
-        self.last_step_ms = 0.0  # round trip of the last step, as this client saw it
-
-    @classmethod
-    async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
-        try:
-            stream = await open_stream(client.peer, hop.peer_id, INFERENCE_PROTOCOL, CONNECT_TIMEOUT)
-            await write_message(stream, encode({"type": "open", "max_length": max_length, "batch_size": 1,
-                                                "start": hop.start, "end": hop.end}), timeout=timeout)
-            header, _ = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
-        except (PeerUnavailableError, StreamGone, trio.TooSlowError, ProtocolError) as exc:
-            raise HopFailure(hop.peer_id, f"open: {_why(exc)}", cause=exc) from None
-        if header.get("type") != "opened" or not isinstance(header.get("session"), str):
-            await _abandon(stream)
-            code = str(header.get("code"))[:64]
-            raise HopFailure(hop.peer_id, f"open refused: {code}: {str(header.get('message'))[:300]}",
-                             full=code in FULL_CODES)
-        return cls(hop, stream, header["session"], timeout)
-
-    async def exchange(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
-        """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype.
-        `start`: the position they take on the server, which drops its cache entries from there."""
-        timeout = step_timeout(self.timeout, hidden.shape[1])
-        header = {"type": "step", "session": self.session_id}
-        if start is not None:
-            header["start"] = start
-        t0 = time.perf_counter()
-        try:
-            await write_message(self.stream, encode(header, [hidden.to(self.dtype)]), timeout=timeout)
-            header, tensors = await read_message(self.stream, idle_timeout=timeout, body_timeout=timeout)
-        except (StreamGone, trio.TooSlowError, ProtocolError) as exc:
-            idle = isinstance(exc, StreamGone) and time.monotonic() - self.last_used > IDLE_EXPIRY_S
-            raise HopFailure(self.hop.peer_id, _why(exc), cause=exc, after_idle=idle) from None
-        self.last_used = time.monotonic()
-        self.last_step_ms = 1000 * (time.perf_counter() - t0)
-        if header.get("type") == "error":
-            code, message = str(header.get("code"))[:64], str(header.get("message"))[:300]
-            raise HopFailure(self.hop.peer_id, f"{code}: {message}", fatal=code in CLIENT_FAULTS,
-                             cause=RemoteError(code, message), after_idle=code in EXPIRED_CODES)
-        if header.get("type") != "result" or len(tensors) != 1:
-            raise HopFailure(self.hop.peer_id, f"unexpected reply {header.get('type')!r}")
-        out = tensors[0]
-        compute_ms = header.get("compute_ms")
-        self.last_compute_ms = float(compute_ms) if isinstance(compute_ms, int | float) else 0.0
-        self.leaving = bool(header.get("leaving"))
-        if out.shape != hidden.shape:
-            raise HopFailure(self.hop.peer_id, f"result has shape {list(out.shape)}, sent {list(hidden.shape)}")
-        if not torch.isfinite(out).all():
-            raise HopFailure(self.hop.peer_id, "result has NaN or inf values")
-        return out.to(hidden.dtype)
-
-    async def close(self, polite: bool = True) -> None:
-        with trio.move_on_after(1.0 if polite else 0.2):
-            try:
-                if polite:
-                    await write_message(self.stream, encode({"type": "close"}), timeout=1.0)
-                await self.stream.close()
-            except (StreamGone, trio.TooSlowError, Exception) as exc:  # noqa: BLE001 - it may be dead
-                log.debug("closing hop %s: %s", self.hop, exc)
-
-
 class InferenceSession:
     """Hidden states through every block of the model, in order, with server-side caches.
 
     The inputs sent to each hop are kept (`max_length` tokens at most) so that when a server fails,
     its blocks can be rerouted (other servers, any boundaries) and their caches rebuilt by replay.
+    With spot checks, each hop's outputs are kept too, and checks run beside the steps in the
+    session's nursery; `checked()` reports how far outputs are checked, or Rollback for a liar.
     """
 
     def __init__(self, client: SwarmClient, max_length: int, *, timeout: float = STEP_TIMEOUT,
@@ -172,23 +73,39 @@ class InferenceSession:
         self.on_event = on_event or (lambda event: None)
         self.hops: list[HopSession] = []
         self.history: dict[int, list[torch.Tensor]] = {}
+        self.outputs: dict[int, list[torch.Tensor]] = {}  # each hop's outputs, kept for spot checks
         self.position = 0
         self._next_move_try = 0.0
+        self._checks: list[PendingCheck] = []
+        self._stack = contextlib.AsyncExitStack()
+        self._nursery: trio.Nursery | None = None
 
     @property
     def route(self) -> list[RouteHop]:
         return [h.hop for h in self.hops]
 
     async def __aenter__(self) -> Self:
-        self.hops, _ = await self._open_range(0, self.client.num_blocks, None, reason="")
+        self._nursery = await self._stack.enter_async_context(trio.open_nursery())  # the checks' home
+        try:
+            self.hops, _ = await self._open_range(0, self.client.num_blocks, None, reason="")
+        except BaseException:
+            await self._stack.__aexit__(None, None, None)
+            raise
         for h in self.hops:
-            self.history[h.hop.start] = []
+            self.history[h.hop.start], self.outputs[h.hop.start] = [], []
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        try:
+            await self.close()  # cancels the checks under way
+        finally:
+            # The nursery only waits for the cancelled checks; the body's own exception passes as it
+            # is (given to the nursery, it would come out wrapped in an exception group).
+            await self._stack.__aexit__(None, None, None)
 
     async def close(self) -> None:
+        for check in self._checks:
+            check.scope.cancel()
         async with trio.open_nursery() as nursery:
             for h in self.hops:
                 nursery.start_soon(h.close)
@@ -213,7 +130,9 @@ class InferenceSession:
                 if x.shape[1] == 1:
                     self.client.observe_step(hop.hop.peer_id, hop.last_step_ms, hop.hop.end - hop.hop.start,
                                              hop.hop.server.rtt_ms)
-                await self._check(hop, out)
+                self.outputs[hop.hop.start].append(out)
+                first, hop.steps = hop.steps == 0, hop.steps + 1
+                hop.check_wanted |= self.spot_check is not None and self.spot_check.wants(first)
                 x = out
                 k += 1
             except HopFailure as failure:
@@ -226,6 +145,9 @@ class InferenceSession:
                                                   detection=time.perf_counter() - sent)
                 k += replaced
         self.position += hidden.shape[1]
+        for h in self.hops:
+            if h.check_wanted and h.checking is None:
+                self._start_check(h)
         if any(h.leaving for h in self.hops) and time.monotonic() >= self._next_move_try:
             await self._move_off_leaving_servers()
         return x
@@ -234,24 +156,74 @@ class InferenceSession:
         if not (isinstance(start, int) and 0 <= start <= self.position):
             raise SwarmError(f"cannot go back to position {start!r}: the session holds {self.position} tokens")
         if start < self.position:
-            for first, stored in self.history.items():
-                self.history[first] = [torch.cat(stored, dim=1)[:, :start]] if stored else []
+            for kept in (self.history, self.outputs):
+                for first, stored in kept.items():
+                    kept[first] = [torch.cat(stored, dim=1)[:, :start]] if stored else []
+            for h in self.hops:
+                h.checked = min(h.checked, start)
+            for check in self._checks:
+                check.valid_end = min(check.valid_end, start)
         self.position = start
 
-    async def _check(self, hop: HopSession, out: torch.Tensor) -> None:
-        """Spot-check this step of `hop` (if the policy picks it); HopFailure when its server lied,
-        so that the step is redone elsewhere."""
-        first, hop.steps = hop.steps == 0, hop.steps + 1
-        if self.spot_check is None or not self.spot_check.wants(first):
-            return
+    def _start_check(self, hop: HopSession) -> None:
+        """Have another server recompute `hop`'s outputs since its last check, beside the next steps."""
         inputs = torch.cat(self.history[hop.hop.start], dim=1)
-        caught = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start, hop.hop.end, inputs, out)
-        if caught is None:
-            return
-        if caught.peer_id == hop.hop.peer_id:
-            raise HopFailure(hop.hop.peer_id, f"wrong activations (relative error {caught.error:.3g}, "
-                                              f"{len(caught.agreeing)} other servers agree)")
-        self.client.ban(caught.peer_id)  # a checker lied: this hop's answer stands
+        outputs = torch.cat(self.outputs[hop.hop.start], dim=1)[:, hop.checked:]
+        check = PendingCheck(hop, hop.checked, inputs.shape[1], inputs.shape[1])
+        hop.check_wanted, hop.checking = False, check
+        self._checks.append(check)
+        assert self._nursery is not None  # noqa: S101 - forward() runs inside `async with` only
+        self._nursery.start_soon(self._run_check, check, inputs, outputs)
+
+    async def _run_check(self, check: PendingCheck, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
+        hop: HopSession = check.hop  # type: ignore[assignment]
+        with check.scope:
+            try:
+                check.verdict = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start,
+                                                             hop.hop.end, inputs, outputs)
+            except Exception as exc:  # noqa: BLE001 - a check that cannot finish must not end the session
+                log.warning("spot-check of %s failed: %s", hop.hop.peer_id[-8:], exc)
+        check.done.set()
+
+    async def checked(self, final: bool = False) -> int:
+        """Position before which every hop's outputs were checked (the session's position when checks
+        are off); Rollback when a check caught a liar, after replacing it and going back to its first
+        wrong output. `final`: check what no check covered yet and wait for every check under way."""
+        if self.spot_check is None or self.spot_check.rate <= 0:
+            return self.position
+        if final:
+            for h in self.hops:
+                if h.checked < self.position and h.checking is None:
+                    self._start_check(h)
+            for check in list(self._checks):
+                await check.done.wait()
+        for check in [c for c in self._checks if c.done.is_set()]:
+            self._checks.remove(check)
+            hop: HopSession = check.hop  # type: ignore[assignment]
+            if hop.checking is check:
+                hop.checking = None
+            caught = check.verdict
+            if caught is None or isinstance(caught, str):
+                if caught == PASSED:
+                    hop.checked = max(hop.checked, check.valid_end)
+                continue
+            if caught.peer_id != hop.hop.peer_id:  # a checker lied: this hop's answer stands
+                self.client.ban(caught.peer_id)
+                hop.checked = max(hop.checked, check.valid_end)
+                continue
+            await self._roll_back_liar(hop, min(check.since + caught.first, self.position),
+                                       f"wrong activations (relative error {caught.error:.3g}, "
+                                       f"{len(caught.agreeing)} other servers agree)")
+        return min((h.checked for h in self.hops), default=self.position)
+
+    async def _roll_back_liar(self, hop: HopSession, position: int, reason: str) -> None:
+        """Replace a lying hop, drop everything from its first wrong output on, and raise Rollback."""
+        self._rewind(position)
+        if hop in self.hops:
+            await self._replace(self.hops.index(hop), reason, 0, failed=True)
+        else:
+            self.client.ban(hop.hop.peer_id)
+        raise Rollback(position)
 
     async def reroute(self, block: int, reason: str = "rerouted on request") -> None:
         """Move the hop holding `block` to other servers (never its current one), replaying its
@@ -290,6 +262,7 @@ class InferenceSession:
                         old.hop.peer_id[-8:], reason, seconds, old.hop.start, old.hop.end)
         await old.close(polite=not failed)
         stored = self.history.pop(old.hop.start)
+        self.outputs.pop(old.hop.start, None)
         inputs = torch.cat(stored, dim=1)
         try:
             new_hops, out = await self._open_range(old.hop.start, old.hop.end, inputs, reason=reason,
@@ -297,12 +270,15 @@ class InferenceSession:
         except BaseException:
             # Keep what a later step needs to try again (its hop is closed, so it will reroute).
             self.history[old.hop.start] = stored
+            self.outputs[old.hop.start] = []
             raise
+        for h in new_hops:  # what they replayed decided nothing but the last `new_tokens` outputs
+            h.checked = inputs.shape[1] - new_tokens
         self.hops[k:k + 1] = new_hops
         self.on_event(FailoverEvent(old.hop.start, old.hop.end, old.hop.peer_id,
                                     [h.hop.peer_id for h in new_hops], inputs.shape[1],
                                     time.perf_counter() - t0, reason, detection))
-        return len(new_hops), out[:, inputs.shape[1] - new_tokens:]
+        return len(new_hops), (inputs[:, :0] if out is None else out[:, inputs.shape[1] - new_tokens:])
 
     async def _open_range(self, start: int, end: int, inputs: torch.Tensor | None, reason: str,
                           avoid: set[str] | frozenset[str] = frozenset()
@@ -326,19 +302,21 @@ class InferenceSession:
                 continue
             opened: list[HopSession] = []
             try:
-                x = inputs
+                x = inputs if inputs is not None and inputs.shape[1] else None  # nothing to replay at 0
                 for hop in route:
                     session = await HopSession.open(self.client, hop, self.max_length, self.timeout)
                     opened.append(session)
+                    self.history[hop.start], self.outputs[hop.start] = ([x], []) if x is not None else ([], [])
                     if x is not None:
-                        self.history[hop.start] = [x]
                         x = await session.exchange(x)
+                        self.outputs[hop.start] = [x]
                 return opened, x
             except HopFailure as failure:
                 for session in opened:
                     await session.close(polite=False)
-                    if inputs is not None and session.hop.start != start:
+                    if session.hop.start != start:
                         self.history.pop(session.hop.start, None)  # inputs of a route not taken
+                        self.outputs.pop(session.hop.start, None)
                 if failure.fatal:
                     raise SwarmError(f"server {failure.peer_id[-8:]} refused: {failure.reason}") from None
                 if failure.full:
@@ -347,17 +325,3 @@ class InferenceSession:
                 self.client.ban(failure.peer_id)
                 log.warning("server %s failed while opening (%s); trying another", failure.peer_id[-8:],
                             failure.reason)
-
-
-async def _abandon(stream) -> None:
-    with trio.move_on_after(0.2):
-        try:
-            await stream.reset()
-        except Exception as exc:  # noqa: BLE001 - the stream may already be gone
-            log.debug("reset: %s", exc)
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "timed out"
-    return str(exc) or type(exc).__name__

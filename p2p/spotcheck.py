@@ -1,7 +1,9 @@
-"""Catching servers that return wrong activations: a sampled step of a hop is recomputed by a second
-server holding the same blocks (the forward protocol, over the hop's whole input so far) and the
-outputs compared within a tolerance fitting the dtypes. On disagreement a third server decides; the
-peer in the minority is banned, recorded in the reputation, and reported; the step is then redone.
+"""Catching servers that return wrong activations: after a sampled step of a hop, a second server
+holding the same blocks recomputes the hop's whole input so far (the forward protocol) and every
+output since the hop's last check is compared within a tolerance fitting the dtypes. On disagreement
+a third server decides; the peer in the minority is banned, recorded in the reputation, and reported.
+Checks run beside the decoding (p2p/session.py); a liar caught late makes the session roll back to
+its first wrong output, so that nothing it decided survives.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import trio
 
 from corolla.core.dtypes import TOLERANCE
 from corolla.p2p.client import SwarmClient, request_forward
@@ -23,17 +26,34 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RATE = 0.05  # fraction of later steps checked; a hop's first step is always checked
 CHECK_TIMEOUT = 10.0
+PASSED, UNSURE = "passed", "unsure"  # a check's verdict when nobody was caught
 
 
 @dataclass
 class LiarCaught:
-    """`peer_id` answered blocks [start, end) differently from `agreeing` (relative error `error`)."""
+    """`peer_id` answered blocks [start, end) differently from `agreeing` (relative error `error`);
+    `first`: the first wrong output among those compared (0: the first compared)."""
 
     peer_id: str
     start: int
     end: int
     error: float
     agreeing: list[str]
+    first: int = 0
+
+
+@dataclass(eq=False)
+class PendingCheck:
+    """A check under way of one hop's outputs at positions [since, end); `valid_end` shrinks when the
+    session goes back before `end` (what was compared past it is gone)."""
+
+    hop: object  # the p2p.session.HopSession checked
+    since: int
+    end: int
+    valid_end: int
+    verdict: LiarCaught | str | None = None  # None until done
+    done: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 @dataclass
@@ -58,9 +78,9 @@ class SpotCheck:
         return first_step or self._rng.random() < self.rate
 
     async def verify(self, client: SwarmClient, server: ServerInfo, start: int, end: int,
-                     inputs: torch.Tensor, output: torch.Tensor) -> LiarCaught | None:
+                     inputs: torch.Tensor, output: torch.Tensor) -> LiarCaught | str:
         """Compare `output` (the last tokens of blocks [start, end) run by `server` on `inputs`) with
-        other servers; return who lied (`server` or a checker), or None when all agree or none can tell."""
+        other servers; return who lied (`server` or a checker), PASSED, or UNSURE when none can tell."""
         others = [s for s in await client.servers() if s.peer_id != server.peer_id
                   and s.start <= start and end <= s.end]
         others.sort(key=lambda s: (s.rtt_ms + s.block_ms * (end - start), s.peer_id))
@@ -76,25 +96,26 @@ class SpotCheck:
             if len(answers) == 1 and agree(output, answers[0][1], server.dtype, other.dtype):
                 self.checks += 1
                 self.reputation.passed(server.peer_id)
-                return None
+                return PASSED
             if len(answers) == 2:
                 break
         if not answers:
             self.skipped += 1
-            return None
+            return UNSURE
         self.checks += 1
         if len(answers) == 1:
             log.warning("spot-check: %s and %s disagree on blocks %d:%d and no third server can decide",
                         server.peer_id[-8:], answers[0][0][-8:], start, end)
-            return None
+            return UNSURE
         (first_id, first), (second_id, second) = answers
         if agree(first, second, "float32", "float32") or agree(first, second, server.dtype, server.dtype):
-            caught = LiarCaught(server.peer_id, start, end, relative_error(output, first), [first_id, second_id])
+            caught = LiarCaught(server.peer_id, start, end, relative_error(output, first), [first_id, second_id],
+                                first_wrong(output, first, server.dtype))
         elif agree(output, second, server.dtype, server.dtype):
             caught = LiarCaught(first_id, start, end, relative_error(first, second), [server.peer_id, second_id])
         else:
             log.warning("spot-check: three servers disagree on blocks %d:%d; trusting none of them", start, end)
-            return None
+            return UNSURE
         self.reputation.failed(caught.peer_id)
         for pid in caught.agreeing:
             self.reputation.passed(pid)
@@ -108,6 +129,15 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest difference relative to the largest value (hidden states reach the hundreds)."""
     scale = max(a.abs().max().item(), b.abs().max().item(), 1e-6)
     return (a.float() - b.float()).abs().max().item() / scale
+
+
+def first_wrong(output: torch.Tensor, truth: torch.Tensor, dtype: str) -> int:
+    """Index of the first token [batch, tokens, hidden] whose output is off by more than the tolerance
+    (relative to the largest value of all); 0 when no single token is."""
+    tol = TOLERANCE.get(dtype, 5e-2)
+    scale = max(output.abs().max().item(), truth.abs().max().item(), 1e-6)
+    off = ((output.float() - truth.float()).abs().amax(dim=(0, 2)) / scale > tol).nonzero()
+    return int(off[0, 0]) if off.numel() else 0
 
 
 def agree(a: torch.Tensor, b: torch.Tensor, dtype_a: str, dtype_b: str) -> bool:

@@ -268,9 +268,9 @@ def test_an_automatically_placed_server_moves_to_close_a_gap(tiny_model):
 
 
 def test_a_session_expired_during_a_pause_is_reopened_without_a_ban(tiny_model, monkeypatch):
-    import corolla.p2p.session
+    import corolla.p2p.hop
 
-    monkeypatch.setattr(corolla.p2p.session, "IDLE_EXPIRY_S", 0.2)
+    monkeypatch.setattr(corolla.p2p.hop, "IDLE_EXPIRY_S", 0.2)
     xs = inputs_for(3)
     events: list = []
 

@@ -1,0 +1,135 @@
+"""One hop of an inference session: blocks [start, end) on one server, over one inference stream,
+and how its failures are told apart (dead, hung, a bad reply, full, refusing the client)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+import trio
+
+from corolla.core.dtypes import DTYPES
+from corolla.p2p.client import SwarmClient, open_stream
+from corolla.p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
+from corolla.p2p.records import INFERENCE_PROTOCOL
+from corolla.p2p.routing import RouteHop
+from corolla.p2p.spotcheck import PendingCheck
+from corolla.p2p.wire import StreamGone, encode, read_message, write_message
+
+log = logging.getLogger(__name__)
+
+STEP_TIMEOUT = 5.0  # s for a server to answer one decoding step (a hung peer says nothing by itself)
+TIMEOUT_PER_TOKEN = 0.02  # s added per token sent at once (prefill, replay)
+CONNECT_TIMEOUT = 5.0
+IDLE_EXPIRY_S = 60.0  # s unused after which a hop's stream ending is not held against its server
+# Errors that another server would answer the same way: rerouting cannot help.
+CLIENT_FAULTS = {"ShapeError", "DtypeError", "SessionTooLongError", "ProtocolError", "MessageTooLargeError"}
+# A server that dropped an idle session did nothing wrong: reopen (replay) without a ban.
+EXPIRED_CODES = {"SessionExpiredError"}
+# A server that is full is alive and honest: route elsewhere or wait, and say so.
+FULL_CODES = {"CacheFullError", "TooManySessionsError", "PeerLimitError", "ServerLeavingError"}
+
+
+@dataclass
+class HopFailure(Exception):
+    """A hop's server failed in a way another server may not (dead, hung, error reply, bad output)."""
+
+    peer_id: str
+    reason: str
+    fatal: bool = False
+    full: bool = False  # the server refused because it is full: not its fault
+    cause: Exception | None = field(default=None, repr=False)
+    after_idle: bool = False  # the stream ended while unused for long: maybe just an expired session
+
+
+def step_timeout(base: float, tokens: int) -> float:
+    return base + TIMEOUT_PER_TOKEN * tokens
+
+
+class HopSession:
+    """Blocks [start, end) of one session on one server, over one inference stream."""
+
+    def __init__(self, hop: RouteHop, stream, session_id: str, timeout: float) -> None:
+        self.hop, self.stream, self.session_id, self.timeout = hop, stream, session_id, timeout
+        self.dtype = DTYPES.get(hop.server.dtype, torch.float32)
+        self.last_compute_ms = 0.0  # what the server says its last step took
+        self.leaving = False  # the server said it is leaving the swarm
+        self.last_used = time.monotonic()
+        self.steps = 0  # steps answered (a spot-check always looks at the first)
+        self.last_step_ms = 0.0  # round trip of the last step, as this client saw it
+        self.checked = 0  # outputs before this position were checked (or decided nothing)
+        self.check_wanted = False  # a step was picked for a check while one was under way
+        self.checking: PendingCheck | None = None
+
+    @classmethod
+    async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
+        try:
+            stream = await open_stream(client.peer, hop.peer_id, INFERENCE_PROTOCOL, CONNECT_TIMEOUT)
+            await write_message(stream, encode({"type": "open", "max_length": max_length, "batch_size": 1,
+                                                "start": hop.start, "end": hop.end}), timeout=timeout)
+            header, _ = await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
+        except (PeerUnavailableError, StreamGone, trio.TooSlowError, ProtocolError) as exc:
+            raise HopFailure(hop.peer_id, f"open: {_why(exc)}", cause=exc) from None
+        if header.get("type") != "opened" or not isinstance(header.get("session"), str):
+            await _abandon(stream)
+            code = str(header.get("code"))[:64]
+            raise HopFailure(hop.peer_id, f"open refused: {code}: {str(header.get('message'))[:300]}",
+                             full=code in FULL_CODES)
+        return cls(hop, stream, header["session"], timeout)
+
+    async def exchange(self, hidden: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        """Send hidden states [batch, tokens, hidden]; get the span's output in the same dtype.
+        `start`: the position they take on the server, which drops its cache entries from there."""
+        timeout = step_timeout(self.timeout, hidden.shape[1])
+        header = {"type": "step", "session": self.session_id}
+        if start is not None:
+            header["start"] = start
+        t0 = time.perf_counter()
+        try:
+            await write_message(self.stream, encode(header, [hidden.to(self.dtype)]), timeout=timeout)
+            header, tensors = await read_message(self.stream, idle_timeout=timeout, body_timeout=timeout)
+        except (StreamGone, trio.TooSlowError, ProtocolError) as exc:
+            idle = isinstance(exc, StreamGone) and time.monotonic() - self.last_used > IDLE_EXPIRY_S
+            raise HopFailure(self.hop.peer_id, _why(exc), cause=exc, after_idle=idle) from None
+        self.last_used = time.monotonic()
+        self.last_step_ms = 1000 * (time.perf_counter() - t0)
+        if header.get("type") == "error":
+            code, message = str(header.get("code"))[:64], str(header.get("message"))[:300]
+            raise HopFailure(self.hop.peer_id, f"{code}: {message}", fatal=code in CLIENT_FAULTS,
+                             cause=RemoteError(code, message), after_idle=code in EXPIRED_CODES)
+        if header.get("type") != "result" or len(tensors) != 1:
+            raise HopFailure(self.hop.peer_id, f"unexpected reply {header.get('type')!r}")
+        out = tensors[0]
+        compute_ms = header.get("compute_ms")
+        self.last_compute_ms = float(compute_ms) if isinstance(compute_ms, int | float) else 0.0
+        self.leaving = bool(header.get("leaving"))
+        if out.shape != hidden.shape:
+            raise HopFailure(self.hop.peer_id, f"result has shape {list(out.shape)}, sent {list(hidden.shape)}")
+        if not torch.isfinite(out).all():
+            raise HopFailure(self.hop.peer_id, "result has NaN or inf values")
+        return out.to(hidden.dtype)
+
+    async def close(self, polite: bool = True) -> None:
+        with trio.move_on_after(1.0 if polite else 0.2):
+            try:
+                if polite:
+                    await write_message(self.stream, encode({"type": "close"}), timeout=1.0)
+                await self.stream.close()
+            except (StreamGone, trio.TooSlowError, Exception) as exc:  # noqa: BLE001 - it may be dead
+                log.debug("closing hop %s: %s", self.hop, exc)
+
+
+async def _abandon(stream) -> None:
+    with trio.move_on_after(0.2):
+        try:
+            await stream.reset()
+        except Exception as exc:  # noqa: BLE001 - the stream may already be gone
+            log.debug("reset: %s", exc)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

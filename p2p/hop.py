@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import trio
@@ -15,8 +16,10 @@ from corolla.p2p.client import SwarmClient, open_stream
 from corolla.p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
 from corolla.p2p.records import INFERENCE_PROTOCOL
 from corolla.p2p.routing import RouteHop
-from corolla.p2p.spotcheck import PendingCheck
 from corolla.p2p.wire import StreamGone, encode, read_message, write_message
+
+if TYPE_CHECKING:
+    from corolla.p2p.spotcheck import PendingCheck
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,10 @@ class HopSession:
         self.checked = 0  # outputs before this position were checked (or decided nothing)
         self.check_wanted = False  # a step was picked for a check while one was under way
         self.checking: PendingCheck | None = None
+        # A checker's own session over the same blocks, holding positions [0, shadow_end): each
+        # check sends it only what it has not seen, instead of the whole input again.
+        self.shadow: HopSession | None = None
+        self.shadow_end = 0
 
     @classmethod
     async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float) -> HopSession:
@@ -112,6 +119,9 @@ class HopSession:
         return out.to(hidden.dtype)
 
     async def close(self, polite: bool = True) -> None:
+        if self.shadow is not None:
+            shadow, self.shadow = self.shadow, None
+            await shadow.close()
         with trio.move_on_after(1.0 if polite else 0.2):
             try:
                 if polite:

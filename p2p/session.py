@@ -18,7 +18,7 @@ from corolla.p2p.client import SwarmClient
 from corolla.p2p.errors import NoRouteError, ServersFullError, SwarmError
 from corolla.p2p.hop import STEP_TIMEOUT, HopFailure, HopSession
 from corolla.p2p.routing import RouteHop, plan_route
-from corolla.p2p.spotcheck import PASSED, PendingCheck, SpotCheck
+from corolla.p2p.spotcheck import PASSED, PendingCheck, SpotCheck, agree
 
 __all__ = ["FailoverEvent", "HopFailure", "HopSession", "InferenceSession", "WaitingEvent"]
 
@@ -160,7 +160,7 @@ class InferenceSession:
                 for first, stored in kept.items():
                     kept[first] = [torch.cat(stored, dim=1)[:, :start]] if stored else []
             for h in self.hops:
-                h.checked = min(h.checked, start)
+                h.checked, h.shadow_end = min(h.checked, start), min(h.shadow_end, start)
             for check in self._checks:
                 check.valid_end = min(check.valid_end, start)
         self.position = start
@@ -179,11 +179,39 @@ class InferenceSession:
         hop: HopSession = check.hop  # type: ignore[assignment]
         with check.scope:
             try:
-                check.verdict = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start,
-                                                             hop.hop.end, inputs, outputs)
+                check.verdict = await self._shadow_check(hop, check, inputs, outputs)
+                if check.verdict is None:  # it cannot tell: other servers recompute it all, a third decides
+                    check.verdict = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start,
+                                                                 hop.hop.end, inputs, outputs)
             except Exception as exc:  # noqa: BLE001 - a check that cannot finish must not end the session
                 log.warning("spot-check of %s failed: %s", hop.hop.peer_id[-8:], exc)
         check.done.set()
+
+    async def _shadow_check(self, hop: HopSession, check: PendingCheck, inputs: torch.Tensor,
+                            outputs: torch.Tensor) -> str | None:
+        """PASSED when the hop's checker session agrees on the outputs since `check.since`, fed only the
+        inputs it has not seen; None when there is no checker or it disagrees (the checker is then dropped)."""
+        if hop.shadow is None:
+            checkers = await self.spot_check.checkers(self.client, hop.hop.server, hop.hop.start, hop.hop.end)
+            if not checkers:
+                return None
+            try:
+                hop.shadow = await HopSession.open(self.client, RouteHop(checkers[0], hop.hop.start, hop.hop.end),
+                                                   self.max_length, self.timeout)
+            except HopFailure:
+                return None
+            hop.shadow_end = 0
+        shadow, fed = hop.shadow, min(hop.shadow_end, check.since)
+        try:
+            got = (await shadow.exchange(inputs[:, fed:], start=fed))[:, check.since - fed:]
+        except HopFailure:
+            got = None
+        if got is None or not agree(outputs, got, hop.hop.server.dtype, shadow.hop.server.dtype):
+            hop.shadow = None
+            await shadow.close(polite=False)
+            return None
+        hop.shadow_end = min(check.end, check.valid_end)  # a rewind meanwhile cut what it holds
+        return self.spot_check.passed(hop.hop.peer_id)
 
     async def checked(self, final: bool = False) -> int:
         """Position before which every hop's outputs were checked (the session's position when checks
@@ -191,12 +219,18 @@ class InferenceSession:
         wrong output. `final`: check what no check covered yet and wait for every check under way."""
         if self.spot_check is None or self.spot_check.rate <= 0:
             return self.position
-        if final:
-            for h in self.hops:
-                if h.checked < self.position and h.checking is None:
-                    self._start_check(h)
-            for check in list(self._checks):
-                await check.done.wait()
+        for _ in range(2 if final else 1):  # a check under way may have begun before the last steps
+            if final:
+                for h in self.hops:
+                    if h.checked < self.position and h.checking is None:
+                        self._start_check(h)
+                for check in list(self._checks):
+                    await check.done.wait()
+            await self._take_verdicts()
+        return min((h.checked for h in self.hops), default=self.position)
+
+    async def _take_verdicts(self) -> None:
+        """Act on the checks that are done: mark what passed, ban lying checkers, roll back a liar."""
         for check in [c for c in self._checks if c.done.is_set()]:
             self._checks.remove(check)
             hop: HopSession = check.hop  # type: ignore[assignment]
@@ -214,7 +248,6 @@ class InferenceSession:
             await self._roll_back_liar(hop, min(check.since + caught.first, self.position),
                                        f"wrong activations (relative error {caught.error:.3g}, "
                                        f"{len(caught.agreeing)} other servers agree)")
-        return min((h.checked for h in self.hops), default=self.position)
 
     async def _roll_back_liar(self, hop: HopSession, position: int, reason: str) -> None:
         """Replace a lying hop, drop everything from its first wrong output on, and raise Rollback."""

@@ -1,9 +1,11 @@
 """Catching servers that return wrong activations: after a sampled step of a hop, a second server
-holding the same blocks recomputes the hop's whole input so far (the forward protocol) and every
-output since the hop's last check is compared within a tolerance fitting the dtypes. On disagreement
-a third server decides; the peer in the minority is banned, recorded in the reputation, and reported.
-Checks run beside the decoding (p2p/session.py); a liar caught late makes the session roll back to
-its first wrong output, so that nothing it decided survives.
+holding the same blocks computes the hop's inputs too, and every output since the hop's last check is
+compared within a tolerance fitting the dtypes. The second server keeps its own session over those
+blocks (a checker session, p2p/session.py), so each check sends only the inputs it has not seen; when
+it disagrees, other servers recompute the whole input (the forward protocol) and a third decides. The
+peer in the minority is banned, recorded in the reputation, and reported. Checks run beside the
+decoding; a liar caught late makes the session roll back to its first wrong output, so that nothing
+it decided survives.
 """
 
 from __future__ import annotations
@@ -77,13 +79,23 @@ class SpotCheck:
             return False
         return first_step or self._rng.random() < self.rate
 
+    async def checkers(self, client: SwarmClient, server: ServerInfo, start: int, end: int) -> list[ServerInfo]:
+        """Servers other than `server` holding all of blocks [start, end), fastest first."""
+        others = [s for s in await client.servers() if s.peer_id != server.peer_id
+                  and s.start <= start and end <= s.end]
+        return sorted(others, key=lambda s: (s.rtt_ms + s.block_ms * (end - start), s.peer_id))
+
+    def passed(self, peer_id: str) -> str:
+        """`peer_id` passed a check by a checker's own session (InferenceSession._shadow_check)."""
+        self.checks += 1
+        self.reputation.passed(peer_id)
+        return PASSED
+
     async def verify(self, client: SwarmClient, server: ServerInfo, start: int, end: int,
                      inputs: torch.Tensor, output: torch.Tensor) -> LiarCaught | str:
         """Compare `output` (the last tokens of blocks [start, end) run by `server` on `inputs`) with
         other servers; return who lied (`server` or a checker), PASSED, or UNSURE when none can tell."""
-        others = [s for s in await client.servers() if s.peer_id != server.peer_id
-                  and s.start <= start and end <= s.end]
-        others.sort(key=lambda s: (s.rtt_ms + s.block_ms * (end - start), s.peer_id))
+        others = await self.checkers(client, server, start, end)
         tokens = output.shape[1]
         answers: list[tuple[str, torch.Tensor]] = []
         for other in others:

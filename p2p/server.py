@@ -53,7 +53,7 @@ RECLAIM_IDLE_S = 2.0  # s without a step after which a session's cache may go to
 WRITE_TIMEOUT = 10.0
 INLINE_MAX_ELEMENTS = 16 * 1024  # hidden-state elements computed without a thread hand-off
 FORWARD_CHUNK = 8  # tokens of a forward request computed per turn, so that others get turns between
-DECODE_SHARE = 3.0  # between chunks, a long forward waits up to this many times the last one for decoding
+DECODE_SHARE = 8.0  # between chunks, a long forward waits up to this many times the last one for decoding
 MAX_REQUEST_TOKENS = 4096  # tokens (x batch) one forward request or step may carry
 
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corolla.app.demo.processes import LocalSwarm
 from corolla.app.swarm.remote import generate_through_swarm
+from corolla.app.swarm.route import RouteListener
 from corolla.core.generation import Decoder, SamplingParams
 from corolla.core.head import ClientHead
 from corolla.core.model import ModelInfo, resolve_model
@@ -102,23 +103,20 @@ def main() -> None:
               f"default rate ({DEFAULT_RATE:g})")
         print(f"{'liar returns':<16}{'text equals honest':>20}{'liar banned':>13}")
         for name, lie in LIES.items():
-            async def with_liar(lie=lie):
+            caught: list = []
+
+            async def with_liar(lie=lie, caught=caught):
                 async with trio.open_nursery() as nursery:
                     liar = await nursery.start(serve_liar, path, model, swarm.bootstrap_addr, lie, args.honest)
                     d = decoder(path, tok, head, args.tokens)
-                    text = await generate_through_swarm(path, d, [swarm.bootstrap_addr], spot_check=DEFAULT_RATE)
+                    text = await generate_through_swarm(path, d, [swarm.bootstrap_addr], spot_check=DEFAULT_RATE,
+                                                        listener=RouteListener(on_liar=caught.append))
                     nursery.cancel_scope.cancel()
-                    return text, liar
+                    return text, str(liar)
 
-            import io
-            from contextlib import redirect_stderr
-
-            err = io.StringIO()
-            with redirect_stderr(err):
-                text, liar = trio.run(with_liar)
-            caught = f"server {str(liar)[-8:]} returned wrong activations" in err.getvalue()
-            print(f"{name:<16}{str(text == expected):>20}{str(caught):>13}")
-
+            text, liar = trio.run(with_liar)
+            banned = [c.peer_id for c in caught] == [liar]
+            print(f"{name:<16}{str(text == expected):>20}{str(banned):>13}")
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ from corolla.p2p.client import SwarmClient
 from corolla.p2p.errors import NoRouteError, ServersFullError, SwarmError
 from corolla.p2p.hop import STEP_TIMEOUT, HopFailure, HopSession
 from corolla.p2p.routing import RouteHop, plan_route
-from corolla.p2p.spotcheck import PASSED, PendingCheck, SpotCheck, agree
+from corolla.p2p.spotcheck import NOBODY, PASSED, PendingCheck, SpotCheck, agree
 
 __all__ = ["FailoverEvent", "HopFailure", "HopSession", "InferenceSession", "WaitingEvent"]
 
@@ -238,7 +238,7 @@ class InferenceSession:
                 hop.checking = None
             caught = check.verdict
             if caught is None or isinstance(caught, str):
-                if caught == PASSED:
+                if caught in (PASSED, NOBODY):
                     hop.checked = max(hop.checked, check.valid_end)
                 continue
             if caught.peer_id != hop.hop.peer_id:  # a checker lied: this hop's answer stands

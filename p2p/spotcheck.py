@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RATE = 0.05  # fraction of later steps checked; a hop's first step is always checked
 CHECK_TIMEOUT = 10.0
-PASSED, UNSURE = "passed", "unsure"  # a check's verdict when nobody was caught
+# A check's verdict when nobody was caught: all agree; they disagree and none can decide; no other
+# server holds the blocks, so nobody can tell (such outputs are shown unchecked, as nothing can change).
+PASSED, UNSURE, NOBODY = "passed", "unsure", "nobody"
 
 
 @dataclass
@@ -94,7 +96,7 @@ class SpotCheck:
     async def verify(self, client: SwarmClient, server: ServerInfo, start: int, end: int,
                      inputs: torch.Tensor, output: torch.Tensor) -> LiarCaught | str:
         """Compare `output` (the last tokens of blocks [start, end) run by `server` on `inputs`) with
-        other servers; return who lied (`server` or a checker), PASSED, or UNSURE when none can tell."""
+        other servers; who lied (`server` or a checker), PASSED, UNSURE (none can tell) or NOBODY."""
         others = await self.checkers(client, server, start, end)
         tokens = output.shape[1]
         answers: list[tuple[str, torch.Tensor]] = []
@@ -113,7 +115,7 @@ class SpotCheck:
                 break
         if not answers:
             self.skipped += 1
-            return UNSURE
+            return NOBODY if not others else UNSURE
         self.checks += 1
         if len(answers) == 1:
             log.warning("spot-check: %s and %s disagree on blocks %d:%d and no third server can decide",

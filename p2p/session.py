@@ -172,7 +172,8 @@ class InferenceSession:
         check = PendingCheck(hop, hop.checked, inputs.shape[1], inputs.shape[1])
         hop.check_wanted, hop.checking = False, check
         self._checks.append(check)
-        assert self._nursery is not None  # noqa: S101 - forward() runs inside `async with` only
+        if self._nursery is None:
+            raise SwarmError("an inference session steps only inside `async with` (its checks run there)")
         self._nursery.start_soon(self._run_check, check, inputs, outputs)
 
     async def _run_check(self, check: PendingCheck, inputs: torch.Tensor, outputs: torch.Tensor) -> None:

@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from corolla.app.demo.processes import LocalSwarm
+from corolla.core.model import ModelInfo
+from corolla.p2p.client import SwarmClient, open_client_peer
 from tests.e2e.test_swarm import local_text
 
 pytestmark = pytest.mark.slow
@@ -34,6 +37,16 @@ def swarm(tmp_path_factory, default_model_path):
         yield s
 
 
+async def wait_until_listed(swarm, path, peer_id: str, timeout: float = 60.0) -> None:
+    """Until a client finds `peer_id` among the live servers (DHT record and info reply both seen)."""
+    model = ModelInfo.load(path)
+    async with open_client_peer([swarm.bootstrap_addr], host="127.0.0.1") as peer:
+        client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
+        with trio.fail_after(timeout):
+            while peer_id not in {s.peer_id for s in await client.servers(rediscover=True)}:
+                await trio.sleep(0.5)
+
+
 @pytest.mark.parametrize("mode", ["random", "zero", "scaled"])
 def test_a_liar_turning_wrong_later_is_caught_and_the_text_equals_local(swarm, default_model_path, mode):
     liar = subprocess.Popen([sys.executable, "-m", "tests.e2e.liar", mode, str(HONEST_STEPS), swarm.bootstrap_addr,
@@ -44,6 +57,7 @@ def test_a_liar_turning_wrong_later_is_caught_and_the_text_equals_local(swarm, d
         line = liar.stdout.readline()
         assert line.startswith("lying as "), line
         liar_id = line.split()[-1]
+        trio.run(wait_until_listed, swarm, default_model_path, liar_id)
         result = subprocess.run(
             [sys.executable, "-m", "corolla.app", "generate", "--model", "default", "--prompt", PROMPT, "--greedy",
              "--max-new-tokens", str(TOKENS), "--initial-peers", swarm.bootstrap_addr, "--verbose"],

@@ -8,7 +8,11 @@ client peers (inside an open session for part of the inference frames). Counted:
 - crashes: whether the server process exited (then every later stream fails: "no stream");
 - memory: the server's resident memory after warm-up and at the end.
 
-    python bench/fuzz.py [--frames 100000] [--seed 1] [--workers 48] [--peers 6]
+    python bench/fuzz.py [--frames 100000] [--seed 1] [--workers 256] [--peers 8] [--max-sessions 256]
+
+Most of a run's time is streams waiting: a frame cut short mid-session leaves its stream stalled until
+the server's body timeout (10 s). So the target serves many sessions at once (--max-sessions, with
+the cache to match), and many streams run side by side; every frame is still sent and checked.
 """
 
 from __future__ import annotations
@@ -144,14 +148,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=48)
-    ap.add_argument("--peers", type=int, default=6)
+    ap.add_argument("--workers", type=int, default=256)
+    ap.add_argument("--peers", type=int, default=8)
+    ap.add_argument("--max-sessions", type=int, default=256, help="the target server's session limit")
     ap.add_argument("--minutes", type=float, default=0.0, help="stop after this long even if short of --frames")
     args = ap.parse_args()
     path = resolve_model("default", progress=False)
     model = ModelInfo.load(path)
     with tempfile.TemporaryDirectory() as tmp, LocalSwarm(Path(tmp), announce_period=3.0) as swarm:
-        server = swarm.add_server("--blocks", "0:10", name="target")
+        server = swarm.add_server("--blocks", "0:10", "--max-sessions", str(args.max_sessions),
+                                  "--cache-tokens", str(64 * args.max_sessions), name="target")
         server_id = server.wait_for(r"serving blocks .* as (\S+);").group(1)
         proc = psutil.Process(server.pid)
         t0 = time.monotonic()

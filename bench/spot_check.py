@@ -2,11 +2,13 @@
 
 Two honest `corolla serve --blocks 0:30` processes. Part 1: greedy generation with spot-checks off,
 at the default rate and at every step; tokens/s and the ratio to "off", measured in this run (the
-target is a cost of at most 10 % at the default rate). Part 2: a liar (a server in this process
-that claims to be the fastest and returns random, zero or slightly scaled hidden states) joins; the
-text must equal a local run's, and the liar must be caught.
+target is a cost of at most 10 % at the default rate). Checks run beside the decoding, and every
+output not yet checked is checked once at the end; text is shown as it is checked. Part 2: a liar (a
+server in this process that claims to be the fastest, answers its first --honest steps honestly and
+then returns random, zero or slightly scaled hidden states) joins; the text must equal the honest
+runs', and the liar must be caught.
 
-    python bench/spot_check.py [--tokens 32] [--repeats 3]
+    python bench/spot_check.py [--tokens 32] [--repeats 3] [--honest 4]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corolla.app.demo.processes import LocalSwarm
 from corolla.app.swarm.remote import generate_through_swarm
+from corolla.app.swarm.route import RouteListener
 from corolla.core.generation import Decoder, SamplingParams
 from corolla.core.head import ClientHead
 from corolla.core.model import ModelInfo, resolve_model
@@ -37,26 +40,19 @@ from corolla.p2p.discovery import announce
 from corolla.p2p.host import open_peer
 from corolla.p2p.server import ServerNode
 from corolla.p2p.spotcheck import DEFAULT_RATE
+from tests.hostile import LIES, make_liar
 
 PROMPT = "Here is a short story about a robot who learns to paint:"
-LIES = {"random": lambda out: torch.randn_like(out) * out.std(), "zero": torch.zeros_like,
-        "scaled x1.02": lambda out: out * 1.02}
 
 
 def decoder(path: Path, tokenizer, head: ClientHead, tokens: int) -> Decoder:
     return Decoder(head, tokenizer, SamplingParams(max_new_tokens=tokens, temperature=0), tokenizer(PROMPT).input_ids)
 
 
-async def serve_liar(path: Path, model: ModelInfo, bootstrap: str, lie, task_status=trio.TASK_STATUS_IGNORED):
+async def serve_liar(path: Path, model: ModelInfo, bootstrap: str, lie, honest: int,
+                     task_status=trio.TASK_STATUS_IGNORED):
     node = ServerNode(Span.load(path, 0, model.num_blocks), model.name, model.hash)
-    run = node._run
-
-    async def lying(fn, *args):
-        return lie(await run(fn, *args))
-
-    node._run = lying
-    node.observe = lambda *a: None
-    node.block_ms = 0.001  # claims to be the fastest: every route starts on it
+    make_liar(node, lie, honest)  # claims to be the fastest: every route starts on it
     async with open_peer(create_new_key_pair(), host="127.0.0.1", initial_peers=[bootstrap]) as peer:
         node.attach(peer.host)
         await announce(peer, model.name, model.hash, node.blocks)
@@ -68,6 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--honest", type=int, default=4, help="steps of each session the liar answers honestly")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from transformers import AutoTokenizer
@@ -102,26 +99,24 @@ def main() -> None:
         print(f"same text in every run: {len(texts) == 1}")
 
         expected = texts.pop() if len(texts) == 1 else None
-        print(f"\nliar beside the honest servers, spot-check at the default rate ({DEFAULT_RATE:g})")
+        print(f"\nliar beside the honest servers, lying after {args.honest} honest steps, spot-check at the "
+              f"default rate ({DEFAULT_RATE:g})")
         print(f"{'liar returns':<16}{'text equals honest':>20}{'liar banned':>13}")
         for name, lie in LIES.items():
-            async def with_liar(lie=lie):
+            caught: list = []
+
+            async def with_liar(lie=lie, caught=caught):
                 async with trio.open_nursery() as nursery:
-                    liar = await nursery.start(serve_liar, path, model, swarm.bootstrap_addr, lie)
+                    liar = await nursery.start(serve_liar, path, model, swarm.bootstrap_addr, lie, args.honest)
                     d = decoder(path, tok, head, args.tokens)
-                    text = await generate_through_swarm(path, d, [swarm.bootstrap_addr], spot_check=DEFAULT_RATE)
+                    text = await generate_through_swarm(path, d, [swarm.bootstrap_addr], spot_check=DEFAULT_RATE,
+                                                        listener=RouteListener(on_liar=caught.append))
                     nursery.cancel_scope.cancel()
-                    return text, liar
+                    return text, str(liar)
 
-            import io
-            from contextlib import redirect_stderr
-
-            err = io.StringIO()
-            with redirect_stderr(err):
-                text, liar = trio.run(with_liar)
-            caught = f"server {liar} returned wrong activations" in err.getvalue()
-            print(f"{name:<16}{str(text == expected):>20}{str(caught):>13}")
-
+            text, liar = trio.run(with_liar)
+            banned = [c.peer_id for c in caught] == [liar]
+            print(f"{name:<16}{str(text == expected):>20}{str(banned):>13}")
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,14 @@ class SamplingError(CorollaError):
     """A sampling setting has a value Corolla refuses (the message names it and why)."""
 
 
+class Rollback(CorollaError):
+    """The blocks' outputs from `position` on turned out wrong (a server lied): generate again from there."""
+
+    def __init__(self, position: int):
+        super().__init__(f"outputs from position {position} on were wrong")
+        self.position = position
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick each next token. Temperature 0 means greedy: always the most likely token.
@@ -228,6 +236,7 @@ class Decoder:
         self._sent_end = 0  # cache length on the blocks once the input now on its way is in
 
         self.prefix = prefix  # [positions, hidden] tuned soft prompt put before the prompt's embeddings
+        self.shown: int | None = None  # tokens whose text may be reported (None: all): see show_checked
 
     @property
     def max_length(self) -> int:
@@ -245,12 +254,38 @@ class Decoder:
         """New tokens per round trip through the blocks (1.0 without speculation, more with it)."""
         return len(self.token_ids) / max(self.rounds, 1)
 
+    @property
+    def prompt_length(self) -> int:
+        """Positions before the first new token: the tuned prefix and the prompt."""
+        return (0 if self.prefix is None else self.prefix.shape[0]) + len(self.prompt_ids)
+
     def start(self) -> torch.Tensor:
         embeds = self.head.embed(torch.tensor([self.prompt_ids]))
         if self.prefix is not None:
             embeds = torch.cat([self.prefix.to(embeds.dtype).unsqueeze(0), embeds], dim=1)
         self._sent_end = embeds.shape[1]
         return embeds
+
+    def rollback(self, position: int) -> torch.Tensor:
+        """Forget what the outputs at `position` and later decided; the input from there on [1, tokens,
+        hidden] (`restart` says where it starts). Token j came from the output at prompt_length - 1 + j."""
+        p0 = self.prompt_length
+        keep = min(len(self.token_ids), max(0, position - p0 + 1))
+        if self.shown is not None and keep < self.shown:
+            raise CorollaError(f"cannot take back {self.shown - keep} tokens already shown")
+        self.token_ids, self.finish_reason, self._drafts = self.token_ids[:keep], None, []
+        self.restart = p0 + keep - 1 if keep else min(position, p0 - 1)
+        # No token left: the prompt itself ran through a liar; from that part of the prompt on.
+        hidden = self.head.embed(torch.tensor([self.token_ids[-1:]])) if keep else self.start()[:, self.restart:]
+        self._sent_end = self.restart + hidden.shape[1]
+        return hidden
+
+    def show_checked(self, position: int | None) -> None:
+        """The blocks' outputs before `position` are checked (None: show all): report the text of the
+        tokens they decided. Text of unchecked tokens is held back, so a rollback never takes back
+        text a reader has seen."""
+        self.shown = None if position is None else max(0, position - self.prompt_length + 1)
+        self._emit_text()
 
     def advance(self, out: torch.Tensor) -> torch.Tensor | None:
         drafts, n = self._drafts, len(self._drafts)
@@ -289,14 +324,20 @@ class Decoder:
         if self.finish_reason is None and len(self.token_ids) >= self.params.max_new_tokens:
             self.finish_reason = "length"
 
+    def _text_of(self, ids: list[int]) -> tuple[str, bool]:
+        """The text of `ids`, cut before the first stop string, and whether one was found."""
+        full = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cuts = [full.find(stop) for stop in self.params.stop if stop and stop in full]
+        return (full[:min(cuts)], True) if cuts else (full, False)
+
     def _emit_text(self) -> None:
-        full = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        for stop in self.params.stop:
-            at = full.find(stop)
-            if stop and at != -1:
-                full = full[:at]
-                self.finish_reason = "stop"
-        if full.endswith("\ufffd") and not self.done:  # half of a multi-byte character: wait for the rest
+        full, stopped = self._text_of(self.token_ids)
+        if stopped:
+            self.finish_reason = "stop"
+        held = self.shown is not None and self.shown < len(self.token_ids)
+        if held:  # the text of checked tokens only (a stop string above still ends generation)
+            full = self._text_of(self.token_ids[:self.shown])[0]
+        if full.endswith("\ufffd") and (held or not self.done):  # half of a multi-byte character: wait
             return
         if full.startswith(self.text):
             delta = full[len(self.text):]
@@ -309,21 +350,33 @@ class Decoder:
 
 async def decode(decoder: Decoder, forward: Callable[..., Awaitable[torch.Tensor]], *,
                  offload: Callable[[Callable[[], torch.Tensor | None]], Awaitable[torch.Tensor | None]] | None = None,
-                 on_step: Callable[[Decoder], None] | None = None) -> str:
+                 on_step: Callable[[Decoder], None] | None = None,
+                 checked: Callable[[bool], Awaitable[int]] | None = None) -> str:
     """The decoding loop, wherever the blocks run: embed, run every block, sample, repeat; the text.
 
     `forward` runs hidden states [batch, tokens, hidden] through every block, keeping the caches
     (a route through the swarm, or spans in this process); with `start=` it first drops the cache
     entries from that position on (rejected guesses of speculative decoding). `offload(fn)` runs the head's work off
     the caller's event loop (trio.to_thread.run_sync, say); `on_step` sees the decoder after each token.
+    `checked(final)`, for blocks whose outputs are checked after the fact: the position before which
+    they are (text is shown up to there), or Rollback when some were wrong; final=True: finish checking.
     """
     hidden: torch.Tensor | None = decoder.start()
+    if checked is not None:
+        decoder.show_checked(0)
     while hidden is not None:
-        # A speculative step that rejected guesses starts earlier than the blocks' caches end.
-        out = await (forward(hidden) if decoder.restart is None else forward(hidden, start=decoder.restart))
-        hidden = decoder.advance(out) if offload is None else await offload(functools.partial(decoder.advance, out))
+        try:
+            # A speculative step that rejected guesses starts earlier than the blocks' caches end.
+            out = await (forward(hidden) if decoder.restart is None else forward(hidden, start=decoder.restart))
+            hidden = decoder.advance(out) if offload is None else await offload(functools.partial(decoder.advance, out))
+            if checked is not None:  # at the end, every output is checked before the loop may stop
+                decoder.show_checked(await checked(hidden is None))
+        except Rollback as back:
+            hidden = decoder.rollback(back.position)
         if on_step is not None:
             on_step(decoder)
+    if checked is not None:
+        decoder.show_checked(None)
     return decoder.text
 
 

@@ -27,6 +27,7 @@ WAIT_SHARE = 0.5  # longest wait as a share of the last pass's duration
 MAX_WINDOW_S = 0.25
 RECENT_S = 0.5  # a session that stepped this recently is expected to step again soon
 RECENT_PASSES = 4  # ... or within this many passes' durations, whichever is longer
+DECODE_GAP_S = 0.25  # s between a session's steps (its client samples, then sends) while it decodes
 MAX_BATCH = 32  # steps in one pass
 INLINE_MAX_ELEMENTS = 16 * 1024  # hidden-state elements computed without a thread hand-off
 
@@ -67,6 +68,7 @@ class StepBatcher:
         self.last_pass_s = 0.0  # duration of the last pass, s
         self.batches = 0  # passes run, and steps they held (for the server's own statistics)
         self.steps = 0
+        self.last_done = float("-inf")  # when the last pass ended (time.monotonic)
 
     async def forward(self, runtime: SpanRuntime, session_id: str, hidden: torch.Tensor,
                       start: int | None = None, prompts: torch.Tensor | None = None) -> tuple[torch.Tensor, float, int]:
@@ -97,6 +99,14 @@ class StepBatcher:
         if step.out is None:
             raise CorollaError("the step finished without an output")  # a bug, reported to its session
         return step.out, step.seconds, step.batch
+
+    async def make_way(self, limit: float) -> None:
+        """Wait, at most `limit` s, while sessions are decoding (a step queued or one done less than
+        DECODE_GAP_S ago): long work waits here between its chunks, so that a session's next step
+        finds the compute free instead of queued behind a chunk."""
+        deadline = time.monotonic() + limit
+        while (now := time.monotonic()) < deadline and (self._queue or now - self.last_done < DECODE_GAP_S):
+            await trio.sleep(min(0.005, deadline - now))
 
     def forget(self, session_id: str) -> None:
         """The session ended: do not wait for its steps any more."""
@@ -144,6 +154,7 @@ class StepBatcher:
             self.last_pass_s = seconds
         self.batches += 1
         self.steps += len(batch)
+        self.last_done = time.monotonic()
         for s in batch:
             s.seconds, s.batch, s.finished = seconds, len(batch), True
 

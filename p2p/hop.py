@@ -1,4 +1,5 @@
-"""One hop of an inference session: blocks [start, end) of one server, over one inference stream."""
+"""One hop of an inference session: blocks [start, end) on one server, over one inference stream,
+and how its failures are told apart (dead, hung, a bad reply, full, refusing the client)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import trio
@@ -17,7 +19,10 @@ from corolla.p2p.records import INFERENCE_PROTOCOL
 from corolla.p2p.routing import RouteHop
 from corolla.p2p.wire import StreamGone, encode, read_message, write_message
 
-log = logging.getLogger("corolla.p2p.session")
+if TYPE_CHECKING:
+    from corolla.p2p.spotcheck import PendingCheck
+
+log = logging.getLogger(__name__)
 
 STEP_TIMEOUT = 5.0  # s for a server to answer one decoding step (a hung peer says nothing by itself)
 TIMEOUT_PER_TOKEN = 0.02  # s added per token sent at once (prefill, replay)
@@ -60,6 +65,14 @@ class HopSession:
         self.last_used = time.monotonic()
         self.steps = 0  # steps answered (a spot-check always looks at the first)
         self.last_step_ms = 0.0  # round trip of the last step, as this client saw it
+        self.checked = 0  # outputs before this position were checked (or decided nothing)
+        self.check_wanted = False  # a step was picked for a check while one was under way
+        self.checking: PendingCheck | None = None
+        # A checker's own session over the same blocks, holding positions [0, shadow_end): each
+        # check sends it only what it has not seen, instead of the whole input again.
+        self.shadow: HopSession | None = None
+        self.shadow_end = 0
+
 
     @classmethod
     async def open(cls, client: SwarmClient, hop: RouteHop, max_length: int, timeout: float,
@@ -141,6 +154,9 @@ class HopSession:
         return isinstance(exc, StreamGone) and time.monotonic() - self.last_used > IDLE_EXPIRY_S
 
     async def close(self, polite: bool = True) -> None:
+        if self.shadow is not None:
+            shadow, self.shadow = self.shadow, None
+            await shadow.close()
         with trio.move_on_after(1.0 if polite else 0.2):
             try:
                 if polite:

@@ -31,6 +31,8 @@ class InferenceSession(Protocol):
 
     def fresh_step(self) -> int: ...
 
+    def answered(self, hop: HopSession, out: torch.Tensor) -> None: ...
+
 MAX_ADDRS = 8  # addresses of one hop passed along (the server refuses more)
 
 
@@ -67,7 +69,7 @@ async def pushed_forward(session: InferenceSession, hidden: torch.Tensor, start:
         except HopFailure as failure:
             replaced, x = await session.recover(i, failure, x.shape[1], sent)
             return x, i + replaced
-        hop.steps += 1
+        session.answered(hop, x)
         pushed = header.get("pushed") is True
     session.pushed_steps += not carried
     return x, len(hops)

@@ -6,7 +6,6 @@ error reply; nothing reaches libp2p's connection task. Peers share the server th
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import uuid
@@ -18,11 +17,11 @@ import trio
 from libp2p.abc import INetStream
 
 from corolla.core.dtypes import DTYPE_NAMES, ELEMENT_BYTES
-from corolla.core.errors import CacheFullError, CorollaError, ShapeError, UnknownSessionError
+from corolla.core.errors import CacheFullError, CorollaError, UnknownSessionError
 from corolla.core.span import Span, SpanRuntime
 from corolla.p2p.backward import BackwardService
 from corolla.p2p.batching import StepBatcher
-from corolla.p2p.errors import BlockRangeError, ProtocolError
+from corolla.p2p.errors import ProtocolError
 from corolla.p2p.fairness import (
     FairCompute,
     InferenceTurns,
@@ -32,6 +31,14 @@ from corolla.p2p.fairness import (
     SessionSlot,
     TooManySessionsError,
     peer_of,
+)
+from corolla.p2p.forward_requests import (
+    FORWARD_CHUNK,
+    MAX_REQUEST_TOKENS,
+    REQUEST_TIMEOUT,
+    ForwardRequests,
+    check_inside,
+    sub_span,
 )
 from corolla.p2p.names import blocks_text
 from corolla.p2p.records import (
@@ -51,33 +58,17 @@ from corolla.p2p.wire import is_int as _is_int
 
 log = logging.getLogger("corolla.server")
 
-REQUEST_TIMEOUT = 10.0  # s for one whole message once it has started
 SESSION_IDLE_TIMEOUT = 60.0  # s between steps before a session is dropped
 RECLAIM_IDLE_S = 2.0  # s without a step after which a session's cache may go to a newcomer
 WRITE_TIMEOUT = 10.0
 INLINE_MAX_ELEMENTS = 16 * 1024  # hidden-state elements computed without a thread hand-off
-FORWARD_CHUNK = 8  # tokens of a forward request computed per turn, so that others get turns between
-MAX_REQUEST_TOKENS = 4096  # tokens (x batch) one forward request or step may carry
 
 
 class ServerLeavingError(CorollaError):
     """The server is shutting down and takes no new sessions."""
 
 
-def check_inside(span: Span, start: int, end: int) -> None:
-    """Raise BlockRangeError unless blocks [start, end) lie inside `span` (the one range check)."""
-    if not (span.start <= start < end <= span.end):
-        raise BlockRangeError(f"{blocks_text(start, end)} are not inside this server's span, "
-                              f"{blocks_text(span.start, span.end)}")
-
-
-def sub_span(span: Span, start: int, end: int) -> Span:
-    """Blocks [start, end) of this server's span, sharing its weights (a hop may use any part)."""
-    check_inside(span, start, end)
-    return span.sub(start, end)
-
-
-class ServerNode:
+class ServerNode(ForwardRequests):
     """Protocol handlers around a SpanRuntime. Compute runs one step at a time, in fair turns."""
 
     def __init__(self, span: Span, model_name: str, model_hash: str, *, cache_tokens: int = 8192,
@@ -243,47 +234,6 @@ class ServerNode:
     async def _info(self, stream: INetStream, peer: str) -> None:
         await self.read(stream, REQUEST_TIMEOUT)
         await self._reply(stream, encode({"type": "info", "info": self.info().to_wire()}))
-
-    async def _forward(self, stream: INetStream, peer: str) -> None:
-        """One stateless request: hidden states through blocks [start, end) of this span, computed a
-        chunk of tokens per compute turn. A peer's requests beyond its quota wait unread (the stream's
-        flow control holds its sender back); beyond twice the quota they are refused."""
-        waiting = self._forwards.get(peer, 0)
-        if waiting >= 2 * self.quota.forwards:
-            raise PeerLimitError(f"at most {self.quota.forwards} forward request(s) per peer at once; "
-                                 "wait for the previous answers")
-        self._forwards[peer] = waiting + 1
-        turn = self._forward_turns.setdefault(peer, trio.Semaphore(self.quota.forwards))
-        try:
-            async with turn:
-                header, tensors = await self.read(stream, REQUEST_TIMEOUT)
-                if header.get("type") != "forward" or len(tensors) != 1:
-                    raise ProtocolError("expected a 'forward' message with one tensor")
-                start, end = self._blocks_asked(header)
-                x, adapter = tensors[0], header.get("adapter")  # a spot check of a session with an adapter
-                self.span.check_hidden(x)
-                self.span.adapters.check(adapter)
-                if x.shape[0] * x.shape[1] > MAX_REQUEST_TOKENS:
-                    raise ShapeError(f"a forward request may carry at most {MAX_REQUEST_TOKENS} tokens (x batch)")
-                out = await self._chunked_forward(sub_span(self.span, start, end), x, peer, adapter)
-        finally:
-            self._forwards[peer] -= 1
-            if not self._forwards[peer]:
-                del self._forwards[peer], self._forward_turns[peer]
-        await self._reply(stream, encode({"type": "result"}, [out]))
-
-    async def _chunked_forward(self, span: Span, x: torch.Tensor, peer: str, adapter: str | None) -> torch.Tensor:
-        if x.shape[1] <= self.forward_chunk:
-            async with self._compute.turn(peer):
-                return await self._run(functools.partial(span.forward, adapter=adapter), x)
-        rt = SpanRuntime(span, max_cache_tokens=x.shape[0] * x.shape[1])
-        rt.open_session("forward", x.shape[1], x.shape[0], adapter)
-        outs = []
-        for i in range(0, x.shape[1], self.forward_chunk):
-            async with self._compute.turn(peer):
-                chunk = x[:, i:i + self.forward_chunk]
-                outs.append(await trio.to_thread.run_sync(rt.forward, "forward", chunk))
-        return torch.cat(outs, dim=1)
 
     async def _inference(self, stream: INetStream, peer: str) -> None:
         """One session: 'open', then 'step's (hidden in, hidden out; steps may also be pushed by the

@@ -3,6 +3,7 @@ failover that replays the stored inputs of the failed blocks to their replacemen
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from corolla.p2p.names import blocks_text, short_id
 from corolla.p2p.push_route import pushed_forward
 from corolla.p2p.records import ServerInfo
 from corolla.p2p.routing import RouteHop, plan_route
-from corolla.p2p.spotcheck import SpotCheck
+from corolla.p2p.session_checks import SpotChecking
+from corolla.p2p.spotcheck import PendingCheck, SpotCheck
 
 __all__ = ["FULL_CODES", "FailoverEvent", "HopFailure", "HopSession", "InferenceSession", "WaitingEvent"]
 
@@ -59,11 +61,13 @@ class WaitingEvent:
     full: bool = False  # servers hold these blocks but are full (sessions or cache)
 
 
-class InferenceSession:
+class InferenceSession(SpotChecking):
     """Hidden states through every block of the model, in order, with server-side caches.
 
     The inputs sent to each hop are kept (`max_length` tokens at most) so that when a server fails,
     its blocks can be rerouted (other servers, any boundaries) and their caches rebuilt by replay.
+    With spot checks, each hop's outputs are kept too, and checks run beside the steps in the
+    session's nursery; `checked()` reports how far outputs are checked, or Rollback for a liar.
     """
 
     def __init__(self, client: SwarmClient, max_length: int, *, timeout: float = STEP_TIMEOUT,
@@ -84,23 +88,39 @@ class InferenceSession:
         self.on_event = on_event or (lambda event: None)
         self.hops: list[HopSession] = []
         self.history: dict[int, list[torch.Tensor]] = {}
+        self.outputs: dict[int, list[torch.Tensor]] = {}  # each hop's outputs, kept for spot checks
         self.position = 0
         self._next_move_try = 0.0
+        self._checks: list[PendingCheck] = []
+        self._stack = contextlib.AsyncExitStack()
+        self._nursery: trio.Nursery | None = None
 
     @property
     def route(self) -> list[RouteHop]:
         return [h.hop for h in self.hops]
 
     async def __aenter__(self) -> Self:
-        self.hops, _ = await self._open_range(0, self.client.num_blocks, None, reason="")
+        self._nursery = await self._stack.enter_async_context(trio.open_nursery())  # the checks' home
+        try:
+            self.hops, _ = await self._open_range(0, self.client.num_blocks, None, reason="")
+        except BaseException:
+            await self._stack.__aexit__(None, None, None)
+            raise
         for h in self.hops:
-            self.history[h.hop.start] = []
+            self.history[h.hop.start], self.outputs[h.hop.start] = [], []
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        try:
+            await self.close()  # cancels the checks under way
+        finally:
+            # The nursery only waits for the cancelled checks; the body's own exception passes as it
+            # is (given to the nursery, it would come out wrapped in an exception group).
+            await self._stack.__aexit__(None, None, None)
 
     async def close(self) -> None:
+        for check in self._checks:
+            check.scope.cancel()
         async with trio.open_nursery() as nursery:
             for h in self.hops:
                 nursery.start_soon(h.close)
@@ -116,16 +136,13 @@ class InferenceSession:
             raise SwarmError(f"session would reach {self.position + hidden.shape[1]} tokens, "
                              f"past its maximum length {self.max_length}")
         self._seq += 1
-        x, k, checks = hidden, 0, {}
+        x, k = hidden, 0
         # deep prompts reach the servers only on client-mediated steps (pushed steps carry no prompts)
         prompted = self.deep_prompts is not None and (self.position if start is None else start) < \
             self.deep_prompts.shape[1]
         if self.push and len(self.hops) > 1 and not prompted:
             start = self.position if start is None else start  # a step carried twice then lands once
-            if self.spot_check is not None:  # checked steps go client-mediated: decide before sending
-                checks = {id(h): self.spot_check.wants(h.steps == 0) for h in self.hops}
-            if not any(checks.values()):
-                x, k = await pushed_forward(self, hidden, start, self._seq)
+            x, k = await pushed_forward(self, hidden, start, self._seq)
         while k < len(self.hops):
             hop = self.hops[k]
             self.history[hop.hop.start].append(x)
@@ -136,13 +153,16 @@ class InferenceSession:
                 if x.shape[1] == 1:
                     self.client.observe_step(hop.hop.peer_id, hop.last_step_ms, hop.hop.end - hop.hop.start,
                                              hop.hop.server.rtt_ms)
-                await self._check(hop, out, checks.get(id(hop)))
+                self.answered(hop, out)
                 x = out
                 k += 1
             except HopFailure as failure:
                 replaced, x = await self.recover(k, failure, x.shape[1], sent)
                 k += replaced
         self.position += hidden.shape[1]
+        for h in self.hops:
+            if h.check_wanted and h.checking is None:
+                self._start_check(h)
         if any(h.leaving for h in self.hops) and time.monotonic() >= self._next_move_try:
             await self._move_off_leaving_servers()
         return x
@@ -170,27 +190,14 @@ class InferenceSession:
         if not (isinstance(start, int) and 0 <= start <= self.position):
             raise SwarmError(f"cannot go back to position {start!r}: the session holds {self.position} tokens")
         if start < self.position:
-            for first, stored in self.history.items():
-                self.history[first] = [torch.cat(stored, dim=1)[:, :start]] if stored else []
+            for kept in (self.history, self.outputs):
+                for first, stored in kept.items():
+                    kept[first] = [torch.cat(stored, dim=1)[:, :start]] if stored else []
+            for h in self.hops:
+                h.checked, h.shadow_end = min(h.checked, start), min(h.shadow_end, start)
+            for check in self._checks:
+                check.valid_end = min(check.valid_end, start)
         self.position = start
-
-    async def _check(self, hop: HopSession, out: torch.Tensor, wanted: bool | None = None) -> None:
-        """Spot-check this step of `hop` (if the policy picks it, or `wanted` says so); HopFailure when
-        its server lied, so that the step is redone elsewhere."""
-        first, hop.steps = hop.steps == 0, hop.steps + 1
-        # a checker's stateless forward adds no deep prompts, so such sessions are not spot-checked
-        if self.spot_check is None or self.deep_prompts is not None or not (
-                self.spot_check.wants(first) if wanted is None else wanted):
-            return
-        inputs = torch.cat(self.history[hop.hop.start], dim=1)
-        caught = await self.spot_check.verify(self.client, hop.hop.server, hop.hop.start, hop.hop.end, inputs, out,
-                                              adapter=self.adapter)
-        if caught is None:
-            return
-        if caught.peer_id == hop.hop.peer_id:
-            raise HopFailure(hop.hop.peer_id, f"wrong activations (relative error {caught.error:.3g}, "
-                                              f"{len(caught.agreeing)} other servers agree)")
-        self.client.ban(caught.peer_id)  # a checker lied: this hop's answer stands
 
     async def reroute(self, block: int, reason: str = "rerouted on request") -> None:
         """Move the hop holding `block` to other servers (never its current one), replaying its
@@ -229,6 +236,7 @@ class InferenceSession:
                         old.hop.server.name, reason, seconds, blocks_text(old.hop.start, old.hop.end))
         await old.close(polite=not failed)
         stored = self.history.pop(old.hop.start)
+        self.outputs.pop(old.hop.start, None)
         inputs = torch.cat(stored, dim=1)
         try:
             new_hops, out = await self._open_range(old.hop.start, old.hop.end, inputs, reason=reason,
@@ -236,13 +244,16 @@ class InferenceSession:
         except BaseException:
             # Keep what a later step needs to try again (its hop is closed, so it will reroute).
             self.history[old.hop.start] = stored
+            self.outputs[old.hop.start] = []
             raise
+        for h in new_hops:  # what they replayed decided nothing but the last `new_tokens` outputs
+            h.checked = inputs.shape[1] - new_tokens
         self.hops[k:k + 1] = new_hops
         names = {h.hop.peer_id: h.hop.server.nickname for h in [old, *new_hops] if h.hop.server.nickname}
         self.on_event(FailoverEvent(old.hop.start, old.hop.end, old.hop.peer_id,
                                     [h.hop.peer_id for h in new_hops], inputs.shape[1],
                                     time.perf_counter() - t0, reason, detection, names))
-        return len(new_hops), out[:, inputs.shape[1] - new_tokens:]
+        return len(new_hops), (inputs[:, :0] if out is None else out[:, inputs.shape[1] - new_tokens:])
 
     async def _open_range(self, start: int, end: int, inputs: torch.Tensor | None, reason: str,
                           avoid: set[str] | frozenset[str] = frozenset()
@@ -266,19 +277,21 @@ class InferenceSession:
                 continue
             opened: list[HopSession] = []
             try:
-                x = inputs
+                x = inputs if inputs is not None and inputs.shape[1] else None  # nothing to replay at 0
                 for hop in route:
                     session = await HopSession.open(self.client, hop, self.max_length, self.timeout, self.adapter)
                     opened.append(session)
+                    self.history[hop.start], self.outputs[hop.start] = ([x], []) if x is not None else ([], [])
                     if x is not None:
-                        self.history[hop.start] = [x]
                         x = await session.exchange(x, prompts=self._prompts(hop, 0))
+                        self.outputs[hop.start] = [x]
                 return opened, x
             except HopFailure as failure:
                 for session in opened:
                     await session.close(polite=False)
-                    if inputs is not None and session.hop.start != start:
+                    if session.hop.start != start:
                         self.history.pop(session.hop.start, None)  # inputs of a route not taken
+                        self.outputs.pop(session.hop.start, None)
                 if failure.fatal:
                     raise SwarmError(f"server {short_id(failure.peer_id)} refused: {failure.reason}") from None
                 if failure.full:

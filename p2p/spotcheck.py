@@ -1,7 +1,11 @@
-"""Catching servers that return wrong activations: a sampled step of a hop is recomputed by a second
-server holding the same blocks (the forward protocol, over the hop's whole input so far) and the
-outputs compared within a tolerance fitting the dtypes. On disagreement a third server decides; the
-peer in the minority is banned, recorded in the reputation, and reported; the step is then redone.
+"""Catching servers that return wrong activations: after a sampled step of a hop, a second server
+holding the same blocks computes the hop's inputs too, and every output since the hop's last check is
+compared within a tolerance fitting the dtypes. The second server keeps its own session over those
+blocks (a checker session, p2p/session.py), so each check sends only the inputs it has not seen; when
+it disagrees, other servers recompute the whole input (the forward protocol) and a third decides. The
+peer in the minority is banned, recorded in the reputation, and reported. Checks run beside the
+decoding; a liar caught late makes the session roll back to its first wrong output, so that nothing
+it decided survives.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import trio
 
 from corolla.core.dtypes import TOLERANCE
 from corolla.p2p.client import SwarmClient, request_forward
@@ -24,17 +29,36 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RATE = 0.05  # fraction of later steps checked; a hop's first step is always checked
 CHECK_TIMEOUT = 10.0
+# A check's verdict when nobody was caught: all agree; they disagree and none can decide; no other
+# server holds the blocks, so nobody can tell (such outputs are shown unchecked, as nothing can change).
+PASSED, UNSURE, NOBODY = "passed", "unsure", "nobody"
 
 
 @dataclass
 class LiarCaught:
-    """`peer_id` answered blocks [start, end) differently from `agreeing` (relative error `error`)."""
+    """`peer_id` answered blocks [start, end) differently from `agreeing` (relative error `error`);
+    `first`: the first wrong output among those compared (0: the first compared)."""
 
     peer_id: str
     start: int
     end: int
     error: float
     agreeing: list[str]
+    first: int = 0
+
+
+@dataclass(eq=False)
+class PendingCheck:
+    """A check under way of one hop's outputs at positions [since, end); `valid_end` shrinks when the
+    session goes back before `end` (what was compared past it is gone)."""
+
+    hop: object  # the p2p.session.HopSession checked
+    since: int
+    end: int
+    valid_end: int
+    verdict: LiarCaught | str | None = None  # None until done
+    done: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 @dataclass
@@ -58,14 +82,26 @@ class SpotCheck:
             return False
         return first_step or self._rng.random() < self.rate
 
-    async def verify(self, client: SwarmClient, server: ServerInfo, start: int, end: int,
-                     inputs: torch.Tensor, output: torch.Tensor, adapter: str | None = None) -> LiarCaught | None:
-        """Compare `output` (the last tokens of blocks [start, end) run by `server` on `inputs`, with the
-        LoRA `adapter` if any) with other servers; return who lied (`server` or a checker), or None when
-        all agree or none can tell."""
+    async def checkers(self, client: SwarmClient, server: ServerInfo, start: int, end: int,
+                       adapter: str | None = None) -> list[ServerInfo]:
+        """Servers other than `server` holding all of blocks [start, end) (and offering the LoRA
+        `adapter`, if any), fastest first."""
         others = [s for s in await client.servers() if s.peer_id != server.peer_id
                   and s.start <= start and end <= s.end and (adapter is None or adapter in s.adapters)]
-        others.sort(key=lambda s: (s.rtt_ms + s.block_ms * (end - start), s.peer_id))
+        return sorted(others, key=lambda s: (s.rtt_ms + s.block_ms * (end - start), s.peer_id))
+
+    def passed(self, peer_id: str) -> str:
+        """`peer_id` passed a check by a checker's own session (InferenceSession._shadow_check)."""
+        self.checks += 1
+        self.reputation.passed(peer_id)
+        return PASSED
+
+    async def verify(self, client: SwarmClient, server: ServerInfo, start: int, end: int,
+                     inputs: torch.Tensor, output: torch.Tensor, adapter: str | None = None) -> LiarCaught | str:
+        """Compare `output` (the last tokens of blocks [start, end) run by `server` on `inputs`, with the
+        LoRA `adapter` if any) with other servers; who lied (`server` or a checker), PASSED, UNSURE (none
+        can tell) or NOBODY."""
+        others = await self.checkers(client, server, start, end, adapter)
         tokens = output.shape[1]
         answers: list[tuple[str, torch.Tensor]] = []
         for other in others:
@@ -79,25 +115,26 @@ class SpotCheck:
             if len(answers) == 1 and agree(output, answers[0][1], server.dtype, other.dtype):
                 self.checks += 1
                 self.reputation.passed(server.peer_id)
-                return None
+                return PASSED
             if len(answers) == 2:
                 break
         if not answers:
             self.skipped += 1
-            return None
+            return NOBODY if not others else UNSURE
         self.checks += 1
         if len(answers) == 1:
             log.warning("spot-check: %s and %s disagree on %s and no third server can decide",
                         server.name, short_id(answers[0][0]), blocks_text(start, end))
-            return None
+            return UNSURE
         (first_id, first), (second_id, second) = answers
         if agree(first, second, "float32", "float32") or agree(first, second, server.dtype, server.dtype):
-            caught = LiarCaught(server.peer_id, start, end, relative_error(output, first), [first_id, second_id])
+            caught = LiarCaught(server.peer_id, start, end, relative_error(output, first), [first_id, second_id],
+                                first_wrong(output, first, server.dtype))
         elif agree(output, second, server.dtype, server.dtype):
             caught = LiarCaught(first_id, start, end, relative_error(first, second), [server.peer_id, second_id])
         else:
             log.warning("spot-check: three servers disagree on %s; trusting none of them", blocks_text(start, end))
-            return None
+            return UNSURE
         self.reputation.failed(caught.peer_id)
         for pid in caught.agreeing:
             self.reputation.passed(pid)
@@ -112,6 +149,15 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest difference relative to the largest value (hidden states reach the hundreds)."""
     scale = max(a.abs().max().item(), b.abs().max().item(), 1e-6)
     return (a.float() - b.float()).abs().max().item() / scale
+
+
+def first_wrong(output: torch.Tensor, truth: torch.Tensor, dtype: str) -> int:
+    """Index of the first token [batch, tokens, hidden] whose output is off by more than the tolerance
+    (relative to the largest value of all); 0 when no single token is."""
+    tol = TOLERANCE.get(dtype, 5e-2)
+    scale = max(output.abs().max().item(), truth.abs().max().item(), 1e-6)
+    off = ((output.float() - truth.float()).abs().amax(dim=(0, 2)) / scale > tol).nonzero()
+    return int(off[0, 0]) if off.numel() else 0
 
 
 def agree(a: torch.Tensor, b: torch.Tensor, dtype_a: str, dtype_b: str) -> bool:

@@ -3,10 +3,12 @@ replies that lie. Shared by the tests and bench/fuzz.py."""
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 
 import msgpack
+import torch
 
 U64 = 2**64 - 1
 
@@ -79,12 +81,19 @@ def odd_requests(kind: str, hidden: int) -> dict[str, bytes]:
     }
 
 
+@functools.cache
+def _catalogue(kind: str, hidden: int) -> tuple[bytes, ...]:
+    """Every catalogued frame claiming `kind`, in a fixed order (built once: the fuzzer draws from it
+    for every frame)."""
+    pool = {**bad_frames(kind, hidden), **odd_requests(kind, hidden)}
+    return tuple(pool[name] for name in sorted(pool))
+
+
 def random_frame(rng: random.Random, kinds: list[str], hidden: int) -> bytes:
     """One fuzzed frame: a catalogued one, a mutation of one (bytes flipped, cut, lengths changed),
     or random bytes."""
     kind = rng.choice(kinds)
-    pool = {**bad_frames(kind, hidden), **odd_requests(kind, hidden)}
-    base = pool[rng.choice(sorted(pool))]
+    base = rng.choice(_catalogue(kind, hidden))
     choice = rng.random()
     if choice < 0.4:
         return base
@@ -119,3 +128,30 @@ def lying_infos(peer_id: str, name: str, model_hash: str, num_blocks: int) -> di
         "someone else's peer id": {**base, "peer_id": "12D3KooWQsaHPg8vb7pCsDaVE31hBG38kDJxeK6LewuuCMbWoSps"},
         "plausible but serves nothing": base,
     }
+
+
+LIES = {
+    "random": lambda out: torch.randn_like(out) * out.std(),
+    "zero": torch.zeros_like,
+    "scaled": lambda out: out * 1.02,
+}
+
+
+def make_liar(node, lie, honest_steps: int) -> None:
+    """Make a p2p.server.ServerNode answer session steps honestly `honest_steps` times per session,
+    then with `lie(output)`; it lies on every forward request (as a checker). It also claims to be the
+    fastest server, so that routes start on it."""
+    run, step, steps = node._run, node.batcher.forward, {}
+
+    async def lying_step(runtime, session_id, hidden, start=None, prompts=None):  # a session's step (batched)
+        out, seconds, batch = await step(runtime, session_id, hidden, start, prompts)
+        steps[session_id] = steps.get(session_id, 0) + 1
+        return (out if steps[session_id] <= honest_steps else lie(out)), seconds, batch
+
+    async def lying(fn, *args):  # a forward request: what a checker answers
+        return lie(await run(fn, *args))
+
+    node.batcher.forward = lying_step
+    node._run = lying
+    node.observe = lambda *a: None
+    node.block_ms = 0.001

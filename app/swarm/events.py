@@ -34,9 +34,9 @@ def plain_event(event: FailoverEvent | WaitingEvent) -> str:
 
 
 def describe_liar(caught: LiarCaught) -> str:
-    """A server caught returning wrong activations (it is banned and the step redone elsewhere)."""
+    """A server caught returning wrong activations (it is banned and what it decided is redone elsewhere)."""
     return (f"server {short_id(caught.peer_id)} returned wrong activations for {blocks_text(caught.start, caught.end)} "
-            f"(relative error {caught.error:.3g}); banned, step redone elsewhere")
+            f"(relative error {caught.error:.3g}); banned, the tokens it decided are generated again elsewhere")
 
 
 def _name(event: FailoverEvent, peer_id: str) -> str:

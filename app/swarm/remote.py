@@ -97,7 +97,7 @@ async def generate_through_swarm(path: Path, decoder: Decoder, initial_peers: li
                                    spot_check=spot_check, push=push, adapter=adapter)
         try:
             async with routes.open(decoder.max_length, listener or RouteListener()) as route:
-                return await decode(decoder, route.forward)
+                return await decode(decoder, route.forward, checked=route.checked)
         finally:
             await routes.aclose()
             nursery.cancel_scope.cancel()

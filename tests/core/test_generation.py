@@ -87,3 +87,44 @@ def test_chat_template_is_applied(default_model_path):
     ids = chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi there"}])
     text = tokenizer.decode(ids)
     assert "<|im_start|>user\nHi there<|im_end|>" in text and text.rstrip().endswith("<|im_start|>assistant")
+
+
+@pytest.mark.parametrize("speculative", [0, 3])
+def test_a_rollback_regenerates_from_the_first_wrong_output_and_shows_only_checked_text(llama, speculative):
+    """Blocks whose outputs from position `bad` on are wrong until a check says so (at the end): the
+    loop goes back there; the text equals an honest run's, and what was shown was never taken back."""
+    import trio
+
+    from corolla.core.generation import Rollback, decode
+
+    path, tokenizer, head = llama
+    params = SamplingParams(max_new_tokens=16, temperature=0)
+    honest_run = _run(llama, params, eos_ids=set())
+    honest = honest_run.text
+    ids = tokenizer("Once upon a time").input_ids
+    bad = len(ids) + 4  # the output deciding the 6th new token is the first wrong one
+    shown: list[str] = []
+    decoder = Decoder(head, tokenizer, params, ids, on_text=shown.append, eos_ids=set(), speculative=speculative)
+    lying, end, before = [True], [0], []
+    with LocalChain.load(path, [(0, 6)]) as chain:
+        chain.open(decoder.max_length)
+
+        async def forward(hidden, start=None):
+            first = end[0] if start is None else start
+            out, end[0] = chain.forward(hidden, start), first + hidden.shape[1]
+            positions = torch.arange(first, end[0])
+            if lying[0]:
+                out = torch.where((positions >= bad).view(1, -1, 1), out * 1.5 + 3, out)
+            return out
+
+        async def checked(final: bool) -> int:
+            if final and lying[0]:
+                lying[0] = False
+                before.append(decoder.text)
+                raise Rollback(bad)
+            return bad if lying[0] else 10**6  # nothing from `bad` on passed a check yet
+
+        text = trio.run(lambda: decode(decoder, forward, checked=checked))
+    assert text == honest and "".join(shown) == text
+    # until the check, only the 5 tokens decided by outputs before `bad` were shown
+    assert before == [tokenizer.decode(honest_run.token_ids[:5], skip_special_tokens=True)]

@@ -109,8 +109,8 @@ class SpotChecking:
         """Position before which every hop's outputs were checked (the session's position when checks
         are off); Rollback when a check caught a liar, after replacing it and going back to its first
         wrong output. `final`: check what no check covered yet and wait for every check under way."""
-        if self.spot_check is None or self.spot_check.rate <= 0:
-            return self.position
+        if self.spot_check is None or self.spot_check.rate <= 0 or self.deep_prompts is not None:
+            return self.position  # nothing is checked (sessions with deep prompts are not: see answered)
         for _ in range(2 if final else 1):  # a check under way may have begun before the last steps
             if final:
                 for h in self.hops:

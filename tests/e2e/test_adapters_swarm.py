@@ -13,6 +13,7 @@ import torch
 import trio
 
 from corolla.app.demo.processes import LocalSwarm
+from corolla.p2p.names import short_id
 from tests.adapters import make_lora, peft_model
 from tests.models import make_tiny_model
 
@@ -69,8 +70,8 @@ def test_generation_with_an_adapter_equals_peft_and_uses_only_servers_offering_i
     assert len(want) >= 4, "the tiny model should say something"
     assert remote.stdout.split() == want
     routes = [line for line in remote.stderr.splitlines() if "route:" in line]
-    assert routes and all(peers["plain"] not in line for line in routes), remote.stderr
-    assert peers["lora-0"] in routes[0] and peers["lora-1"] in routes[0]
+    assert routes and all(short_id(peers["plain"]) not in line for line in routes), remote.stderr
+    assert short_id(peers["lora-0"]) in routes[0] and short_id(peers["lora-1"]) in routes[0]
     base = generate(s, model)
     assert base.returncode == 0, base.stderr
     assert base.stdout.split() != want, "the adapter should change the greedy output"
@@ -101,7 +102,7 @@ def test_an_adapter_no_server_offers_is_refused_in_plain_words(swarm):
                              "--initial-peers", s.bootstrap_addr], capture_output=True, text=True, timeout=120,
                             check=False)
     assert report.returncode == 0, report.stderr
-    assert "LoRA adapters: greeter (0:3, 3:6)" in report.stdout
+    assert "LoRA adapters: greeter (0–2, 3–5)" in report.stdout
     assert trio.run(offered_adapters, s, model) == ["greeter"]  # what the chat's adapter list shows
 
 

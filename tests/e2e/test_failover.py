@@ -53,7 +53,11 @@ class Generation:
     def __init__(self, swarm) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "corolla.app", "generate", "--model", "default", "--prompt", PROMPT, "--greedy",
-             "--max-new-tokens", str(TOKENS), "--initial-peers", swarm.bootstrap_addr, "--verbose"],
+             "--max-new-tokens", str(TOKENS), "--initial-peers", swarm.bootstrap_addr, "--verbose",
+             # Text is printed as it is decoded only without spot checks (with them it waits for its
+             # check): these tests kill a server once text shows. Spot checks across a failover are
+             # tested with a lying server process (tests/e2e/test_lying_server.py).
+             "--spot-check", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.out, self.err = [], []
         self._threads = [threading.Thread(target=self._pump, args=(f, sink), daemon=True)

@@ -18,6 +18,7 @@ import trio
 from corolla.app.demo.processes import LocalSwarm
 from corolla.core.model import ModelInfo
 from corolla.p2p.client import SwarmClient, open_client_peer
+from corolla.p2p.names import short_id
 from tests.e2e.test_swarm import local_text
 
 pytestmark = pytest.mark.slow
@@ -70,9 +71,9 @@ def test_a_liar_turning_wrong_later_is_caught_and_the_text_equals_local(swarm, d
             liar.kill()
             liar.wait(5)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(rf"route: blocks 0:30 on {liar_id}", result.stderr), result.stderr[-3000:]  # it was used
-    assert f"server {liar_id[-8:]} returned wrong activations" in result.stderr, result.stderr[-3000:]
-    assert f"final route: 0:30@{liar_id[-8:]}" not in result.stderr
+    assert re.search(rf"route: blocks 0–29 on {re.escape(short_id(liar_id))}", result.stderr), result.stderr[-3000:]  # it was used
+    assert f"server {short_id(liar_id)} returned wrong activations" in result.stderr, result.stderr[-3000:]
+    assert f"final route: blocks 0–29 on {short_id(liar_id)}" not in result.stderr
     # streamed as it was checked: nothing printed was taken back
     assert result.stdout == local_text(default_model_path, PROMPT, TOKENS) + "\n"
     assert "Traceback" not in result.stderr

@@ -85,7 +85,8 @@ def test_chat_streams_from_the_swarm_stop_stops_and_reopening_keeps_it(qtbot, sw
             chat.composer.stop_button.click()
         assert finished.args == ["stopped"]
         shown = "".join(pieces)
-        assert shown and shown in chat.messages.toPlainText()
+        # markdown shows a single line break as a space: compare the words
+        assert shown and " ".join(shown.split()) in " ".join(chat.messages.toPlainText().split())
 
         chat.close()
         chat = app.open_chat()

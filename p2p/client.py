@@ -18,7 +18,7 @@ from corolla.p2p.host import Peer, open_peer
 from corolla.p2p.names import short_id
 from corolla.p2p.records import INFO_PROTOCOL, ServerInfo
 from corolla.p2p.reputation import Reputation
-from corolla.p2p.wire import StreamGone, encode, read_message, write_message
+from corolla.p2p.wire import StreamGone, close_stream, encode, read_message, write_message
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,7 @@ async def one_request(peer, peer_id, protocol: str, frame: bytes, timeout: float
         await write_message(stream, frame, timeout=timeout)
         return await read_message(stream, idle_timeout=timeout, body_timeout=timeout)
     finally:
-        with trio.move_on_after(0.5):
-            try:
-                await stream.close()
-            except Exception as exc:  # noqa: BLE001 - best effort on a stream we are done with
-                log.debug("close: %s", exc)
+        await close_stream(stream, timeout=0.5)
 
 
 async def request_info(peer: Peer, peer_id: str | ID, timeout: float = INFO_TIMEOUT) -> ServerInfo:

@@ -17,8 +17,9 @@ from corolla.p2p.client import open_stream, request_info
 from corolla.p2p.discovery import find_block_servers
 from corolla.p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
 from corolla.p2p.host import Peer
+from corolla.p2p.names import short_id
 from corolla.p2p.records import MAX_LINKS
-from corolla.p2p.wire import StreamGone
+from corolla.p2p.wire import StreamGone, close_stream
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +69,13 @@ async def ping_ms(peer: Peer, pid: ID, pings: int = PINGS) -> float:
                 while len(echo) < PING_BYTES:
                     chunk = await stream.read(PING_BYTES - len(echo))
                     if not chunk:
-                        raise StreamGone(f"{str(pid)[-8:]} closed the ping stream")
+                        raise StreamGone(f"{short_id(str(pid))} closed the ping stream")
                     echo += chunk
             if echo != payload:
-                raise ProtocolError(f"{str(pid)[-8:]} answered a ping with other bytes")
+                raise ProtocolError(f"{short_id(str(pid))} answered a ping with other bytes")
             best = min(best, 1000 * (time.perf_counter() - t0))
     except (StreamError, MuxedStreamError, OSError) as exc:
-        raise StreamGone(f"ping to {str(pid)[-8:]}: {exc}") from None
+        raise StreamGone(f"ping to {short_id(str(pid))}: {exc}") from None
     finally:
-        with trio.move_on_after(0.5):
-            try:
-                await stream.close()
-            except Exception as exc:  # noqa: BLE001 - best effort on a stream we are done with
-                log.debug("close: %s", exc)
+        await close_stream(stream, timeout=0.5)
     return best

@@ -52,8 +52,16 @@ from corolla.p2p.records import (
     BlockRange,
     ServerInfo,
 )
-from corolla.p2p.steps import StepService, close_stream, push_key_of
-from corolla.p2p.wire import StreamGone, WireLimits, encode, error_frame, read_message, write_message
+from corolla.p2p.steps import StepService, push_key_of
+from corolla.p2p.wire import (
+    StreamGone,
+    WireLimits,
+    close_stream,
+    encode,
+    error_frame,
+    read_message,
+    write_message,
+)
 from corolla.p2p.wire import is_int as _is_int
 
 log = logging.getLogger("corolla.server")

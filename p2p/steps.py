@@ -31,7 +31,7 @@ from corolla.p2p.errors import ProtocolError
 from corolla.p2p.fairness import PeerLimitError, SessionSlot
 from corolla.p2p.names import short_id
 from corolla.p2p.records import LEAVING, PUSH_PROTOCOL
-from corolla.p2p.wire import StreamGone, encode, error_frame, is_int, write_message
+from corolla.p2p.wire import StreamGone, close_stream, encode, error_frame, is_int, write_message
 
 log = logging.getLogger("corolla.server")
 
@@ -251,12 +251,3 @@ def _seq(header: dict[str, Any]) -> int | None:
     if not is_int(seq) or seq < 0:
         raise ProtocolError("'seq' must be a non-negative integer")
     return seq
-
-
-async def close_stream(stream: INetStream) -> None:
-    """Close `stream`, giving up after 1 s (a dead peer's stream may not close cleanly)."""
-    with trio.move_on_after(1.0):
-        try:
-            await stream.close()
-        except Exception as exc:  # noqa: BLE001 - closing a dead stream fails in several ways
-            log.debug("closing a stream: %s", exc)

@@ -9,6 +9,7 @@ every read of a py-libp2p stream costs a lock round and often a window update.
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from libp2p.network.stream.exceptions import StreamClosed, StreamEOF, StreamErro
 
 from corolla.core.dtypes import DTYPE_NAMES, DTYPES, ELEMENT_BYTES
 from corolla.p2p.errors import MessageTooLargeError, ProtocolError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DTYPES", "DTYPE_NAMES"]  # the wire names of dtypes; the table lives in core
 
@@ -194,3 +197,12 @@ async def write_message(stream: Any, frame: bytes, *, timeout: float) -> None:
 
 def error_frame(code: str, message: str) -> bytes:
     return encode({"type": "error", "code": code, "message": message})
+
+
+async def close_stream(stream: Any, timeout: float = 1.0) -> None:
+    """Close `stream`, giving up after `timeout` s (a dead peer's stream may not close cleanly)."""
+    with trio.move_on_after(timeout):
+        try:
+            await stream.close()
+        except Exception as exc:  # noqa: BLE001 - closing a dead stream fails in several ways
+            log.debug("closing a stream: %s", exc)

@@ -1,6 +1,14 @@
 """Links between servers: a server measures its round trip to the servers holding the blocks right
-after its span and advertises them (ServerInfo.next_rtt_ms), so that routing knows what a hidden
-state pays going from one server straight to the next."""
+after its span, and the throughput of a prefill-sized transfer to them, and advertises both
+(ServerInfo.next_rtt_ms, next_mbps), so that routing knows what a hidden state pays going from one
+server straight to the next: round trips for one-token steps, throughput for long prompts and replays.
+
+Throughput is probed (PROBE_PROTOCOL): the server sends PROBE_BYTES on a fresh stream and the next
+server answers once it has read them all; the time, less one round trip, is what moving that many
+bytes costs on the link, slow start, flow-control windows and relays included (what a real transfer
+of that size pays after a pause). Probes are bounded: at most PROBES_PER_LOOK links per look, each
+again only after PROBE_TTL_S, so a volunteer's upload is not spent on measuring it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import logging
 import os
 import time
 
+import torch
 import trio
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
@@ -16,10 +25,11 @@ from libp2p.stream_muxer.exceptions import MuxedStreamError
 from corolla.p2p.client import open_stream, request_info
 from corolla.p2p.discovery import find_block_servers
 from corolla.p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
+from corolla.p2p.fairness import PeerLimitError
 from corolla.p2p.host import Peer
 from corolla.p2p.names import short_id
-from corolla.p2p.records import MAX_LINKS
-from corolla.p2p.wire import StreamGone, close_stream
+from corolla.p2p.records import MAX_LINK_MBPS, MAX_LINKS, MIN_LINK_MBPS, PROBE_PROTOCOL
+from corolla.p2p.wire import StreamGone, WireLimits, close_stream, encode, read_message, write_message
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +37,45 @@ PINGS = 8  # round trips per next server, on one stream; the smallest counts (le
 PING_TIMEOUT = 5.0  # s for the info answer (a relayed dial included) and then for each ping
 PING_PROTOCOL = "/ipfs/ping/1.0.0"  # every py-libp2p host answers it: 32 bytes echoed
 PING_BYTES = 32
+PROBE_BYTES = 256 * 1024  # about a 64-token prefill of a 2048-wide float16 model
+PROBE_MAX_BYTES = 1024 * 1024  # what a server reads of one probe
+PROBE_TIMEOUT = 10.0  # s for a probe to cross and be answered (80 kbit/s would need 26 s)
+PROBES_PER_LOOK = 4  # links probed per look at the next servers, those not probed for longest first
+PROBE_TTL_S = 600.0  # s a throughput stays good before it is probed again
+PROBES_SERVED = 4  # probes a server reads at once; more are refused
+PROBE_LIMITS = WireLimits(max_header_bytes=1024, max_tensors=1, max_rank=1, max_tensor_bytes=PROBE_MAX_BYTES,
+                          max_payload_bytes=PROBE_MAX_BYTES)
+
+
+class LinkMeter:
+    """What a server knows of its links to the servers holding the next blocks: round trips (ms,
+    every look) and throughput (Mbit/s, probed at most PROBES_PER_LOOK per look, PROBE_TTL_S apart)."""
+
+    def __init__(self, probe_bytes: int = PROBE_BYTES) -> None:
+        self.rtt_ms: dict[str, float] = {}
+        self.mbps: dict[str, float] = {}
+        self.probe_bytes = probe_bytes
+        self._probed_at: dict[str, float] = {}
+
+    async def look(self, peer: Peer, model_name: str, model_hash: str, end: int, num_blocks: int) -> None:
+        rtts = await measure_next_links(peer, model_name, model_hash, end, num_blocks)
+        now = time.monotonic()
+        due = sorted((pid for pid in rtts if now - self._probed_at.get(pid, -PROBE_TTL_S) >= PROBE_TTL_S),
+                     key=lambda pid: self._probed_at.get(pid, -PROBE_TTL_S))[:PROBES_PER_LOOK]
+        mbps = {pid: v for pid, v in self.mbps.items() if pid in rtts}  # gone servers are forgotten
+
+        async def probe(pid: str) -> None:
+            try:
+                mbps[pid] = round(await probe_mbps(peer, ID.from_base58(pid), rtts[pid], self.probe_bytes), 2)
+                self._probed_at[pid] = time.monotonic()
+            except (PeerUnavailableError, ProtocolError, StreamGone, trio.TooSlowError) as exc:
+                log.debug("throughput to %s not measured: %s", short_id(pid), exc)
+
+        async with trio.open_nursery() as nursery:
+            for pid in due:
+                nursery.start_soon(probe, pid)
+        self.rtt_ms, self.mbps = rtts, mbps
+        self._probed_at = {pid: t for pid, t in self._probed_at.items() if pid in rtts}
 
 
 async def measure_next_links(peer: Peer, model_name: str, model_hash: str, end: int,
@@ -79,3 +128,49 @@ async def ping_ms(peer: Peer, pid: ID, pings: int = PINGS) -> float:
     finally:
         await close_stream(stream, timeout=0.5)
     return best
+
+
+async def probe_mbps(peer: Peer, pid: ID, rtt_ms: float, nbytes: int = PROBE_BYTES) -> float:
+    """Throughput (Mbit/s) of sending `nbytes` to `pid` on a fresh probe stream: the time until it
+    says it has read them all, less one round trip (`rtt_ms`, measured before)."""
+    payload = torch.zeros(max(nbytes // 2, 1), dtype=torch.float16)
+    stream = await open_stream(peer, pid, PROBE_PROTOCOL, PING_TIMEOUT)
+    try:
+        t0 = time.perf_counter()
+        await write_message(stream, encode({"type": "probe"}, [payload]), timeout=PROBE_TIMEOUT)
+        header, _ = await read_message(stream, idle_timeout=PROBE_TIMEOUT, body_timeout=PING_TIMEOUT)
+        seconds = time.perf_counter() - t0
+    finally:
+        await close_stream(stream, timeout=0.5)
+    if header.get("type") != "probed" or header.get("bytes") != 2 * payload.numel():
+        raise ProtocolError(f"{short_id(str(pid))} answered a probe with {str(header)[:80]}")
+    return throughput_mbps(2 * payload.numel(), seconds, rtt_ms)
+
+
+def throughput_mbps(nbytes: int, seconds: float, rtt_ms: float) -> float:
+    """Mbit/s of a transfer of `nbytes` answered after `seconds` over a link of round trip `rtt_ms`,
+    within what a server may advertise (at least 1 ms of transfer counts: a faster link is fast)."""
+    transfer = max(seconds - rtt_ms / 1000, 1e-3)
+    return min(max(8 * nbytes / transfer / 1e6, MIN_LINK_MBPS), MAX_LINK_MBPS)
+
+
+class ProbeService:
+    """The receiving end of throughput probes: read one probe (at most PROBE_MAX_BYTES), say how many
+    bytes arrived. At most PROBES_SERVED at once: a probe costs reading it, nothing more."""
+
+    def __init__(self) -> None:
+        self.reading = 0
+
+    async def serve(self, stream, peer: str) -> None:
+        if self.reading >= PROBES_SERVED:
+            raise PeerLimitError(f"this server reads at most {PROBES_SERVED} probes at once")
+        self.reading += 1
+        try:
+            header, tensors = await read_message(stream, limits=PROBE_LIMITS, idle_timeout=PING_TIMEOUT,
+                                                 body_timeout=PROBE_TIMEOUT)
+        finally:
+            self.reading -= 1
+        if header.get("type") != "probe":
+            raise ProtocolError(f"expected a 'probe' message, got {str(header.get('type'))[:40]!r}")
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        await write_message(stream, encode({"type": "probed", "bytes": size}), timeout=PING_TIMEOUT)

@@ -21,6 +21,7 @@ INFERENCE_PROTOCOL = f"/corolla/inference/{PROTOCOL_VERSION}"
 FORWARD_PROTOCOL = f"/corolla/forward/{PROTOCOL_VERSION}"
 BACKWARD_PROTOCOL = f"/corolla/backward/{PROTOCOL_VERSION}"  # training: p2p/backward.py
 PUSH_PROTOCOL = f"/corolla/push/{PROTOCOL_VERSION}"  # server-to-server steps: p2p/steps.py
+PROBE_PROTOCOL = f"/corolla/probe/{PROTOCOL_VERSION}"  # link throughput between servers: p2p/links.py
 
 ONLINE = "online"
 LEAVING = "leaving"
@@ -70,6 +71,9 @@ class ServerInfo:
     # round trip (ms) from this server to servers holding the blocks after its span, by peer id, as
     # this server measured it: what a hidden state pays when one server hands it to the next
     next_rtt_ms: dict[str, float] = field(default_factory=dict)
+    # throughput (Mbit/s) this server measured sending a prefill-sized transfer to those servers, by
+    # peer id: what a long prompt or a replay pays per byte on that link (p2p/links.py)
+    next_mbps: dict[str, float] = field(default_factory=dict)
     adapters: list[str] = field(default_factory=list)  # LoRA adapters a session may pick, by name
     rtt_ms: float = field(default=0.0, compare=False)  # measured by the client, not sent
 
@@ -117,7 +121,9 @@ class ServerInfo:
         if "relays" in d:
             values["relays"] = _checked_list("relays", d["relays"], MAX_RELAYS, 512)
         if "next_rtt_ms" in d:
-            values["next_rtt_ms"] = _checked_links(d["next_rtt_ms"])
+            values["next_rtt_ms"] = _checked_links("next_rtt_ms", d["next_rtt_ms"], 0.0, MAX_LINK_MS)
+        if "next_mbps" in d:
+            values["next_mbps"] = _checked_links("next_mbps", d["next_mbps"], MIN_LINK_MBPS, MAX_LINK_MBPS)
         values["adapters"] = _adapter_names(d.get("adapters", []))
         return cls(**values)
 
@@ -139,6 +145,7 @@ REACHABILITIES = ("public", "private", "unknown")
 MAX_RELAYS = 8  # circuit addresses one server may list
 MAX_LINKS = 64  # next servers one server may report a round trip to
 MAX_LINK_MS = 60_000.0
+MIN_LINK_MBPS, MAX_LINK_MBPS = 0.01, 100_000.0  # 10 kbit/s to 100 Gbit/s: anything else is a lie
 
 
 def _checked_list(name: str, value: Any, most: int, longest: int) -> list[str]:
@@ -147,12 +154,11 @@ def _checked_list(name: str, value: Any, most: int, longest: int) -> list[str]:
     return [_checked(name, v, str, 1, longest) for v in value]
 
 
-def _checked_links(value: Any) -> dict[str, float]:
-    """Round trips to next servers: at most MAX_LINKS peer ids, each 0 to MAX_LINK_MS ms."""
+def _checked_links(name: str, value: Any, low: float, high: float) -> dict[str, float]:
+    """A measure of the links to next servers: at most MAX_LINKS peer ids, each from `low` to `high`."""
     if not isinstance(value, dict) or len(value) > MAX_LINKS:
-        raise ProtocolError(f"bad server info: 'next_rtt_ms' must be a map of at most {MAX_LINKS} peer ids")
-    return {_checked("next_rtt_ms", k, str, 1, 128): _checked("next_rtt_ms", v, float, 0.0, MAX_LINK_MS)
-            for k, v in value.items()}
+        raise ProtocolError(f"bad server info: '{name}' must be a map of at most {MAX_LINKS} peer ids")
+    return {_checked(name, k, str, 1, 128): _checked(name, v, float, low, high) for k, v in value.items()}
 
 
 def _adapter_names(value: Any) -> list[str]:

@@ -1,16 +1,24 @@
-"""Choosing servers: the route with the lowest expected latency per token over any span boundaries."""
+"""Choosing servers: the route with the lowest expected latency for a step over any span boundaries.
+
+A step of `tokens` tokens pays, on each link it crosses, half the link's round trip plus the time to
+move tokens x hidden size x bytes per element at the link's throughput: a one-token step is ruled by
+round trips, a long prompt (or a replay) by throughput, so it keeps off a slow link."""
 
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
 
+from corolla.core.dtypes import ELEMENT_BYTES
 from corolla.p2p.errors import NoRouteError, ServersFullError
 from corolla.p2p.names import blocks_text
 from corolla.p2p.records import ONLINE, ServerInfo
 
 HOP_MS = 0.5  # a fixed price per hop, so that among equal routes the one with fewer hops wins
 BUSY_MS_PER_SESSION = 0.2  # servers with many open sessions are a little slower per step
+# What a link the client is on is taken to carry (Mbit/s): the client measures none of its own, and a
+# link between servers that no one measured counts as going through the client (twice this).
+CLIENT_MBPS = 50.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,26 @@ def link_rtt_ms(a: ServerInfo, b: ServerInfo) -> float:
     return high if claimed is None else min(max(claimed, low), high)
 
 
+def link_mbps(a: ServerInfo, b: ServerInfo) -> float:
+    """Throughput (Mbit/s) from server `a` straight to server `b`: what `a` measured and advertised
+    (records.py keeps it within MIN_LINK_MBPS..MAX_LINK_MBPS), else as if through the client. A claim
+    cannot be checked the way a round trip can: a server that overstates it draws long prompts that
+    then take longer, as one that understates its compute would draw decoding steps."""
+    return a.next_mbps.get(b.peer_id, CLIENT_MBPS / 2)
+
+
+def transfer_ms(nbytes: float, mbps: float) -> float:
+    """ms to move `nbytes` at `mbps` Mbit/s."""
+    return 8 * nbytes / (1000 * mbps)
+
+
+def token_bytes(servers: list[ServerInfo]) -> dict[str, int]:
+    """Bytes of one token's hidden state as each server sends it (its dtype; the model's hidden size,
+    the largest any server states, so that a server saying 0 gains nothing)."""
+    hidden = max((s.hidden_size for s in servers), default=0)
+    return {s.peer_id: hidden * ELEMENT_BYTES.get(s.dtype, 4) for s in servers}
+
+
 def usable(server: ServerInfo, cache_tokens: int) -> bool:
     return server.state == ONLINE and server.free_cache_tokens >= cache_tokens and (
         server.max_sessions == 0 or server.active_sessions < server.max_sessions)
@@ -62,15 +90,20 @@ def uncovered(servers: list[ServerInfo], start: int, end: int) -> list[int]:
 
 
 def plan_route(servers: list[ServerInfo], start: int, end: int, *, cache_tokens: int,
-               model: str = "the model", push: bool = False) -> list[RouteHop]:
+               model: str = "the model", push: bool = False, tokens: int = 1) -> list[RouteHop]:
     """Cheapest chain of hops covering blocks [start, end) exactly once, in order (Dijkstra over
     block boundaries; a hop may use any part of a server's span). Servers that are leaving, full or
     short of `cache_tokens` free cache are skipped; raise NoRouteError naming blocks nobody covers.
 
     The network cost of a token: with `push` (each server sends its output straight to the next) half
     the client's round trip to the first hop, half of each link's round trip between hops
-    (link_rtt_ms) and half the last hop's round trip back; else the client's round trip to each hop."""
+    (link_rtt_ms) and half the last hop's round trip back; else the client's round trip to each hop.
+    On top, a step of `tokens` tokens pays moving its hidden states over each of those links (in and
+    out of each hop without push): at the link's throughput between servers (link_mbps), at
+    CLIENT_MBPS to and from the client. Compute is counted as for one token."""
     candidates = [s for s in servers if usable(s, cache_tokens)]
+    size = {pid: tokens * n for pid, n in token_bytes(candidates).items()}
+    client_ms = transfer_ms(max(size.values(), default=0), CLIENT_MBPS)  # either way, the same bytes
     # a state is (block boundary reached, index of the server of the hop that reached it; -1: none yet)
     best: dict[tuple[int, int], float] = {(start, -1): 0.0}
     back: dict[tuple[int, int], tuple[tuple[int, int], RouteHop]] = {}
@@ -87,13 +120,15 @@ def plan_route(servers: list[ServerInfo], start: int, end: int, *, cache_tokens:
             if not (s.start <= at < s.end):
                 continue
             if not push:
-                network = s.rtt_ms
+                network = s.rtt_ms + 2 * client_ms
             elif prev < 0:
-                network = s.rtt_ms / 2
+                network = s.rtt_ms / 2 + client_ms
             else:
-                network = link_rtt_ms(candidates[prev], s) / 2
+                a = candidates[prev]
+                network = link_rtt_ms(a, s) / 2 + transfer_ms(size[a.peer_id], link_mbps(a, s))
+            back_ms = s.rtt_ms / 2 + client_ms
             for to in range(at + 1, min(s.end, end) + 1):
-                c = cost + network + compute_ms(s, to - at) + (s.rtt_ms / 2 if push and to == end else 0.0)
+                c = cost + network + compute_ms(s, to - at) + (back_ms if push and to == end else 0.0)
                 key = (to, i if push else -1)  # without push the cost does not depend on who came before
                 if c < best.get(key, float("inf")):
                     best[key] = c

@@ -40,6 +40,7 @@ from corolla.p2p.forward_requests import (
     check_inside,
     sub_span,
 )
+from corolla.p2p.links import ProbeService
 from corolla.p2p.names import blocks_text
 from corolla.p2p.records import (
     BACKWARD_PROTOCOL,
@@ -48,6 +49,7 @@ from corolla.p2p.records import (
     INFO_PROTOCOL,
     LEAVING,
     ONLINE,
+    PROBE_PROTOCOL,
     PUSH_PROTOCOL,
     BlockRange,
     ServerInfo,
@@ -103,6 +105,8 @@ class ServerNode(ForwardRequests):
         self.nickname = ""  # the owner's name for this server (checked by names.check_nickname)
         self.model_blocks = 0  # blocks of the whole model, so clients can tell whether it is fully served
         self.next_rtt_ms: dict[str, float] = {}  # set by whoever runs the node (p2p/links.py)
+        self.next_mbps: dict[str, float] = {}  # likewise
+        self.probes = ProbeService()  # answers other servers measuring their links to this one
         self._runtimes: dict[tuple[int, int], SpanRuntime] = {}
         self._slots: dict[str, SessionSlot] = {}
         self._forwards: dict[str, int] = {}  # per peer: forward requests being served or waiting
@@ -147,6 +151,7 @@ class ServerNode(ForwardRequests):
             free_cache_tokens=self.free_cache_tokens + sum(s.tokens for _, s in idle),
             active_sessions=self.active_sessions - len(idle), max_sessions=self.max_sessions,
             reachability=self.reachability, relays=list(self.relays), next_rtt_ms=dict(self.next_rtt_ms),
+            next_mbps=dict(self.next_mbps),
             nickname=self.nickname, model_blocks=self.model_blocks,
             adapters=list(self.span.adapters.names),
         )
@@ -202,6 +207,7 @@ class ServerNode(ForwardRequests):
         host.set_stream_handler(BACKWARD_PROTOCOL, BackwardService(self, self._compute).handle)
         self.steps.host = host
         host.set_stream_handler(PUSH_PROTOCOL, self._guarded(self.steps.serve_pushes))
+        host.set_stream_handler(PROBE_PROTOCOL, self._guarded(self.probes.serve))
 
     # -- protocol handlers -------------------------------------------------------------------
     def _guarded(self, body: Callable[[INetStream, str], Awaitable[None]]) -> Callable[[INetStream], Awaitable[None]]:

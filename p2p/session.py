@@ -74,8 +74,9 @@ class InferenceSession(SpotChecking):
                  route_wait: float = ROUTE_WAIT,
                  on_event: Callable[[FailoverEvent | WaitingEvent], None] | None = None,
                  spot_check: SpotCheck | None = None, push: bool = True, adapter: str | None = None,
-                 deep_prompts: torch.Tensor | None = None) -> None:
+                 deep_prompts: torch.Tensor | None = None, prompt_tokens: int = 1) -> None:
         self.client, self.max_length, self.timeout = client, max_length, timeout
+        self.prompt_tokens = prompt_tokens  # the first step's length, when known: routes it off slow links
         self.push = push  # servers pass each step along the route themselves (p2p/push_route.py)
         self.pushed_steps = 0  # steps that went from server to server all the way
         self._seq = 0  # step number: tells a step's answers from those of an abandoned attempt
@@ -265,8 +266,10 @@ class InferenceSession(SpotChecking):
             servers = await self.client.servers(fresh=bool(reason), rediscover=waited_since is not None)
             servers = [s for s in self._offering(servers, first=not reason) if s.peer_id not in avoid]
             try:
+                # what the new route carries first: the replay, or the prompt
+                tokens = inputs.shape[1] if inputs is not None else self.prompt_tokens
                 route = plan_route(servers, start, end, cache_tokens=self.max_length,
-                                   model=self.client.model_name, push=self.push)
+                                   model=self.client.model_name, push=self.push, tokens=max(tokens, 1))
             except NoRouteError as exc:
                 now = time.monotonic()
                 waited_since = waited_since or now

@@ -140,7 +140,7 @@ class ReplyWriter:
 
         decoder = Decoder(model.head, model.tokenizer, params, prompt_ids, on_text=pending.append,
                           speculative=self.speculative, prefix=self._prefix)
-        async with self.routes.open(decoder.max_length, events, self.adapter) as route:
+        async with self.routes.open(decoder.max_length, events, self.adapter, prompt_tokens=used) as route:
             await decode(decoder, route.forward, offload=trio.to_thread.run_sync, on_step=after_token,
                          checked=getattr(route, "checked", None))  # a swarm route's spot checks
         return Reply(decoder.text, decoder.finish_reason or "eos", len(decoder.token_ids), decoder.rounds)

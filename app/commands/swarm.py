@@ -51,6 +51,7 @@ async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initia
                      f"{s.active_sessions:>3}/{s.max_sessions:<4} {s.rtt_ms:>7.1f}  {paths[s.peer_id]}")
     for pid in dead:
         lines.append(f"{pid:<54} {short_id(pid):<30} {'?':>7} {'no reply':<8}")
+    lines.extend(link_lines(live))
     adapters = sorted({name for s in live for name in s.adapters})
     if adapters:  # what `generate --adapter NAME` may pick, and who offers it
         lines.append("")
@@ -60,3 +61,21 @@ async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initia
     lines.append("")
     lines.append(f"uncovered blocks: {format_blocks(missing) if missing else 'none'}")
     return "\n".join(lines)
+
+
+def link_lines(servers) -> list[str]:
+    """What each server measured to the servers of the blocks after its span (round trip, and the
+    throughput of a prefill-sized transfer when probed): what pushing hidden states along pays."""
+    from corolla.p2p.names import peer_name
+
+    names = {s.peer_id: s.name for s in servers}
+    measured = [s for s in servers if s.next_rtt_ms]
+    if not measured:
+        return []
+    lines = ["", f"links between servers (as each measured them)  {'rtt ms':>7} {'Mbit/s':>8}"]
+    for s in measured:
+        for pid, rtt in sorted(s.next_rtt_ms.items(), key=lambda item: item[1]):
+            mbps = s.next_mbps.get(pid)
+            link = f"{s.name} -> {names.get(pid) or peer_name(pid, '')}"
+            lines.append(f"{link:<47} {rtt:>7.1f} {'?' if mbps is None else f'{mbps:.1f}':>8}")
+    return lines

@@ -295,16 +295,18 @@ async def _announce_forever(peer: Peer, node, period: float, *, task_status=trio
 
 
 async def _measure_links_forever(peer: Peer, node, num_blocks: int, period: float) -> None:
-    """Keep node.next_rtt_ms (ms to the servers of the next blocks) fresh, every `period` s: servers
-    come and go, and routing trusts old measurements only as far as the client's own round trips
-    allow (p2p/routing.py:link_rtt_ms). Each look is a DHT lookup: not more often than every 30 s."""
-    from corolla.p2p.links import measure_next_links
+    """Keep node.next_rtt_ms (ms to the servers of the next blocks) and node.next_mbps (Mbit/s to
+    them, probed far less often) fresh, every `period` s: servers come and go, and routing trusts old
+    round trips only as far as the client's own round trips allow (p2p/routing.py:link_rtt_ms). Each
+    look is a DHT lookup: not more often than every 30 s."""
+    from corolla.p2p.links import LinkMeter
 
+    meter = LinkMeter()
     while True:
         await trio.sleep(period * random.uniform(0.8, 1.2))
-        node.next_rtt_ms = await measure_next_links(peer, node.model_name, node.model_hash, node.span.end,
-                                                    num_blocks)
-        log.debug("round trips to the next servers: %s", node.next_rtt_ms)
+        await meter.look(peer, node.model_name, node.model_hash, node.span.end, num_blocks)
+        node.next_rtt_ms, node.next_mbps = dict(meter.rtt_ms), dict(meter.mbps)
+        log.debug("links to the next servers: %s ms, %s Mbit/s", node.next_rtt_ms, node.next_mbps)
 
 
 async def choose_blocks(cfg: NodeConfig, peer: Peer, model) -> BlockRange:

@@ -49,8 +49,8 @@ class DeepPromptRouteFactory:
         self._local = None
 
     @asynccontextmanager
-    async def open(self, max_length: int, listener: RouteListener,
-                   adapter: str | None = None) -> AsyncIterator[RecomputingRoute]:
+    async def open(self, max_length: int, listener: RouteListener, adapter: str | None = None,
+                   prompt_tokens: int = 1) -> AsyncIterator[RecomputingRoute]:
         if adapter is not None:
             raise ChatBackendError("deep prompts and a LoRA adapter cannot be combined yet; choose one of them")
         if self.connection is not None:

@@ -48,8 +48,8 @@ class LocalRouteFactory:
         self._lock = trio.Lock()
 
     @asynccontextmanager
-    async def open(self, max_length: int, listener: RouteListener,
-                   adapter: str | None = None) -> AsyncIterator[LocalRoute]:
+    async def open(self, max_length: int, listener: RouteListener, adapter: str | None = None,
+                   prompt_tokens: int = 1) -> AsyncIterator[LocalRoute]:
         refuse_adapter(adapter)
         async with self._lock:
             if self._chain is None:

@@ -41,8 +41,9 @@ class SwarmRouteFactory:
         self.applies_deep_prompts = deep_prompts is not None
 
     @asynccontextmanager
-    async def open(self, max_length: int, listener: RouteListener,
-                   adapter: str | None = None) -> AsyncIterator[InferenceSession]:
+    async def open(self, max_length: int, listener: RouteListener, adapter: str | None = None,
+                   prompt_tokens: int = 1) -> AsyncIterator[InferenceSession]:
+        """`prompt_tokens`: the first step's length, when known (a long prompt is routed off slow links)."""
         adapter = self.adapter if adapter is None else adapter
         client = await self.connection.client()
         holder: list[InferenceSession] = []
@@ -56,7 +57,7 @@ class SwarmRouteFactory:
         try:
             checks = SpotCheck(self.spot_check, on_caught=listener.on_liar) if self.spot_check > 0 else None
             session = InferenceSession(client, max_length, on_event=on_event, spot_check=checks, push=self.push,
-                                       adapter=adapter, deep_prompts=self.deep_prompts)
+                                       adapter=adapter, deep_prompts=self.deep_prompts, prompt_tokens=prompt_tokens)
             holder.append(session)
             async with session, trio.open_nursery() as watch:
                 listener.on_route(list(session.route))
@@ -96,7 +97,8 @@ async def generate_through_swarm(path: Path, decoder: Decoder, initial_peers: li
         routes = SwarmRouteFactory(SwarmConnection(initial_peers, lambda: path, lambda: nursery, swarm_key),
                                    spot_check=spot_check, push=push, adapter=adapter)
         try:
-            async with routes.open(decoder.max_length, listener or RouteListener()) as route:
+            async with routes.open(decoder.max_length, listener or RouteListener(),
+                                   prompt_tokens=len(decoder.prompt_ids)) as route:
                 return await decode(decoder, route.forward, checked=route.checked)
         finally:
             await routes.aclose()

@@ -46,10 +46,11 @@ class InferenceRoute(Protocol):
 
 
 class RouteFactory(Protocol):
-    def open(self, max_length: int, listener: RouteListener,
-             adapter: str | None = None) -> AbstractAsyncContextManager[InferenceRoute]:
+    def open(self, max_length: int, listener: RouteListener, adapter: str | None = None,
+             prompt_tokens: int = 1) -> AbstractAsyncContextManager[InferenceRoute]:
         """An inference session with room for `max_length` tokens; closed on exit. `adapter`: the LoRA
-        adapter the servers apply, by name (None: the base model); routes that cannot refuse it."""
+        adapter the servers apply, by name (None: the base model); routes that cannot refuse it.
+        `prompt_tokens`: the first step's length (a swarm routes a long prompt off slow links)."""
         ...
 
     async def aclose(self) -> None:

@@ -82,8 +82,9 @@ def test_a_server_that_cannot_be_pushed_to_is_carried_by_the_client(tiny_model):
     assert pushed_in == [0, 0, len(xs)] and push_after is True
 
 
-async def push_once(peer, server_id: str, frame: bytes) -> dict:
-    stream = await open_stream(peer, server_id, PUSH_PROTOCOL, 5)
+async def push_once(peer, server_id: str, frame: bytes, protocol: str = PUSH_PROTOCOL) -> dict:
+    """Send one frame on a fresh stream of `protocol`; the answer ({'type': 'ended'} if none)."""
+    stream = await open_stream(peer, server_id, protocol, 5)
     try:
         await write_message(stream, frame, timeout=5)
         header, _ = await read_message(stream, idle_timeout=5, body_timeout=5)

@@ -41,9 +41,9 @@ class _RouteSwitch:
     def __init__(self, target: RouteFactory) -> None:
         self.target = target
 
-    def open(self, max_length: int, listener: RouteListener,
-             adapter: str | None = None) -> AbstractAsyncContextManager[InferenceRoute]:
-        return self.target.open(max_length, listener, adapter)
+    def open(self, max_length: int, listener: RouteListener, adapter: str | None = None,
+             prompt_tokens: int = 1) -> AbstractAsyncContextManager[InferenceRoute]:
+        return self.target.open(max_length, listener, adapter, prompt_tokens)
 
     async def offered_adapters(self) -> list[str]:
         offered = getattr(self.target, "offered_adapters", None)

@@ -296,14 +296,15 @@ async def _announce_forever(peer: Peer, node, period: float, *, task_status=trio
 
 async def _measure_links_forever(peer: Peer, node, num_blocks: int, period: float) -> None:
     """Keep node.next_rtt_ms (ms to the servers of the next blocks) and node.next_mbps (Mbit/s to
-    them, probed far less often) fresh, every `period` s: servers come and go, and routing trusts old
-    round trips only as far as the client's own round trips allow (p2p/routing.py:link_rtt_ms). Each
-    look is a DHT lookup: not more often than every 30 s."""
+    them, probed far less often) fresh, every `period` s after three quicker first looks: servers come
+    and go, and routing trusts old round trips only as far as the client's own round trips allow
+    (p2p/routing.py:link_rtt_ms). Each look is a DHT lookup: not more often than every 30 s after those."""
     from corolla.p2p.links import LinkMeter
 
     meter = LinkMeter()
+    first = [5.0, 10.0, 20.0]  # s: servers started together see each other within seconds
     while True:
-        await trio.sleep(period * random.uniform(0.8, 1.2))
+        await trio.sleep(min(first.pop(0) if first else period, period) * random.uniform(0.8, 1.2))
         await meter.look(peer, node.model_name, node.model_hash, node.span.end, num_blocks)
         node.next_rtt_ms, node.next_mbps = dict(meter.rtt_ms), dict(meter.mbps)
         log.debug("links to the next servers: %s ms, %s Mbit/s", node.next_rtt_ms, node.next_mbps)

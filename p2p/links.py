@@ -12,6 +12,7 @@ again only after PROBE_TTL_S, so a volunteer's upload is not spent on measuring 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -133,7 +134,8 @@ async def ping_ms(peer: Peer, pid: ID, pings: int = PINGS) -> float:
 async def probe_mbps(peer: Peer, pid: ID, rtt_ms: float, nbytes: int = PROBE_BYTES) -> float:
     """Throughput (Mbit/s) of sending `nbytes` to `pid` on a fresh probe stream: the time until it
     says it has read them all, less one round trip (`rtt_ms`, measured before)."""
-    payload = torch.zeros(max(nbytes // 2, 1), dtype=torch.float16)
+    data = os.urandom(max(nbytes // 2, 1) * 2)
+    payload = torch.frombuffer(bytearray(data), dtype=torch.float16)
     stream = await open_stream(peer, pid, PROBE_PROTOCOL, PING_TIMEOUT)
     try:
         t0 = time.perf_counter()
@@ -142,9 +144,10 @@ async def probe_mbps(peer: Peer, pid: ID, rtt_ms: float, nbytes: int = PROBE_BYT
         seconds = time.perf_counter() - t0
     finally:
         await close_stream(stream, timeout=0.5)
-    if header.get("type") != "probed" or header.get("bytes") != 2 * payload.numel():
+    # random bytes and their digest: a server cannot answer early to look fast
+    if header.get("type") != "probed" or header.get("sha256") != hashlib.sha256(data).hexdigest():
         raise ProtocolError(f"{short_id(str(pid))} answered a probe with {str(header)[:80]}")
-    return throughput_mbps(2 * payload.numel(), seconds, rtt_ms)
+    return throughput_mbps(len(data), seconds, rtt_ms)
 
 
 def throughput_mbps(nbytes: int, seconds: float, rtt_ms: float) -> float:
@@ -155,8 +158,8 @@ def throughput_mbps(nbytes: int, seconds: float, rtt_ms: float) -> float:
 
 
 class ProbeService:
-    """The receiving end of throughput probes: read one probe (at most PROBE_MAX_BYTES), say how many
-    bytes arrived. At most PROBES_SERVED at once: a probe costs reading it, nothing more."""
+    """The receiving end of throughput probes: read one probe (at most PROBE_MAX_BYTES), answer with the
+    sha256 of its bytes. At most PROBES_SERVED at once: a probe costs reading it, nothing more."""
 
     def __init__(self) -> None:
         self.reading = 0
@@ -172,5 +175,5 @@ class ProbeService:
             self.reading -= 1
         if header.get("type") != "probe":
             raise ProtocolError(f"expected a 'probe' message, got {str(header.get('type'))[:40]!r}")
-        size = sum(t.numel() * t.element_size() for t in tensors)
-        await write_message(stream, encode({"type": "probed", "bytes": size}), timeout=PING_TIMEOUT)
+        digest = hashlib.sha256(b"".join(t.contiguous().view(torch.uint8).numpy().tobytes() for t in tensors))
+        await write_message(stream, encode({"type": "probed", "sha256": digest.hexdigest()}), timeout=PING_TIMEOUT)

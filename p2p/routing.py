@@ -90,19 +90,22 @@ def uncovered(servers: list[ServerInfo], start: int, end: int) -> list[int]:
 
 
 def plan_route(servers: list[ServerInfo], start: int, end: int, *, cache_tokens: int,
-               model: str = "the model", push: bool = False, tokens: int = 1) -> list[RouteHop]:
+               model: str = "the model", push: bool = False, tokens: int = 1, steps: int = 0) -> list[RouteHop]:
     """Cheapest chain of hops covering blocks [start, end) exactly once, in order (Dijkstra over
     block boundaries; a hop may use any part of a server's span). Servers that are leaving, full or
     short of `cache_tokens` free cache are skipped; raise NoRouteError naming blocks nobody covers.
 
-    The network cost of a token: with `push` (each server sends its output straight to the next) half
-    the client's round trip to the first hop, half of each link's round trip between hops
-    (link_rtt_ms) and half the last hop's round trip back; else the client's round trip to each hop.
-    On top, a step of `tokens` tokens pays moving its hidden states over each of those links (in and
-    out of each hop without push): at the link's throughput between servers (link_mbps), at
-    CLIENT_MBPS to and from the client. Compute is counted as for one token."""
+    The cost is that of a step of `tokens` tokens (a prompt, a replay) followed by `steps` one-token
+    steps (the decoding it is expected to lead to), each paying the network and compute. A step's
+    network: with `push` (each server sends its output straight to the next) half the client's round
+    trip to the first hop, half of each link's round trip between hops (link_rtt_ms) and half the
+    last hop's round trip back; else the client's round trip to each hop. On top, every token moved
+    pays its hidden state's bytes over each of those links (in and out of each hop without push): at
+    the link's throughput between servers (link_mbps), at CLIENT_MBPS to and from the client.
+    Compute is counted as for one token per step."""
     candidates = [s for s in servers if usable(s, cache_tokens)]
-    size = {pid: tokens * n for pid, n in token_bytes(candidates).items()}
+    runs, moved = 1 + steps, tokens + steps  # steps taken, tokens carried
+    size = {pid: moved * n for pid, n in token_bytes(candidates).items()}
     client_ms = transfer_ms(max(size.values(), default=0), CLIENT_MBPS)  # either way, the same bytes
     # a state is (block boundary reached, index of the server of the hop that reached it; -1: none yet)
     best: dict[tuple[int, int], float] = {(start, -1): 0.0}
@@ -120,15 +123,15 @@ def plan_route(servers: list[ServerInfo], start: int, end: int, *, cache_tokens:
             if not (s.start <= at < s.end):
                 continue
             if not push:
-                network = s.rtt_ms + 2 * client_ms
+                network = runs * s.rtt_ms + 2 * client_ms
             elif prev < 0:
-                network = s.rtt_ms / 2 + client_ms
+                network = runs * s.rtt_ms / 2 + client_ms
             else:
                 a = candidates[prev]
-                network = link_rtt_ms(a, s) / 2 + transfer_ms(size[a.peer_id], link_mbps(a, s))
-            back_ms = s.rtt_ms / 2 + client_ms
+                network = runs * link_rtt_ms(a, s) / 2 + transfer_ms(size[a.peer_id], link_mbps(a, s))
+            back_ms = runs * s.rtt_ms / 2 + client_ms
             for to in range(at + 1, min(s.end, end) + 1):
-                c = cost + network + compute_ms(s, to - at) + (back_ms if push and to == end else 0.0)
+                c = cost + network + runs * compute_ms(s, to - at) + (back_ms if push and to == end else 0.0)
                 key = (to, i if push else -1)  # without push the cost does not depend on who came before
                 if c < best.get(key, float("inf")):
                     best[key] = c

@@ -266,10 +266,10 @@ class InferenceSession(SpotChecking):
             servers = await self.client.servers(fresh=bool(reason), rediscover=waited_since is not None)
             servers = [s for s in self._offering(servers, first=not reason) if s.peer_id not in avoid]
             try:
-                # what the new route carries first: the replay, or the prompt
-                tokens = inputs.shape[1] if inputs is not None else self.prompt_tokens
-                route = plan_route(servers, start, end, cache_tokens=self.max_length,
-                                   model=self.client.model_name, push=self.push, tokens=max(tokens, 1))
+                # what the new route carries: the replay or the prompt, then one token at a time
+                tokens = max(inputs.shape[1] if inputs is not None else self.prompt_tokens, 1)
+                route = plan_route(servers, start, end, cache_tokens=self.max_length, model=self.client.model_name,
+                                   push=self.push, tokens=tokens, steps=max(self.max_length - tokens, 0))
             except NoRouteError as exc:
                 now = time.monotonic()
                 waited_since = waited_since or now

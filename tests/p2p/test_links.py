@@ -5,7 +5,9 @@ states to each other: by round trips for one token, by throughput for a long pro
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 
 import msgpack
 import pytest
@@ -133,6 +135,14 @@ def test_one_token_steps_go_by_round_trips_and_long_prompts_by_throughput():
     assert route(64) == ["fast", "c"]
 
 
+def test_a_long_prompt_before_a_long_decode_weighs_both():
+    # the route serves the prompt and then every decoded token: 1000 tokens to decode at 39 ms more per
+    # token through `fast` outweigh the 17 s `slow` loses moving them all at 4 Mbit/s
+    servers = slow_and_fast_first_hops()
+    assert hops(plan_route(servers, 0, 20, cache_tokens=10, push=True, tokens=64, steps=1000)) == ["slow", "c"]
+    assert hops(plan_route(servers, 0, 20, cache_tokens=10, push=True, tokens=64, steps=10)) == ["fast", "c"]
+
+
 def test_a_replay_too_is_routed_by_throughput():
     # client-mediated (a replay, or push off): each hop's hidden states cross the client's links twice,
     # so a long replay prefers one hop over two, though two are a little faster per token
@@ -160,8 +170,10 @@ def test_throughput_from_a_timed_transfer():
 
 
 def test_a_server_probes_its_next_servers_and_hostile_probes_are_refused(tiny_model):
+    from corolla.app.commands.swarm import swarm_report
     from corolla.p2p.client import open_client_peer
     from corolla.p2p.links import PROBE_MAX_BYTES, LinkMeter
+    from corolla.p2p.names import short_id
     from corolla.p2p.records import PROBE_PROTOCOL
     from corolla.p2p.wire import encode
     from tests.p2p.test_push import push_once
@@ -180,13 +192,18 @@ def test_a_server_probes_its_next_servers_and_hostile_probes_are_refused(tiny_mo
                 "two tensors": encode({"type": "probe"}, [torch.zeros(8), torch.zeros(8)]),
                 "fine": encode({"type": "probe"}, [torch.zeros(8, dtype=torch.float16)]),
             }.items()}
-        return meter, seen[a.peer_id], b.peer_id, replies
+        report = await swarm_report(a.model_name, a.model_hash, 6, [swarm.bootstrap])
+        return meter, seen[a.peer_id], b.peer_id, replies, report
 
-    meter, a_info, b_id, replies = run_with_swarm(tiny_model, body)
+    meter, a_info, b_id, replies, report = run_with_swarm(tiny_model, body)
+    # `corolla swarm` shows the link with both numbers
+    rtt, mbps = meter.rtt_ms[b_id], meter.mbps[b_id]
+    assert re.search(rf"^{re.escape(a_info.name)} -> {re.escape(short_id(b_id))} +{rtt:.1f} +{mbps:.1f}$",
+                     report, re.M), report
     assert set(meter.rtt_ms) == set(meter.mbps) == {b_id}
     assert a_info.next_mbps == meter.mbps and a_info.next_rtt_ms == meter.rtt_ms  # advertised as measured
     print("a -> b on 127.0.0.1:", meter.rtt_ms[b_id], "ms,", meter.mbps[b_id], "Mbit/s")
     assert meter.mbps[b_id] > 5.0  # 256 KiB over loopback: far above any home link
-    assert {k: (r["type"], r.get("code"), r.get("bytes")) for k, r in replies.items()} == {
+    assert {k: (r["type"], r.get("code"), r.get("sha256")) for k, r in replies.items()} == {
         "other type": ("error", "ProtocolError", None), "too big": ("error", "MessageTooLargeError", None),
-        "two tensors": ("error", "ProtocolError", None), "fine": ("probed", None, 16)}
+        "two tensors": ("error", "ProtocolError", None), "fine": ("probed", None, hashlib.sha256(bytes(16)).hexdigest())}

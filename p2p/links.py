@@ -65,16 +65,12 @@ class LinkMeter:
                      key=lambda pid: self._probed_at.get(pid, -PROBE_TTL_S))[:PROBES_PER_LOOK]
         mbps = {pid: v for pid, v in self.mbps.items() if pid in rtts}  # gone servers are forgotten
 
-        async def probe(pid: str) -> None:
+        for pid in due:  # one after the other: probes at once would share this server's upload
             try:
                 mbps[pid] = round(await probe_mbps(peer, ID.from_base58(pid), rtts[pid], self.probe_bytes), 2)
                 self._probed_at[pid] = time.monotonic()
             except (PeerUnavailableError, ProtocolError, StreamGone, trio.TooSlowError) as exc:
                 log.debug("throughput to %s not measured: %s", short_id(pid), exc)
-
-        async with trio.open_nursery() as nursery:
-            for pid in due:
-                nursery.start_soon(probe, pid)
         self.rtt_ms, self.mbps = rtts, mbps
         self._probed_at = {pid: t for pid, t in self._probed_at.items() if pid in rtts}
 

@@ -12,8 +12,8 @@ symmetric NAT. Delay is applied outside Corolla, by the testbed's router, to eve
 
 Every process of the testbed computes on `--threads` threads (default 1): the hosts stand for separate
 machines but share this one's cores, and a server's one-token step with a thread per core waits for
-the core another process holds (on a loaded 2-core machine 10 blocks of the default model took 18 ms
-on one thread and 80 ms on two).
+the core another process holds (on a loaded 2-core machine, 10 blocks of the default model took
+20-28 ms on one thread and 29-33 ms on two, 80-93 ms on two with OpenMP's default busy waiting).
 """
 
 from __future__ import annotations

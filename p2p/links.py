@@ -155,20 +155,20 @@ def throughput_mbps(nbytes: int, seconds: float, rtt_ms: float) -> float:
 
 class ProbeService:
     """The receiving end of throughput probes: read one probe (at most PROBE_MAX_BYTES), answer with the
-    sha256 of its bytes. At most PROBES_SERVED at once: a probe costs reading it, nothing more."""
+    sha256 of its bytes. At most PROBES_SERVED at once, one per peer: a probe costs reading it."""
 
     def __init__(self) -> None:
-        self.reading = 0
+        self.reading: set[str] = set()  # peers whose probe is being read
 
     async def serve(self, stream, peer: str) -> None:
-        if self.reading >= PROBES_SERVED:
-            raise PeerLimitError(f"this server reads at most {PROBES_SERVED} probes at once")
-        self.reading += 1
+        if peer in self.reading or len(self.reading) >= PROBES_SERVED:
+            raise PeerLimitError(f"this server reads one probe per peer and at most {PROBES_SERVED} at once")
+        self.reading.add(peer)
         try:
             header, tensors = await read_message(stream, limits=PROBE_LIMITS, idle_timeout=PING_TIMEOUT,
                                                  body_timeout=PROBE_TIMEOUT)
         finally:
-            self.reading -= 1
+            self.reading.discard(peer)
         if header.get("type") != "probe":
             raise ProtocolError(f"expected a 'probe' message, got {str(header.get('type'))[:40]!r}")
         digest = hashlib.sha256(b"".join(t.contiguous().view(torch.uint8).numpy().tobytes() for t in tensors))

@@ -7,6 +7,7 @@ round trips, a long prompt (or a replay) by throughput, so it keeps off a slow l
 from __future__ import annotations
 
 import heapq
+import statistics
 from dataclasses import dataclass
 
 from corolla.core.dtypes import ELEMENT_BYTES
@@ -73,9 +74,9 @@ def transfer_ms(nbytes: float, mbps: float) -> float:
 
 
 def token_bytes(servers: list[ServerInfo]) -> dict[str, int]:
-    """Bytes of one token's hidden state as each server sends it (its dtype; the model's hidden size,
-    the largest any server states, so that a server saying 0 gains nothing)."""
-    hidden = max((s.hidden_size for s in servers), default=0)
+    """Bytes of one token's hidden state as each server sends it: its dtype's, times the model's
+    hidden size as most servers state it (the median: a few saying 0 or a huge size change nothing)."""
+    hidden = statistics.median_low([s.hidden_size for s in servers]) if servers else 0
     return {s.peer_id: hidden * ELEMENT_BYTES.get(s.dtype, 4) for s in servers}
 
 

@@ -12,11 +12,12 @@ import re
 import msgpack
 import pytest
 import torch
+import trio
 
 from corolla.p2p.errors import ProtocolError
 from corolla.p2p.links import throughput_mbps
 from corolla.p2p.records import MAX_LINK_MBPS, MAX_LINKS, MIN_LINK_MBPS, ServerInfo
-from corolla.p2p.routing import CLIENT_MBPS, link_mbps, link_rtt_ms, plan_route
+from corolla.p2p.routing import CLIENT_MBPS, link_mbps, link_rtt_ms, plan_route, token_bytes
 
 
 def server(name: str, start: int, end: int, *, rtt: float = 20.0, links: dict[str, float] | None = None
@@ -158,6 +159,8 @@ def test_an_unmeasured_link_counts_as_going_through_the_client_and_hidden_size_0
     # `quiet` measured nothing and says its hidden size is 0: its link is not free for that
     servers = [wide("quiet", 0, 10, hidden=0), wide("measured", 0, 10, mbps={"c": 100.0}), wide("c", 10, 20)]
     assert hops(plan_route(servers, 0, 20, cache_tokens=10, push=True, tokens=256)) == ["measured", "c"]
+    # nor can one server make every token look huge, which would rule out routes by their links
+    assert token_bytes([*servers, wide("huge", 0, 10, hidden=1 << 20)])["c"] == 4096 * 2
 
 
 def test_throughput_from_a_timed_transfer():
@@ -171,11 +174,11 @@ def test_throughput_from_a_timed_transfer():
 
 def test_a_server_probes_its_next_servers_and_hostile_probes_are_refused(tiny_model):
     from corolla.app.commands.swarm import swarm_report
-    from corolla.p2p.client import open_client_peer
+    from corolla.p2p.client import open_client_peer, open_stream
     from corolla.p2p.links import PROBE_MAX_BYTES, LinkMeter
     from corolla.p2p.names import short_id
     from corolla.p2p.records import PROBE_PROTOCOL
-    from corolla.p2p.wire import encode
+    from corolla.p2p.wire import encode, write_message
     from tests.p2p.test_push import push_once
     from tests.p2p.test_swarm_inprocess import HOST, run_with_swarm
 
@@ -192,6 +195,13 @@ def test_a_server_probes_its_next_servers_and_hostile_probes_are_refused(tiny_mo
                 "two tensors": encode({"type": "probe"}, [torch.zeros(8), torch.zeros(8)]),
                 "fine": encode({"type": "probe"}, [torch.zeros(8, dtype=torch.float16)]),
             }.items()}
+            # a probe left half sent holds the rogue's one slot: its next probe is refused meanwhile
+            half = await open_stream(rogue, b.peer_id, PROBE_PROTOCOL, 5)
+            frame = encode({"type": "probe"}, [torch.zeros(4096, dtype=torch.float16)])
+            await write_message(half, frame[:100], timeout=5)
+            await trio.sleep(0.2)
+            replies["second at once"] = await push_once(rogue, b.peer_id, frame, PROBE_PROTOCOL)
+            await half.reset()
         report = await swarm_report(a.model_name, a.model_hash, 6, [swarm.bootstrap])
         return meter, seen[a.peer_id], b.peer_id, replies, report
 
@@ -206,4 +216,5 @@ def test_a_server_probes_its_next_servers_and_hostile_probes_are_refused(tiny_mo
     assert meter.mbps[b_id] > 5.0  # 256 KiB over loopback: far above any home link
     assert {k: (r["type"], r.get("code"), r.get("sha256")) for k, r in replies.items()} == {
         "other type": ("error", "ProtocolError", None), "too big": ("error", "MessageTooLargeError", None),
-        "two tensors": ("error", "ProtocolError", None), "fine": ("probed", None, hashlib.sha256(bytes(16)).hexdigest())}
+        "two tensors": ("error", "ProtocolError", None), "fine": ("probed", None, hashlib.sha256(bytes(16)).hexdigest()),
+        "second at once": ("error", "PeerLimitError", None)}

@@ -165,12 +165,14 @@ class PooledPass:
 
     def _load(self, hidden: torch.Tensor, slots: list[int], positions: list[int]) -> None:
         n = hidden.shape[0]
-        self.host_in[:n].copy_(hidden)
         self.host_index[0, :n] = torch.tensor(slots)
         self.host_index[0, n:] = self.pool.capacity
         self.host_index[1, :n] = torch.tensor(positions)
         self.host_index[1, n:] = 0
-        self.hidden[:n].copy_(self.host_in[:n], non_blocking=True)
+        if hidden.device.type == "cpu" and self.hidden.device.type != "cpu":
+            self.host_in[:n].copy_(hidden)  # pinned: the copy to the device runs without staging
+            hidden = self.host_in[:n]
+        self.hidden[:n].copy_(hidden, non_blocking=True)
         self.slot.copy_(self.host_index[0], non_blocking=True)
         self.position[:, 0].copy_(self.host_index[1], non_blocking=True)
 

@@ -41,6 +41,9 @@ class Settings:
     start_at_login: bool = False  # the OS starts the tray app at login (app/contribute/autostart.py)
     system_prompt: str = "You are a helpful assistant."
     welcomed: bool = False  # the first-run welcome was answered
+    chat_model: str = ""  # the model folder last chosen in the chat's selector; "": the model above
+    tuned: str = ""  # the tuned-prompts file the chat's replies use; "": none
+    adapter: str = ""  # the LoRA adapter the chat's replies use, once the swarm offers it; "": none
     sampling: SamplingParams = CHAT_SAMPLING
 
     def validated(self) -> Settings:
@@ -72,6 +75,8 @@ class Settings:
                "must be true or false")
         _check(isinstance(self.welcomed, bool), "welcomed", self.welcomed, "must be true or false")
         _check(isinstance(self.system_prompt, str), "system prompt", self.system_prompt, "must be text")
+        for name in ("chat_model", "tuned", "adapter"):
+            _check(isinstance(getattr(self, name), str), name.replace("_", " "), getattr(self, name), "must be text")
         try:
             self.sampling.validated()
         except SamplingError as exc:

@@ -60,6 +60,13 @@ class GrowingLayer(DynamicLayer):
         self._k, self._v = like.new_zeros(shape), like.new_zeros(shape)
         self._set_length(length)
 
+    def attach(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        """Use `keys`/`values` (rows of a shared pool, core/kv_pool.py) as the buffers, `length`
+        entries of them filled."""
+        DynamicLayer.lazy_initialization(self, keys, values)
+        self._k, self._v = keys, values
+        self._set_length(length)
+
     def buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole key and value buffers, [batch, kv_heads, room, head_dim] (filled or not)."""
         return self._k, self._v

@@ -25,8 +25,9 @@ from corolla.core.errors import (
 from corolla.core.families import Family, family_for
 from corolla.core.families.base import layer_index
 from corolla.core.kv import GrowingLayer, gather_batch, growing_cache
+from corolla.core.kv_pool import PooledPasses, SlotPool
 from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
-from corolla.core.step_graph import BatchGraphs, StepGraph, step_graph_supported
+from corolla.core.step_graph import StepGraph, step_graph_supported
 from corolla.core.weights import load_tensors, names_with_prefix
 
 ACCEPTED_DTYPES = tuple(DTYPES.values())
@@ -174,6 +175,7 @@ class _Session:
     length: int = 0
     graph: StepGraph | None = None
     graph_refused: bool = False  # this session's one-token steps take the dynamic path
+    pooled: bool = False  # its cache is rows of the runtime's pool (core/kv_pool.py)
     one_token_steps: int = 0
     adapter: str | None = None  # the LoRA adapter every step of this session uses
 
@@ -191,7 +193,8 @@ class SpanRuntime:
         # One-token steps with static shapes (core/step_graph.py): captured as CUDA graphs on a GPU,
         # the default there; run uncaptured elsewhere (only when asked: it is slower on a CPU).
         self.static_steps = span.device.type == "cuda" if static_steps is None else static_steps
-        self._batch_graphs = BatchGraphs()
+        self._pool: SlotPool | None = None  # made at the first session that static steps can serve
+        self._passes: PooledPasses | None = None
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
@@ -229,8 +232,13 @@ class SpanRuntime:
                 )
             # static steps need the whole reservation up front: their buffers never move
             room = max_length if self.static_steps else 0
-            self._sessions[session_id] = _Session(self.span.new_cache(room), max_length, batch_size,
-                                                  adapter=adapter)
+            session = _Session(self.span.new_cache(room), max_length, batch_size, adapter=adapter)
+            if self.static_steps and step_graph_supported(self.span.family, self.span.blocks, session.cache):
+                if self._pool is None:
+                    self._pool = SlotPool(self.span, self.max_cache_tokens)
+                    self._passes = PooledPasses(self.span, self._pool)
+                session.pooled = self._pool.take(session_id, session.cache, batch_size, max_length)
+            self._sessions[session_id] = session
 
     def session_length(self, session_id: str) -> int:
         return self._get(session_id).length
@@ -247,8 +255,11 @@ class SpanRuntime:
             self.truncate(session_id, start)
         prompted = prompts is not None and session.length < prompts.shape[1]
         plain = session.adapter is None and not prompted  # what a captured one-token step computes
-        graph = self._graph(session) if plain and hidden.shape[1] == 1 and session.length else None
-        if graph is not None:
+        one_step = plain and hidden.shape[1] == 1 and session.length
+        graph = self._graph(session) if one_step and not session.pooled else None
+        if one_step and session.pooled and self._passes.fits(session.batch_size):
+            out = self._passes.step([session_id], [hidden], [session])[0]
+        elif graph is not None:
             out = graph.step(hidden, session.length)
         else:
             with self.span.adapters.use([session.adapter] * session.batch_size):
@@ -299,13 +310,12 @@ class SpanRuntime:
             if start is not None:
                 self.truncate(sid, start)
         tokens = steps[0][1].shape[1]
-        if self.static_steps and tokens == 1 and all(s.length and s.adapter is None for s in sessions):
-            graph = self._batch_graphs.get(self.span, tuple(sid for sid, _, _ in steps), sessions)
-            if graph is not None:
-                outs = graph.run_batch([h for _, h, _ in steps], [s.length for s in sessions])
-                for s in sessions:
-                    s.length += 1
-                return outs
+        if (tokens == 1 and all(s.pooled and s.length and s.adapter is None for s in sessions)
+                and self._passes.fits(sum(s.batch_size for s in sessions))):
+            outs = self._passes.step([sid for sid, _, _ in steps], [h for _, h, _ in steps], sessions)
+            for s in sessions:
+                s.length += 1
+            return outs
         pasts = [s.length for s in sessions for _ in range(s.batch_size)]
         longest = max(pasts)
         batch = self.span.new_cache()
@@ -373,7 +383,8 @@ class SpanRuntime:
         with self._lock:
             if self._sessions.pop(session_id, None) is None:
                 raise UnknownSessionError(f"session {session_id!r} is not open")
-            self._batch_graphs.forget(session_id)
+            if self._pool is not None:
+                self._pool.release(session_id)
 
     def _get(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)

@@ -135,6 +135,8 @@ class ChatWindow(QMainWindow):
         backend.adapters_offered.connect(self.tuning.show_adapters)
         if backend.card is not None:
             self._model_ready(backend.card)
+        if backend.writer.tuned is not None:  # chosen before this window opened (remembered from last time)
+            self.tuning.show_tuned(backend.writer.tuned)
         self.composer.editor.setFocus()  # a chat window opens ready to type in
         self.monitor = monitor
         if monitor is not None:  # servers of the route that leave fade out of the route panel

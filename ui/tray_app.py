@@ -78,6 +78,8 @@ class TrayApp(QObject):
             catalog.failed.connect(self.chat.models.show_failure)
             self.chat.models.refresh_requested.connect(catalog.refresh)
             self.chat.models.chosen.connect(self.services.choose_model)
+            self.chat.tuning.remembered = self.services.settings.adapter or None
+            self.chat.tuning.adapter_picked.connect(self.services.remember_adapter)
             self.services.model_choice.connect(self.chat.show_model_choice)
             if catalog.last:
                 self.chat.models.show_models(catalog.last)

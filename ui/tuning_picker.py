@@ -25,6 +25,7 @@ NO_ADAPTER = "none"
 class TuningPicker(QWidget):
     tuned_requested = Signal(object)  # Path of a tuned-prompts file to use, or None for none
     adapter_requested = Signal(object)  # the adapter's name, or None for the base model
+    adapter_picked = Signal(object)  # the same, when the user picked it (not when it stopped being offered)
     adapters_wanted = Signal()  # ask again which adapters the swarm offers
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -57,6 +58,7 @@ class TuningPicker(QWidget):
         grid.addWidget(self.refresh, 1, 3)
         grid.addWidget(self.problem, 2, 0, 1, 4)
         grid.setColumnStretch(1, 1)
+        self.remembered: str | None = None  # the adapter chosen last time: picked again once it is offered
         self.show_adapters([])
         self.choose.clicked.connect(self._ask_file)
         self.clear.clicked.connect(lambda: self.tuned_requested.emit(None))
@@ -75,7 +77,9 @@ class TuningPicker(QWidget):
             self.tuned_requested.emit(Path(path))
 
     def _adapter_picked(self, index: int) -> None:
+        self.remembered = None  # the user chose
         self.adapter_requested.emit(self.current_adapter)
+        self.adapter_picked.emit(self.current_adapter)
 
     @Slot(object)
     def show_tuned(self, path: Path | None) -> None:
@@ -93,7 +97,8 @@ class TuningPicker(QWidget):
 
     @Slot(list)
     def show_adapters(self, names: list[str]) -> None:
-        """The adapters on offer. If the chosen one is no longer offered, replies go back to none."""
+        """The adapters on offer. If the chosen one is no longer offered, replies go back to none until it is
+        offered again."""
         current = self.current_adapter
         self.adapter.clear()
         self.adapter.addItems([NO_ADAPTER, *names])
@@ -102,5 +107,10 @@ class TuningPicker(QWidget):
                                 if names else "No server of the swarm offers an adapter (corolla serve --adapter DIR)")
         if current in names:
             self.adapter.setCurrentText(current)
-        elif current is not None:
+        elif current is not None:  # picked again when it is offered again
+            self.remembered = current
             self.adapter_requested.emit(None)
+        elif self.remembered in names:
+            self.adapter.setCurrentText(self.remembered)
+            self.remembered = None
+            self.adapter_requested.emit(self.current_adapter)

@@ -161,7 +161,7 @@ class LocalSwarm:
     def add_server(self, *extra: str, name: str | None = None) -> ChildProcess:
         """Start a server and wait until it serves."""
         server = self.start_server(*extra, name=name)
-        server.wait_for(r"serving blocks")
+        server.wait_for(r"serving block")
         return server
 
     def stop(self) -> None:

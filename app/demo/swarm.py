@@ -16,7 +16,7 @@ from corolla.p2p.names import blocks_text
 
 DEFAULT_SPANS = ((0, 10), (10, 20), (20, 30))
 _JOIN = re.compile(r"join with: --initial-peers (\S+)")
-_SERVING = re.compile(r"serving blocks (\d+):(\d+) .* as (\S+);")
+_SERVING = re.compile(r"serving blocks? \S+ of .* as (\S+);")
 
 
 class DemoSwarm:
@@ -79,7 +79,7 @@ class DemoSwarm:
         return server
 
     def _wait_serving(self, server: ChildProcess) -> None:
-        server.peer_id = server.wait_for(_SERVING.pattern).group(3)
+        server.peer_id = server.wait_for(_SERVING.pattern).group(1)
 
     def _identity(self, name: str) -> str:
         return str(self.workdir / f"{name}.key") if self.workdir is not None else EPHEMERAL

@@ -23,6 +23,7 @@ from corolla.core.errors import CorollaError
 from corolla.p2p.discovery import announce
 from corolla.p2p.host import Peer, open_peer
 from corolla.p2p.identity import EPHEMERAL, claim_identity_path, identity_key
+from corolla.p2p.names import blocks_text
 from corolla.p2p.records import LEAVING, ONLINE, BlockRange
 
 log = logging.getLogger("corolla.node")
@@ -148,7 +149,7 @@ async def run_server(cfg: NodeConfig) -> None:
         status.send(ServerStatus(Event.LOADING, blocks.start, blocks.end))
         n = torch.get_num_threads()
         threads = f" with {n} CPU thread{'s' if n != 1 else ''}" if cfg.device == "cpu" else ""
-        say(f"loading blocks {blocks} of {model.name} ({model.num_blocks} blocks) on {cfg.device}{threads}")
+        say(f"loading {blocks_text(blocks.start, blocks.end)} of {model.name} ({model.num_blocks} blocks) on {cfg.device}{threads}")
         span = await trio.to_thread.run_sync(load_span, cfg, path, blocks, dtype)
         node = ServerNode(span, model.name, model.hash, cache_tokens=cfg.cache_tokens,
                           max_sessions=cfg.max_sessions)
@@ -169,7 +170,7 @@ async def run_server(cfg: NodeConfig) -> None:
             nursery.start_soon(_report_sessions, node, status)
             stats = StatsKeeper(node, status, stats_path)
             nursery.start_soon(stats.run)
-            say(f"serving blocks {blocks} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
+            say(f"serving {blocks_text(blocks.start, blocks.end)} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
                 f"{node.block_ms:.2f} ms per block per token")
             if span.adapters.names:
                 say("LoRA adapters: " + ", ".join(span.adapters.names))
@@ -259,7 +260,7 @@ async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: to
         target = better_span([s for s in servers if s.peer_id != me.peer_id] + [me], me, model.num_blocks)
         if target is None:
             continue
-        say(f"moving to blocks {target}: waiting for {node.active_sessions} open session(s) to move off")
+        say(f"moving to {blocks_text(target.start, target.end)}: waiting for {node.active_sessions} open session(s) to move off")
         status.send(ServerStatus(Event.MOVING, target.start, target.end))
         node.state = LEAVING
         with trio.move_on_after(cfg.drain_timeout * 6):
@@ -276,7 +277,7 @@ async def _rebalance_forever(cfg: NodeConfig, peer: Peer, node, model, dtype: to
         await announce(peer, model.name, model.hash, node.blocks)
         status.send(ServerStatus(Event.SERVING, target.start, target.end, sessions=node.active_sessions,
                                  peer_id=str(peer.peer_id)))
-        say(f"serving blocks {target} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
+        say(f"serving {blocks_text(target.start, target.end)} of {model.name} (hash {model.hash}) as {peer.peer_id}; "
             f"{node.block_ms:.2f} ms per block per token")
 
 

@@ -44,7 +44,7 @@ def test_status_messages_become_state():
 
 
 @pytest.mark.parametrize("line", [
-    "serving blocks 0:10 of SmolLM2 as 12D3KooW…",  # words for people are not status
+    "serving blocks 0–9 of SmolLM2 as 12D3KooW…",  # words for people are not status
     '{"event": "serving"}',  # no version
     '{"status": 2, "event": "serving"}',  # another version
     '{"status": 1, "event": "dancing"}',

@@ -103,7 +103,7 @@ def test_captured_one_token_steps_equal_the_dynamic_path(tiny_llama):
         got, want = graphs.forward("s", x, start=start), plain.forward("s", x, start=start)
         assert got.device.type == "cpu" and got.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3 * want.abs().max().item())
-    assert graphs._sessions["s"].graph is not None and graphs._sessions["s"].graph.graph is not None
+    assert graphs._sessions["s"].pooled and graphs._passes.captures == 1
 
 
 def test_captured_batched_steps_equal_the_dynamic_path(tiny_llama):
@@ -122,5 +122,38 @@ def test_captured_batched_steps_equal_the_dynamic_path(tiny_llama):
         want = plain.forward_many([(sid, x, None) for sid, x in xs.items()])
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-3 * w.abs().max().item())
-    entry = graphs._batch_graphs._entries[("a", "b")]
-    assert entry[2] and entry[2].graph is not None
+    assert graphs._passes._passes[(2, 64)][1].graph is not None
+
+
+def test_changing_sets_of_sessions_replay_the_captured_passes(tiny_llama):
+    """Sessions come, go and decode in changing sets: after one capture per padded size, none more,
+    and every session's output is what it is without neighbours (the dynamic path, one at a time)."""
+    span = Span.load(tiny_llama, 0, 6, device="cuda", dtype=torch.bfloat16)
+    graphs, plain = SpanRuntime(span, 4096), SpanRuntime(span, 4096, static_steps=False)
+    torch.manual_seed(3)
+
+    def open_(sid: str, prompt: int) -> None:
+        x = torch.randn(1, prompt, 64, dtype=torch.bfloat16)
+        for rt in (graphs, plain):
+            rt.open_session(sid, 48)
+            rt.forward(sid, x)
+
+    def step(ids: str) -> None:
+        xs = [(sid, torch.randn(1, 1, 64, dtype=torch.bfloat16), None) for sid in ids]
+        got = graphs.forward_many(xs)
+        for (sid, x, _), g in zip(xs, got):  # each alone through the dynamic path
+            w = plain.forward(sid, x)
+            torch.testing.assert_close(g.float(), w.float(), rtol=0.02, atol=0.02 * w.float().abs().max().item())
+
+    for i, sid in enumerate("abcdefgh"):
+        open_(sid, 2 + 3 * i)
+    for ids in ("abcdefgh", "abcdefgh", "ab", "cd", "abcd", "efgh", "a", "b"):  # 8, 2, 4, 1 captured
+        step(ids)
+    captured = graphs._passes.captures
+    assert captured == 4
+    for rt in (graphs, plain):
+        rt.close_session("c")
+    open_("z", 4)
+    for ids in ("zabdefgh", "hgz", "ez", "zd", "bdfh", "z", "azbdefgh"):
+        step(ids)
+    assert graphs._passes.captures == captured

@@ -45,8 +45,10 @@ def test_static_steps_equal_dynamic_steps_through_rollback_and_batches(span):
         else:
             close(static.forward("s", x), dynamic.forward("s", x))
     assert static.session_length("s") == dynamic.session_length("s") == 11
-    assert static._sessions["s"].graph is not None or span.family.name == "BLOOM"  # BLOOM stays dynamic
-    assert bool(static._batch_graphs._entries[("s", "t")][2]) == (span.family.name != "BLOOM")
+    rotary = span.family.name != "BLOOM"  # BLOOM stays dynamic
+    assert static._sessions["s"].pooled == rotary
+    # one pass of 1 row and one of 2 rows (padded sizes), both reading 64 cache positions
+    assert static._passes is None if not rotary else set(static._passes._passes) == {(1, 64), (2, 64)}
     for rt in (dynamic, static):
         rt.close_session("s")
         rt.close_session("t")

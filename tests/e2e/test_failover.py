@@ -93,8 +93,8 @@ class Generation:
 
 
 def test_servers_with_num_blocks_cover_uncovered_blocks_first(swarm):
-    spans = [s.wait_for(r"serving blocks (\d+:\d+)").group(1) for s in swarm.servers[:3]]
-    assert spans == ["0:10", "10:20", "20:30"]
+    spans = [s.wait_for(r"serving blocks (\d+–\d+)").group(1) for s in swarm.servers[:3]]
+    assert spans == ["0–9", "10–19", "20–29"]
 
 
 def test_kill_9_of_the_server_in_use_gives_the_same_text(swarm, expected):

@@ -93,7 +93,7 @@ def test_a_new_server_appears_in_swarm_health(swarm):
     report = corolla("swarm", "--model", "default", "--initial-peers", swarm.bootstrap_addr)
     assert report.returncode == 0, report.stderr
     assert report.stdout.rstrip().endswith("uncovered blocks: none")
-    peer_id = fourth.wait_for(r"serving blocks 5:15 .* as (\S+);").group(1)
+    peer_id = fourth.wait_for(r"serving blocks 5–14 .* as (\S+);").group(1)
     deadline = time.monotonic() + 60
     while True:
         report = corolla("swarm", "--model", "default", "--initial-peers", swarm.bootstrap_addr)

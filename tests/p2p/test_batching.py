@@ -48,7 +48,8 @@ def test_concurrent_sessions_share_passes_and_each_equals_its_solo_run(tiny_mode
     outs = run_with_swarm(tiny_model, body)
     for i, xs in sessions.items():
         for got, want in zip(outs[i], _solo(tiny_model, xs), strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+            # a batched pass sums in another order than a solo one: float32 rounding, not a neighbour's rows
+            torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
     for node in nodes.values():
         # 4 sessions x 9 steps: some of them ran together (a step that timed out on a loaded machine is
         # sent again, so a few more may be counted)

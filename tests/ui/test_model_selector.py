@@ -60,6 +60,13 @@ def test_choosing_a_model_routes_the_next_reply_through_it(qtbot, models):
             selector.choose("tiny-llama")
         assert ready.args[0].name == "tiny-llama" and "tiny-llama" in chat.model_label.text()
         assert selector.combo.currentText().startswith("tiny-llama")
+        chosen = services.chat_model
+        assert chosen is not None and services.settings.chat_model == str(chosen)  # remembered ...
+        again = Services(services.settings, persist=False)
+        try:
+            assert again.chat_model == chosen  # ... and the next start chats with it
+        finally:
+            again.shutdown()
 
         routes, states = [], []
         services.backend.route_changed.connect(routes.append)

@@ -96,3 +96,33 @@ def test_adapters_on_offer_are_listed_and_a_local_route_refuses_one(qtbot, chat)
     with qtbot.waitSignal(picker.adapter_requested) as back:
         picker.show_adapters(["sql"])  # the chosen adapter is no longer offered
     assert back.args == [None] and services.backend.writer.adapter is None
+
+
+def test_the_next_start_uses_the_tuned_prompts_and_adapter_chosen_last_time(qtbot, monkeypatch, chat, tmp_path,
+                                                                             default_model_path):
+    services, window = chat
+    picker = window.tuning
+    model = ModelInfo.load(default_model_path)
+    mine = tuned_file(tmp_path, model, model.hash, "mine.safetensors")
+    pick(qtbot, monkeypatch, picker, mine, services.backend.tuned_chosen)
+    picker.show_adapters(["greeter", "sql"])  # as the swarm would answer
+    picker.adapter.setCurrentIndex(1)
+    picker.adapter.activated.emit(1)
+    picker.show_adapters(["sql"])  # a server left: replies go back to the base model, the choice is kept
+    assert services.backend.writer.adapter is None
+    assert (services.settings.tuned, services.settings.adapter) == (str(mine), "greeter")
+
+    again = Services(services.settings, persist=False, local_spans=[(0, 30)])  # what was saved, read back
+    app = TrayApp(again)
+    qtbot.addWidget(app.tray.window)
+    try:
+        with qtbot.waitSignal(again.backend.tuned_chosen, timeout=120_000) as chosen:
+            again.start()
+        assert chosen.args == [mine] and again.backend.writer.tuned == mine
+        second = app.open_chat()
+        assert second.tuning.tuned_name.text() == "mine.safetensors"
+        assert again.backend.writer.adapter is None  # until the swarm offers it
+        second.tuning.show_adapters(["sql", "greeter"])
+        assert second.tuning.current_adapter == "greeter" and again.backend.writer.adapter == "greeter"
+    finally:
+        app.quit()

@@ -65,9 +65,14 @@ class ChatBackend(QObject):
         self._trio.spawn(load, on_done=self._set_card, on_error=lambda e: self.failed.emit(0, _describe(e)))
 
     def use_model(self, model_path: Callable[[], Path]) -> None:
-        """Write the next replies with another model (a reply being written finishes with its own)."""
-        self.writer = ReplyWriter(model_path, self._routes)
+        """Write the next replies with another model (a reply being written finishes with its own). The
+        adapter is asked for by name again (the picker drops it unless the new model's servers offer it);
+        tuned prompts belong to one model, so they are dropped."""
+        old, self.writer = self.writer, ReplyWriter(model_path, self._routes)
+        self.writer.adapter = old.adapter
         self.card = None
+        if old.tuned is not None:
+            self.tuned_chosen.emit(None)
         self.load()
 
     @Slot(object)

@@ -76,9 +76,10 @@ class Services(QObject):
         self.trio = TrioThread().start()
         self.store = ConversationStore(history_path)
         self.connection: SwarmConnection | None = None
-        self.chat_model: Path | None = None  # a model chosen in the chat; None: the settings' model
+        self.chat_model = _model_folder(settings.chat_model)  # a model chosen in the chat; None: the settings'
         self._routes = _RouteSwitch(self._route_factory(settings))
         self.backend = ChatBackend(self.trio, self._model_path(), self._routes)
+        self.backend.tuned_chosen.connect(lambda path: self._remember(tuned="" if path is None else str(path)))
         self.conversations = ConversationController(self.store, self.backend, settings.sampling,
                                                     settings.system_prompt)
         self.contribution = ContributionController()
@@ -121,14 +122,18 @@ class Services(QObject):
         path, text = choose(model, self.catalog.copies)
         if path is not None and path != self.chat_model:
             self.chat_model = path
+            self._remember(chat_model=str(path))
             if self.local_spans is None and self.connection is not None:
                 self._use_swarm(list(self.connection.initial_peers))
             self.backend.use_model(self._model_path())
         self.model_choice.emit(text, path is not None)
 
     def start(self) -> None:
-        """Load the model's head in the background; resume contributing if it was on."""
+        """Load the model's head in the background, with the tuned prompts chosen last time; resume
+        contributing if it was on."""
         self.backend.load()
+        if self.settings.tuned:  # checked against the model again: a refusal says why, in the picker
+            self.backend.choose_tuned(Path(self.settings.tuned))
         if self.settings.contribute:
             self.contribution.start(self.settings)
 
@@ -188,6 +193,16 @@ class Services(QObject):
         """The chat's sampling knobs, kept as the default for next time."""
         self._save(self.settings.replace(sampling=sampling))
 
+    def remember_adapter(self, name: str | None) -> None:
+        """The adapter the user picked in the chat (None: the base model), picked again at the next start
+        once the swarm offers it."""
+        self._remember(adapter=name or "")
+
+    def _remember(self, **choices: str) -> None:
+        """Keep the chat's choices (model, tuned prompts, adapter) for the next start."""
+        if any(getattr(self.settings, name) != value for name, value in choices.items()):
+            self._save(self.settings.replace(**choices))
+
     def _save(self, new: Settings) -> None:
         self.settings = new
         if self.persist:
@@ -215,3 +230,9 @@ class Services(QObject):
         self.api.stop(wait_ms=5000)
         self.trio.stop(timeout=5)  # cancels every task, the swarm connection's included
         self.store.close()
+
+
+def _model_folder(text: str) -> Path | None:
+    """The model folder remembered as the chat's choice, if it is still there."""
+    path = Path(text) if text else None
+    return path if path is not None and (path / "config.json").is_file() else None

@@ -45,6 +45,11 @@ class WireLimits:
 DEFAULT_LIMITS = WireLimits()
 
 
+class FrameCutShort(trio.TooSlowError):
+    """A frame started (its lengths were read) but its rest did not come in time: what is read next on
+    the stream is the middle of that frame, so the stream is out of sync and must be ended."""
+
+
 class StreamGone(Exception):
     """The stream ended (EOF, reset, closed) before a whole message was read or written."""
 
@@ -145,11 +150,20 @@ async def read_message(
 ) -> tuple[dict[str, Any], list[torch.Tensor]]:
     """Read one frame: wait up to `idle_timeout` s for it to start, then `body_timeout` s for the rest.
 
-    Raises trio.TooSlowError on a timeout, StreamGone when the stream ends, ProtocolError on a bad frame
-    (after which the stream is out of sync and must be closed).
+    Raises trio.TooSlowError on a timeout (FrameCutShort when the frame had begun), StreamGone when the
+    stream ends, ProtocolError on a bad frame (after either of those two, the stream is out of sync
+    and must be closed).
     """
     with trio.fail_after(idle_timeout):
         first = await _read_exactly(stream, _LENGTHS.size)
+    try:
+        return await _read_rest(stream, first, limits, body_timeout)
+    except trio.TooSlowError:
+        raise FrameCutShort(f"a frame began but its rest did not come within {body_timeout:g} s") from None
+
+
+async def _read_rest(stream: Any, first: bytes, limits: WireLimits, body_timeout: float
+                     ) -> tuple[dict[str, Any], list[torch.Tensor]]:
     with trio.fail_after(body_timeout):
         head_len, payload_len = _LENGTHS.unpack(first)
         if head_len > limits.max_header_bytes:

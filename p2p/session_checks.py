@@ -9,8 +9,8 @@ raises Rollback after replacing a liar, back to its first wrong output.
 A hop is checked whenever `SpotCheck.interval` of its outputs are unchecked (1/rate, at most
 `held`): the text shown (which waits for its check) then trails the decoding by a bounded number of
 tokens instead of coming in bursts, a liar is caught within a bounded number of steps, and what is
-left to check at the end, on the critical path, is short. The checkers' sessions are opened when the session opens,
-beside its first steps, so the first check does not wait for them.
+left to check at the end, on the critical path, is short. The checkers' sessions are opened when
+the session opens, beside its first steps, so that the first check does not wait for them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Catching servers that return wrong activations: every so many steps of a hop (SpotCheck.interval),
-a second server holding the same blocks computes the hop's inputs too, and every output since the hop's last check is
-compared within a tolerance fitting the dtypes. The second server keeps its own session over those
+"""Catching servers that return wrong activations: every so many outputs of a hop (SpotCheck.interval),
+a second server holding the same blocks computes the hop's inputs too, and every output since the
+hop's last check is compared within a tolerance fitting the dtypes. The second server keeps its own session over those
 blocks (a checker session, p2p/session.py), so each check sends only the inputs it has not seen; when
 it disagrees, other servers recompute the whole input (the forward protocol) and a third decides. The
 peer in the minority is banned, recorded in the reputation, and reported. Checks run beside the

@@ -127,8 +127,10 @@ def decode_tensor(dtype: torch.dtype, shape: list[int], data: bytes | bytearray)
     return flat.reshape(shape)
 
 
-async def _read_exactly(stream: Any, n: int) -> bytes:
-    chunks, got = [], 0
+async def _read_exactly(stream: Any, n: int, chunks: list[bytes] | None = None) -> bytes:
+    """`n` bytes of `stream`; `chunks`: where the pieces read so far are kept (a caller whose wait
+    ran out learns whether any were taken)."""
+    chunks, got = [] if chunks is None else chunks, 0
     while got < n:
         try:
             chunk = await stream.read(n - got)
@@ -154,8 +156,13 @@ async def read_message(
     stream ends, ProtocolError on a bad frame (after either of those two, the stream is out of sync
     and must be closed).
     """
-    with trio.fail_after(idle_timeout):
-        first = await _read_exactly(stream, _LENGTHS.size)
+    taken: list[bytes] = []
+    with trio.move_on_after(idle_timeout) as idle:
+        first = await _read_exactly(stream, _LENGTHS.size, taken)
+    if idle.cancelled_caught:
+        if taken:  # part of the lengths was read
+            raise FrameCutShort(f"a frame began but its lengths did not come within {idle_timeout:g} s")
+        raise trio.TooSlowError
     try:
         return await _read_rest(stream, first, limits, body_timeout)
     except trio.TooSlowError:

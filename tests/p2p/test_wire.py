@@ -135,6 +135,29 @@ def test_a_reply_cut_short_after_its_lengths_says_so_and_what_follows_is_its_mid
     trio.run(main)
 
 
+def test_a_frame_whose_lengths_stop_halfway_is_cut_short_and_silence_is_only_too_slow():
+    whole = encode({"type": "x"})
+
+    class Halfway(ByteStream):  # 4 of the 8 length bytes, then nothing
+        async def read(self, n: int) -> bytes:
+            if len(self.data) == len(whole) - 4:
+                await trio.sleep_forever()
+            return await super().read(n)
+
+    class Silent(ByteStream):
+        async def read(self, n: int) -> bytes:
+            await trio.sleep_forever()
+
+    async def main():
+        with pytest.raises(FrameCutShort):
+            await read_message(Halfway(whole, chunk=4), idle_timeout=0.05, body_timeout=1)
+        with pytest.raises(trio.TooSlowError) as silent:
+            await read_message(Silent(), idle_timeout=0.05, body_timeout=1)
+        assert not isinstance(silent.value, FrameCutShort)
+
+    trio.run(main)
+
+
 def test_integer_tensors_are_not_sent():
     with pytest.raises(ProtocolError, match="cannot send dtype"):
         encode({"type": "x"}, [torch.zeros(3, dtype=torch.long)])

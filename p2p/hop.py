@@ -72,6 +72,7 @@ class HopSession:
         # check sends it only what it has not seen, instead of the whole input again.
         self.shadow: HopSession | None = None
         self.shadow_end = 0
+        self.shadow_opening: trio.Event | None = None  # set when the opening of `shadow` under way ends
 
 
     @classmethod

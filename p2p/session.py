@@ -93,6 +93,7 @@ class InferenceSession(SpotChecking):
         self.position = 0
         self._next_move_try = 0.0
         self._checks: list[PendingCheck] = []
+        self._openers = trio.CancelScope()  # checkers' sessions opened beside the first steps
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
 
@@ -109,6 +110,7 @@ class InferenceSession(SpotChecking):
             raise
         for h in self.hops:
             self.history[h.hop.start], self.outputs[h.hop.start] = [], []
+        self._open_checkers()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -120,8 +122,7 @@ class InferenceSession(SpotChecking):
             await self._stack.__aexit__(None, None, None)
 
     async def close(self) -> None:
-        for check in self._checks:
-            check.scope.cancel()
+        self._cancel_checks()
         async with trio.open_nursery() as nursery:
             for h in self.hops:
                 nursery.start_soon(h.close)

@@ -5,6 +5,12 @@ hop's checker session (another server holding the same blocks, fed only the inpu
 recomputes every output since the hop's last check; when it disagrees, two other servers recompute
 it all and the majority decides. `checked()` reports how far every hop's outputs are checked, or
 raises Rollback after replacing a liar, back to its first wrong output.
+
+A hop is checked whenever `SpotCheck.interval` of its outputs are unchecked (1/rate, at most
+`held`): the text shown (which waits for its check) then trails the decoding by a bounded number of
+tokens instead of coming in bursts, a liar is caught within a bounded number of steps, and what is
+left to check at the end, on the critical path, is short. The checkers' sessions are opened when
+the session opens, beside its first steps, so that the first check does not wait for them.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class SpotChecking:
     deep_prompts: torch.Tensor | None
     _checks: list[PendingCheck]
     _nursery: trio.Nursery | None
+    _openers: trio.CancelScope
 
     def _rewind(self, start: int) -> None: ...
 
@@ -48,12 +55,62 @@ class SpotChecking:
 
     def answered(self, hop: HopSession, out: torch.Tensor) -> None:
         """`hop` answered a step with `out` (sent by the client or pushed): count it, and keep it for
-        the spot checks, which may pick this step."""
+        the spot checks; a check is due after a hop's first step and every `interval` outputs."""
         first, hop.steps = hop.steps == 0, hop.steps + 1
         # a checker's session gets no deep prompts, so sessions with them are not spot-checked
         if self.spot_check is not None and self.deep_prompts is None:  # outputs are kept for the checks only
-            self.outputs[hop.hop.start].append(out)
-            hop.check_wanted |= self.spot_check.wants(first)
+            kept = self.outputs[hop.hop.start]
+            kept.append(out)
+            covered = max(hop.checked, 0 if hop.checking is None else hop.checking.valid_end)
+            hop.check_wanted |= self.spot_check.wants(first, sum(o.shape[1] for o in kept) - covered)
+
+    def _open_checkers(self) -> None:
+        """Open every hop's checker session now, beside the first steps (the session just opened)."""
+        if self.spot_check is None or self.spot_check.rate <= 0 or self.deep_prompts is not None:
+            return
+        self._nursery.start_soon(self._open_early, list(self.hops))
+
+    async def _open_early(self, hops: list[HopSession]) -> None:
+        with self._openers:
+            async with trio.open_nursery() as nursery:
+                for hop in hops:
+                    nursery.start_soon(self._open_one_early, hop)
+
+    async def _open_one_early(self, hop: HopSession) -> None:
+        try:
+            await self._open_shadow(hop)
+        except Exception as exc:  # noqa: BLE001 - the hop's first check tries again
+            log.debug("checker of %s: %s", short_id(hop.hop.peer_id), exc)
+
+    async def _open_shadow(self, hop: HopSession) -> None:
+        """Find `hop`'s fastest checker and open a session there (hop.shadow stays None when there is
+        none or it fails); while another task opens it, wait for that one instead."""
+        if hop.shadow_opening is not None:
+            await hop.shadow_opening.wait()
+            return
+        hop.shadow_opening = opening = trio.Event()
+        try:
+            checkers = await self.spot_check.checkers(self.client, hop.hop.server, hop.hop.start, hop.hop.end,
+                                                      self.adapter)
+            if checkers:
+                try:
+                    shadow = await HopSession.open(self.client, RouteHop(checkers[0], hop.hop.start, hop.hop.end),
+                                                   self.max_length, self.timeout, self.adapter)
+                except HopFailure:
+                    return
+                if hop not in self.hops or hop.shadow is not None:  # replaced meanwhile
+                    await shadow.close(polite=False)
+                    return
+                hop.shadow, hop.shadow_end = shadow, 0
+        finally:
+            hop.shadow_opening = None
+            opening.set()
+
+    def _cancel_checks(self) -> None:
+        """Stop the checks and the openings of checkers under way (the session closes)."""
+        self._openers.cancel()
+        for check in self._checks:
+            check.scope.cancel()
 
     def _start_check(self, hop: HopSession) -> None:
         """Have another server recompute `hop`'s outputs since its last check, beside the next steps."""
@@ -83,16 +140,9 @@ class SpotChecking:
         """PASSED when the hop's checker session agrees on the outputs since `check.since`, fed only the
         inputs it has not seen; None when there is no checker or it disagrees (the checker is then dropped)."""
         if hop.shadow is None:
-            checkers = await self.spot_check.checkers(self.client, hop.hop.server, hop.hop.start, hop.hop.end,
-                                                      self.adapter)
-            if not checkers:
+            await self._open_shadow(hop)
+            if hop.shadow is None:
                 return None
-            try:
-                hop.shadow = await HopSession.open(self.client, RouteHop(checkers[0], hop.hop.start, hop.hop.end),
-                                                   self.max_length, self.timeout, self.adapter)
-            except HopFailure:
-                return None
-            hop.shadow_end = 0
         shadow, fed = hop.shadow, min(hop.shadow_end, check.since)
         try:
             got = (await shadow.exchange(inputs[:, fed:], start=fed))[:, check.since - fed:]

@@ -1,6 +1,6 @@
-"""Catching servers that return wrong activations: after a sampled step of a hop, a second server
-holding the same blocks computes the hop's inputs too, and every output since the hop's last check is
-compared within a tolerance fitting the dtypes. The second server keeps its own session over those
+"""Catching servers that return wrong activations: every so many outputs of a hop (SpotCheck.interval),
+a second server holding the same blocks computes the hop's inputs too, and every output since the
+hop's last check is compared within a tolerance fitting the dtypes. The second server keeps its own session over those
 blocks (a checker session, p2p/session.py), so each check sends only the inputs it has not seen; when
 it disagrees, other servers recompute the whole input (the forward protocol) and a third decides. The
 peer in the minority is banned, recorded in the reputation, and reported. Checks run beside the
@@ -11,7 +11,6 @@ it decided survives.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,7 +26,10 @@ from corolla.p2p.reputation import Reputation
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RATE = 0.05  # fraction of later steps checked; a hop's first step is always checked
+DEFAULT_RATE = 0.05  # fraction of later steps after which a check starts; a hop's first step is always checked
+# A hop is checked at the latest when this many of its outputs are unchecked (text waits for its
+# check: it then trails the decoding by about this many tokens, plus a check's round trip).
+HELD_TOKENS = 16
 CHECK_TIMEOUT = 10.0
 # A check's verdict when nobody was caught: all agree; they disagree and none can decide; no other
 # server holds the blocks, so nobody can tell (such outputs are shown unchecked, as nothing can change).
@@ -63,10 +65,12 @@ class PendingCheck:
 
 @dataclass
 class SpotCheck:
-    """When and how to check. rate 0: off; 1: every step."""
+    """When and how to check. rate 0: off; 1: every step; in between, a hop's outputs are compared
+    every 1/rate of its steps, and at the latest every `held` (every output is compared in the end:
+    the rate says how soon, and how many of the decided tokens wait for their check)."""
 
     rate: float = DEFAULT_RATE
-    seed: int | None = None
+    held: int | None = None  # outputs left unchecked at most before a check starts anyway (None: HELD_TOKENS)
     reputation: Reputation = field(default_factory=Reputation)  # use the client's (see InferenceSession)
     on_caught: Callable[[LiarCaught], None] = lambda caught: None
     checks: int = 0
@@ -75,12 +79,21 @@ class SpotCheck:
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"spot-check rate must be from 0 to 1, got {self.rate}")
-        self._rng = random.Random(self.seed)
+        self.held = HELD_TOKENS if self.held is None else self.held
+        if self.held < 1:
+            raise ValueError(f"spot-check held outputs must be at least 1, got {self.held}")
 
-    def wants(self, first_step: bool) -> bool:
+    @property
+    def interval(self) -> int:
+        """Outputs of a hop left unchecked before a check starts: 1/rate, at most `held`."""
+        return min(self.held, max(1, round(1 / self.rate))) if self.rate > 0 else 0
+
+    def wants(self, first_step: bool, unchecked: int) -> bool:
+        """Whether a hop that just answered (`first_step`: for the first time) and has `unchecked`
+        outputs that no check covers yet (done or under way) is due for a check."""
         if self.rate <= 0:
             return False
-        return first_step or self._rng.random() < self.rate
+        return first_step or unchecked >= self.interval
 
     async def checkers(self, client: SwarmClient, server: ServerInfo, start: int, end: int,
                        adapter: str | None = None) -> list[ServerInfo]:
@@ -104,20 +117,31 @@ class SpotCheck:
         others = await self.checkers(client, server, start, end, adapter)
         tokens = output.shape[1]
         answers: list[tuple[str, torch.Tensor]] = []
-        for other in others:
+
+        async def ask(other: ServerInfo, got: dict[str, torch.Tensor]) -> None:
             try:
                 full = await request_forward(client.peer, other.peer_id, start, end, inputs, CHECK_TIMEOUT,
                                              adapter=adapter)
             except (PeerUnavailableError, RemoteError, ProtocolError) as exc:
                 log.debug("spot-check: %s did not answer: %s", other.name, exc)
-                continue
-            answers.append((other.peer_id, full[:, -tokens:]))
-            if len(answers) == 1 and agree(output, answers[0][1], server.dtype, other.dtype):
+                return
+            got[other.peer_id] = full[:, -tokens:]
+
+        # Two servers at once (a check comes here when the checker's own session could not tell, so
+        # a third one is most often needed), fastest first; more when some do not answer.
+        pending = list(others)
+        while pending and len(answers) < 2:
+            asked, pending = pending[:2 - len(answers)], pending[2 - len(answers):]
+            got: dict[str, torch.Tensor] = {}
+            async with trio.open_nursery() as nursery:
+                for other in asked:
+                    nursery.start_soon(ask, other, got)
+            answers += [(other.peer_id, got[other.peer_id]) for other in asked if other.peer_id in got]
+            first = next((o for o in others if answers and o.peer_id == answers[0][0]), None)
+            if first is not None and agree(output, answers[0][1], server.dtype, first.dtype):
                 self.checks += 1
                 self.reputation.passed(server.peer_id)
                 return PASSED
-            if len(answers) == 2:
-                break
         if not answers:
             self.skipped += 1
             return NOBODY if not others else UNSURE

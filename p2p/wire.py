@@ -45,6 +45,11 @@ class WireLimits:
 DEFAULT_LIMITS = WireLimits()
 
 
+class FrameCutShort(trio.TooSlowError):
+    """A frame started (its lengths were read) but its rest did not come in time: what is read next on
+    the stream is the middle of that frame, so the stream is out of sync and must be ended."""
+
+
 class StreamGone(Exception):
     """The stream ended (EOF, reset, closed) before a whole message was read or written."""
 
@@ -122,8 +127,10 @@ def decode_tensor(dtype: torch.dtype, shape: list[int], data: bytes | bytearray)
     return flat.reshape(shape)
 
 
-async def _read_exactly(stream: Any, n: int) -> bytes:
-    chunks, got = [], 0
+async def _read_exactly(stream: Any, n: int, chunks: list[bytes] | None = None) -> bytes:
+    """`n` bytes of `stream`; `chunks`: where the pieces read so far are kept (a caller whose wait
+    ran out learns whether any were taken)."""
+    chunks, got = [] if chunks is None else chunks, 0
     while got < n:
         try:
             chunk = await stream.read(n - got)
@@ -145,11 +152,25 @@ async def read_message(
 ) -> tuple[dict[str, Any], list[torch.Tensor]]:
     """Read one frame: wait up to `idle_timeout` s for it to start, then `body_timeout` s for the rest.
 
-    Raises trio.TooSlowError on a timeout, StreamGone when the stream ends, ProtocolError on a bad frame
-    (after which the stream is out of sync and must be closed).
+    Raises trio.TooSlowError on a timeout (FrameCutShort when the frame had begun), StreamGone when the
+    stream ends, ProtocolError on a bad frame (after either of those two, the stream is out of sync
+    and must be closed).
     """
-    with trio.fail_after(idle_timeout):
-        first = await _read_exactly(stream, _LENGTHS.size)
+    taken: list[bytes] = []
+    with trio.move_on_after(idle_timeout) as idle:
+        first = await _read_exactly(stream, _LENGTHS.size, taken)
+    if idle.cancelled_caught:
+        if taken:  # part of the lengths was read
+            raise FrameCutShort(f"a frame began but its lengths did not come within {idle_timeout:g} s")
+        raise trio.TooSlowError
+    try:
+        return await _read_rest(stream, first, limits, body_timeout)
+    except trio.TooSlowError:
+        raise FrameCutShort(f"a frame began but its rest did not come within {body_timeout:g} s") from None
+
+
+async def _read_rest(stream: Any, first: bytes, limits: WireLimits, body_timeout: float
+                     ) -> tuple[dict[str, Any], list[torch.Tensor]]:
     with trio.fail_after(body_timeout):
         head_len, payload_len = _LENGTHS.unpack(first)
         if head_len > limits.max_header_bytes:

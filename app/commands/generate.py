@@ -39,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--initial-peers", nargs="*", default=None, help="multiaddrs of swarm peers to join")
     where.add_argument("--verbose", action="store_true", help="show the route through the swarm")
     where.add_argument("--spot-check", type=float, default=None, metavar="RATE",
-                       help="fraction of steps recomputed by a second server to catch wrong activations "
-                            "(0: off, 1: every step; default 0.05; a hop's first step is always checked)")
+                       help="fraction of steps after which a second server checks the outputs since the "
+                            "last check, to catch wrong activations (0: off, 1: every step; default 0.05; a "
+                            "hop's first step is always checked, and its outputs at the latest every 16)")
     where.add_argument("--push", action=argparse.BooleanOptionalAction, default=True,
                        help="servers pass each step straight to the next server on the route (default); "
                             "--no-push: every step goes back through this machine between servers")

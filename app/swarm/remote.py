@@ -23,8 +23,9 @@ PATHS_PERIOD = 1.0  # s between looks at how the route's servers are reached
 
 
 class SwarmRouteFactory:
-    """Inference sessions through the swarm; `spot_check` is the fraction of steps a second server
-    recomputes (0: off; a hop's first step is always checked when on); `push`: servers pass each
+    """Inference sessions through the swarm; `spot_check` is the fraction of steps after which a
+    second server checks a hop's outputs since its last check (0: off; a hop's first step is always
+    checked when on, and its outputs at the latest every SpotCheck.held); `push`: servers pass each
     step to the next server on the route themselves (k+1 one-way delays a token instead of 2k);
     `adapter`: the LoRA adapter the sessions opened from now on use, by the name servers offer it
     under (None: the base model); `deep_prompts` [num_blocks, P, hidden]: sent with the steps that

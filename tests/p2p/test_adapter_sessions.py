@@ -39,7 +39,7 @@ def test_an_adapter_session_uses_only_servers_offering_it_and_passes_spot_checks
             if name == "checker":
                 node.block_ms = 100.0  # the route takes front and back; this one checks them
         async with swarm.client() as client:
-            checks = SpotCheck(rate=1.0, seed=0)
+            checks = SpotCheck(rate=1.0)
             async with InferenceSession(client, 64, adapter="greeter", spot_check=checks) as session:
                 outs = [await session.forward(x) for x in xs]
                 checked = await session.checked(final=True)  # waits for the checks running beside the steps

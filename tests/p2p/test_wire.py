@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corolla.p2p.errors import MessageTooLargeError, ProtocolError
-from corolla.p2p.wire import DEFAULT_LIMITS, StreamGone, WireLimits, encode, read_message, write_message
+from corolla.p2p.wire import (
+    DEFAULT_LIMITS,
+    FrameCutShort,
+    StreamGone,
+    WireLimits,
+    encode,
+    read_message,
+    write_message,
+)
 
 
 class ByteStream:
@@ -101,6 +109,51 @@ def test_a_silent_peer_times_out():
     async def main():
         with pytest.raises(trio.TooSlowError):
             await read_message(Silent(), idle_timeout=0.05, body_timeout=0.05)
+
+    trio.run(main)
+
+
+def test_a_reply_cut_short_after_its_lengths_says_so_and_what_follows_is_its_middle():
+    """The one reply of bench/fuzz.py's run that 'did not parse' (a 2,225,370,233-byte header): a read
+    that timed out after the frame's lengths, followed by a read of the same stream, which then takes
+    the first bytes of the msgpack header {"type": ...} (0x84 0xa4 't' 'y') for a length."""
+    whole = encode({"type": "error", "code": "X", "message": "m"})
+
+    class Stalls(ByteStream):  # the lengths come at once; the rest only after the reader gave up
+        async def read(self, n: int) -> bytes:
+            if len(self.data) == len(whole) - 8:
+                await trio.sleep(0.2)
+            return await super().read(n)
+
+    async def main():
+        stream = Stalls(whole, chunk=8)
+        with pytest.raises(FrameCutShort):
+            await read_message(stream, idle_timeout=1, body_timeout=0.05)
+        with pytest.raises(MessageTooLargeError, match="header of 2225370233 bytes"):
+            await read_message(stream, idle_timeout=1, body_timeout=1)
+
+    trio.run(main)
+
+
+def test_a_frame_whose_lengths_stop_halfway_is_cut_short_and_silence_is_only_too_slow():
+    whole = encode({"type": "x"})
+
+    class Halfway(ByteStream):  # 4 of the 8 length bytes, then nothing
+        async def read(self, n: int) -> bytes:
+            if len(self.data) == len(whole) - 4:
+                await trio.sleep_forever()
+            return await super().read(n)
+
+    class Silent(ByteStream):
+        async def read(self, n: int) -> bytes:
+            await trio.sleep_forever()
+
+    async def main():
+        with pytest.raises(FrameCutShort):
+            await read_message(Halfway(whole, chunk=4), idle_timeout=0.05, body_timeout=1)
+        with pytest.raises(trio.TooSlowError) as silent:
+            await read_message(Silent(), idle_timeout=0.05, body_timeout=1)
+        assert not isinstance(silent.value, FrameCutShort)
 
     trio.run(main)
 

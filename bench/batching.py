@@ -79,7 +79,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]  # others share this machine: the ratios are only as good as the load allows
     with tempfile.TemporaryDirectory() as tmp, LocalSwarm(Path(tmp), model=args.model) as swarm:
         swarm.start_server("--blocks", f"0:{ModelInfo.load(path).num_blocks}")
-        swarm.servers[0].wait_for("serving blocks")
+        swarm.servers[0].wait_for("serving block")
         trio.run(clients_run, path, head, tokenizer, swarm.bootstrap_addr, 2, 4)  # warm up
         for _ in range(args.rounds):
             for n in counts:

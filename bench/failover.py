@@ -45,7 +45,7 @@ async def measure(path: Path, bootstrap: str, swarm: LocalSwarm, replay: list[in
     model = ModelInfo.load(path)
     head = ClientHead.load(path)
     vocab = model.config.vocab_size
-    by_peer = {s.wait_for(r"serving blocks .* as (\S+);").group(1): s for s in swarm.servers}
+    by_peer = {s.wait_for(r"serving blocks? .* as (\S+);").group(1): s for s in swarm.servers}
     rows = []
     events: list[tuple[float, FailoverEvent]] = []
     killed_at = 0.0
@@ -97,7 +97,7 @@ def main() -> int:
         for blocks in ("0:10", "20:30", "10:20", "10:20", "10:20"):
             swarm.start_server("--blocks", blocks, "--cache-tokens", "4096")
         for server in swarm.servers:
-            server.wait_for("serving blocks")
+            server.wait_for("serving block")
         rows = trio.run(measure, path, swarm.bootstrap_addr, swarm, replay, crash)
     print("recovery of blocks 10:20 of the default model (ms); history = tokens replayed")
     print(f"{'kind':<7}{'history':>8}{'blocks':>7}{'to':>4}{'detect':>9}{'reroute+replay':>16}{'step total':>12}")

@@ -105,7 +105,7 @@ def main() -> None:
         for blocks in args.spans.split(","):
             swarm.start_server("--blocks", blocks)
         for server in swarm.servers:
-            server.wait_for("serving blocks")
+            server.wait_for("serving block")
         pids = [s.pid for s in swarm.servers]
         idle = [psutil.Process(p).memory_info().rss for p in pids]
         rows = []

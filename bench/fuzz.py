@@ -165,7 +165,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, LocalSwarm(Path(tmp), announce_period=3.0) as swarm:
         server = swarm.add_server("--blocks", "0:10", "--max-sessions", str(args.max_sessions),
                                   "--cache-tokens", str(64 * args.max_sessions), name="target")
-        server_id = server.wait_for(r"serving blocks .* as (\S+);").group(1)
+        server_id = server.wait_for(r"serving blocks? .* as (\S+);").group(1)
         proc = psutil.Process(server.pid)
         t0 = time.monotonic()
         warm = trio.run(fuzz, argparse.Namespace(**{**vars(args), "frames": min(2000, args.frames), "minutes": 0}),

@@ -116,7 +116,7 @@ def main() -> None:
         for name in ("honest-a", "honest-b"):
             swarm.start_server("--blocks", f"0:{model.num_blocks}", *threads, name=name)
         for server in swarm.servers:
-            server.wait_for("serving blocks")
+            server.wait_for("serving block")
 
         def run(rate: float) -> tuple[str, float, int, float, float]:
             d = decoder(path, tok, head, args.tokens)

@@ -111,7 +111,7 @@ def main() -> int:
         for blocks in args.spans.split(","):
             swarm.start_server("--blocks", blocks)
         for server in swarm.servers:
-            server.wait_for("serving blocks")
+            server.wait_for("serving block")
         trio.run(swarm_run, path, 4, swarm.bootstrap_addr)  # warm up
         for _ in range(args.rounds):
             local_times, local_text = local_run_in_child(args.model, args.tokens)

@@ -168,7 +168,7 @@ def main() -> int:
                              ("sym", "29:30")):
             swarm.start_server(host, "--blocks", blocks, name=host)
         for server in swarm.servers:
-            server.peer_id = server.wait_for(r"serving blocks .* as (\S+);").group(1)
+            server.peer_id = server.wait_for(r"serving blocks? .* as (\S+);").group(1)
         by_name = {s.name: s for s in swarm.servers}
         probe_peers = [by_name[n].peer_id for n in ("s3", "cone", "sym")]
         probes = on_client(lab, "--inner", "rtt", "--bootstrap", swarm.bootstrap_addr,

@@ -99,7 +99,7 @@ def main() -> int:
         for host, blocks in SPANS:
             swarm.start_server(host, "--model", str(model), "--blocks", blocks, name=host)
         for server in swarm.servers:
-            server.wait_for(r"serving blocks")
+            server.wait_for(r"serving block")
         r = lab.run("client", [sys.executable, __file__, "--tokens", str(args.tokens), "--rounds", str(args.rounds),
                                "--inner", str(model), swarm.bootstrap_addr], cwd=REPO, timeout=900, env=os.environ)
     if r.returncode != 0:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 PROMPT = "w5 w17 w30 w42 w8 w100"
 NEW_TOKENS = 12
-SERVING = r"serving blocks (\S+) of .* as (\S+);"
+SERVING = r"serving blocks? (\S+) of .* as (\S+);"
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ def api(tmp_path_factory, default_model_path):
         for blocks in ("0:10", "10:20", "20:30"):
             swarm.start_server("--blocks", blocks)
         for server in swarm.servers:
-            server.wait_for("serving blocks")
+            server.wait_for("serving block")
         proc = ChildProcess("api", ["api", "--initial-peers", swarm.bootstrap_addr, "--port", "0",
                                     "--api-key", "sesame"], work)
         try:

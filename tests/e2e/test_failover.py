@@ -33,7 +33,7 @@ def swarm(tmp_path_factory, default_model_path):
         s.start_server("--blocks", "5:25", name="wide")
         s.start_server("--blocks", "8:22", name="middle")
         for server in s.servers:
-            server.wait_for("serving blocks")
+            server.wait_for("serving block")
         yield s
 
 
@@ -44,7 +44,7 @@ def expected(default_model_path) -> str:
 
 def peer_ids(swarm) -> dict[str, object]:
     """Servers by the short id people see (names.short_id), as `generate --verbose` prints the route."""
-    return {short_id(server.wait_for(r"serving blocks .* as (\S+);").group(1)): server for server in swarm.servers}
+    return {short_id(server.wait_for(r"serving blocks? .* as (\S+);").group(1)): server for server in swarm.servers}
 
 
 class Generation:

@@ -32,7 +32,7 @@ PROTOCOLS = {INFO_PROTOCOL: "info", FORWARD_PROTOCOL: "forward", INFERENCE_PROTO
 def swarm(tmp_path_factory, default_model_path):
     with LocalSwarm(tmp_path_factory.mktemp("hostile"), announce_period=3.0) as s:
         s.add_server("--blocks", "0:30", name="honest")
-        s.servers[0].peer_id = s.servers[0].wait_for(r"serving blocks .* as (\S+);").group(1)
+        s.servers[0].peer_id = s.servers[0].wait_for(r"serving blocks? .* as (\S+);").group(1)
         yield s
 
 

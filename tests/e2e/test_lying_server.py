@@ -34,7 +34,7 @@ def swarm(tmp_path_factory, default_model_path):
         for name in ("honest-a", "honest-b"):
             s.start_server("--blocks", "0:30", name=name)
         for server in s.servers:
-            server.wait_for(r"serving blocks")
+            server.wait_for(r"serving block")
         yield s
 
 

@@ -36,7 +36,7 @@ def swarm(tmp_path_factory, default_model_path):
         s.start_server("sym", "--blocks", "20:30", name="sym1")
         s.start_server("sym", "--blocks", "20:30", name="sym2")  # a second home server for failover
         for server in s.servers:
-            server.peer_id = server.wait_for(r"serving blocks .* as (\S+);").group(1)
+            server.peer_id = server.wait_for(r"serving blocks? .* as (\S+);").group(1)
         s.report = swarm_report_with_all(s)
         yield s
 

@@ -31,7 +31,7 @@ def swarm(tmp_path_factory):
             for blocks in spans:
                 s.start_server("--blocks", blocks, name=f"{name}-{blocks.replace(':', '-')}")
         for server in s.servers:
-            server.wait_for("serving blocks")
+            server.wait_for("serving block")
         yield s, paths
 
 

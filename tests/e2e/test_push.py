@@ -33,7 +33,7 @@ def swarm(tmp_path_factory, default_model_path):
         for blocks, name in (("0:10", "front"), ("10:20", "middle"), ("20:30", "back"), ("10:20", "spare")):
             s.start_server("--blocks", blocks, name=name)
         for server in s.servers:
-            server.wait_for("serving blocks")
+            server.wait_for("serving block")
         yield s
 
 

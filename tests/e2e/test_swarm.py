@@ -34,7 +34,7 @@ def swarm(tmp_path_factory, default_model_path):
         for blocks in ("0:10", "10:20", "20:30"):
             s.start_server("--blocks", blocks)
         for server in s.servers:
-            server.wait_for("serving blocks")
+            server.wait_for("serving block")
         yield s
 
 

@@ -79,7 +79,7 @@ class LabSwarm:
 
     def add_server(self, host: str, *extra: str, name: str | None = None) -> LabProcess:
         server = self.start_server(host, *extra, name=name)
-        server.peer_id = server.wait_for(r"serving blocks .* as (\S+);").group(1)
+        server.peer_id = server.wait_for(r"serving blocks? .* as (\S+);").group(1)
         return server
 
     def client(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -53,7 +53,7 @@ def test_servers_measure_their_links_and_routing_takes_the_short_and_fast_ones(t
         swarm.start_bootstrap("boot")
         for host, blocks in (("a", "0:3"), ("slow", "0:3"), ("near", "3:6"), ("far", "3:6")):
             swarm.start_server(host, "--model", str(tiny_model), "--blocks", blocks, name=host)
-        ids = {s.name: s.wait_for(r"serving blocks .* as (\S+);").group(1) for s in swarm.servers}
+        ids = {s.name: s.wait_for(r"serving blocks? .* as (\S+);").group(1) for s in swarm.servers}
         r = lab.run("client", [sys.executable, "-c", LOOK, str(tiny_model), swarm.bootstrap_addr, str(LONG_PROMPT)],
                     cwd=REPO, timeout=400)
         assert r.returncode == 0, r.stderr[-3000:]

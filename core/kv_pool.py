@@ -24,6 +24,7 @@ from torch import nn
 
 from corolla.core.families.base import cache_keyword, layer_index
 from corolla.core.kv import GrowingLayer
+from corolla.core.step_graph import masked_step
 
 MIN_ROOM = 64  # the smallest slot length (tokens); a pool's room is a power of two
 FIRST_SLOTS = 8  # slots a pool is made with; it doubles (moving, so its graphs are made anew) as needed
@@ -153,15 +154,7 @@ class PooledPass:
         self.host_index[0] = pool.capacity
 
     def _body(self) -> torch.Tensor:
-        mask = self.range[None, None, None, :] <= self.position[:, None, :, None]
-        tables = self.positional(self.hidden, position_ids=self.position)
-        x = self.hidden
-        for block in self.blocks:
-            x = block(x, attention_mask=mask, position_ids=self.position, use_cache=True,
-                      position_embeddings=tables, **{self.keyword: self.cache})
-            if isinstance(x, tuple):
-                x = x[0]
-        return x
+        return masked_step(self, self.range)
 
     def _load(self, hidden: torch.Tensor, slots: list[int], positions: list[int]) -> None:
         n = hidden.shape[0]

@@ -26,6 +26,20 @@ from corolla.core.kv import GrowingLayer
 WARMUP_RUNS = 2  # eager runs on a side stream before capture (lazy initialisation, kernel choice)
 
 
+
+def masked_step(graph, entries: torch.Tensor) -> torch.Tensor:
+    """One-token step of `graph`'s blocks over its static buffers: each row attends to the cache
+    entries up to its own position (`entries` numbers them); the rest of the buffer is masked."""
+    mask = entries[None, None, None, :] <= graph.position[:, None, :, None]
+    tables = graph.positional(graph.hidden, position_ids=graph.position)
+    x = graph.hidden
+    for block in graph.blocks:
+        x = block(x, attention_mask=mask, position_ids=graph.position, use_cache=True,
+                  position_embeddings=tables, **{graph.keyword: graph.cache})
+        if isinstance(x, tuple):
+            x = x[0]
+    return x
+
 class _InPlace:
     """The cache as a captured step sees it: new entries go to `index`, attention reads the buffers."""
 
@@ -72,16 +86,7 @@ class StepGraph:
             self._capture()
 
     def _body(self) -> torch.Tensor:
-        # attend to every filled position and the new one; the rest of the buffer is masked
-        mask = (self.slots[None, None, None, :] <= self.position[:, None, :, None])
-        tables = self.positional(self.hidden, position_ids=self.position)
-        x = self.hidden
-        for block in self.blocks:
-            x = block(x, attention_mask=mask, position_ids=self.position, use_cache=True,
-                      position_embeddings=tables, **{self.keyword: self.cache})
-            if isinstance(x, tuple):
-                x = x[0]
-        return x
+        return masked_step(self, self.slots)
 
     @torch.inference_mode()
     def _capture(self) -> None:

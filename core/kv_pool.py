@@ -24,14 +24,13 @@ from torch import nn
 
 from corolla.core.families.base import cache_keyword, layer_index
 from corolla.core.kv import GrowingLayer
-from corolla.core.step_graph import masked_step
+from corolla.core.step_graph import capture_graph, masked_step
 
 MIN_ROOM = 64  # the smallest slot length (tokens); a pool's room is a power of two
 FIRST_SLOTS = 8  # slots a pool is made with; it doubles (moving, so its graphs are made anew) as needed
 MAX_ROWS = 32  # the largest padded batch a pass is captured for (p2p/batching.py's MAX_BATCH)
 MIN_LENGTH = 64  # the shortest cache length a pass reads
 MAX_GRAPHS = 24  # captured passes kept, (rows, length) pairs, the most recently used ones
-WARMUP_RUNS = 2
 
 
 def _pow2(n: int, least: int) -> int:
@@ -173,17 +172,7 @@ class PooledPass:
     def capture(self) -> None:
         """Capture the pass (a CUDA device). The inputs loaded now are the next step's: the warm-up
         runs write exactly the entries that step writes."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_RUNS):
-                self._body()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: a worker thread's GPU work meanwhile (a backward request) is not an error
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self.out = self._body()
-        self.graph = graph
+        self.graph, self.out = capture_graph(self._body)
 
     @torch.inference_mode()
     def run(self, hidden: torch.Tensor, slots: list[int], positions: list[int], capture: bool) -> torch.Tensor:

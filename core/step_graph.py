@@ -27,6 +27,20 @@ WARMUP_RUNS = 2  # eager runs on a side stream before capture (lazy initialisati
 
 
 
+def capture_graph(body) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """Warm `body` up on a side stream, then capture it as a CUDA graph; the graph and its output."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(WARMUP_RUNS):
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: a worker thread's GPU work meanwhile (a backward request) is not an error
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        out = body()
+    return graph, out
+
 def masked_step(graph, entries: torch.Tensor) -> torch.Tensor:
     """One-token step of `graph`'s blocks over its static buffers: each row attends to the cache
     entries up to its own position (`entries` numbers them); the rest of the buffer is masked."""
@@ -93,16 +107,7 @@ class StepGraph:
         # the position of the warm-up writes is the session's next one: the real step overwrites it
         length = self.layers[0].length
         self._set(length)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_RUNS):
-                self._body()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        # thread_local: a worker thread's GPU work meanwhile (a backward request) is not an error
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.out = self._body()
+        self.graph, self.out = capture_graph(self._body)
         # pinned host buffers: the copies to and from the network's tensors run without staging
         self.host_in = torch.empty(self.hidden.shape, dtype=self.hidden.dtype, pin_memory=True)
         self.host_out = torch.empty(self.out.shape, dtype=self.out.dtype, pin_memory=True)

@@ -100,6 +100,7 @@ class ServerNode(ForwardRequests):
         self.state = ONLINE
         self.peer_id = ""
         self.block_ms = 1.0
+        self.declared_block_ms: float | None = None  # the owner's figure (--block-ms): never measured over
         self.reachability = "unknown"  # set by whoever runs the node, from its dial-back
         self.relays: list[str] = []
         self.nickname = ""  # the owner's name for this server (checked by names.check_nickname)
@@ -164,7 +165,11 @@ class ServerNode(ForwardRequests):
         self._runtimes.clear()
 
     def measure_throughput(self, steps: int = 8) -> float:
-        """Time a decoding step (1 token after a short prefix); set and return ms per block."""
+        """Time a decoding step (1 token after a short prefix); set and return ms per block (the
+        owner's declared figure instead, where there is one)."""
+        if self.declared_block_ms is not None:
+            self.block_ms = self.declared_block_ms
+            return self.block_ms
         rt = SpanRuntime(self.span, max_cache_tokens=64)
         x = torch.zeros(1, 1, self.span.hidden_size, dtype=self.span.dtype, device=self.span.device)
         rt.open_session("warmup", 16)
@@ -189,7 +194,7 @@ class ServerNode(ForwardRequests):
     def observe(self, tokens: int, seconds: float, num_blocks: int) -> None:
         """Keep block_ms current from real decoding steps (the start-up measurement may have run
         while the machine was busy)."""
-        if tokens == 1:
+        if tokens == 1 and self.declared_block_ms is None:
             self.block_ms = 0.9 * self.block_ms + 0.1 * 1000 * seconds / num_blocks
 
     def _runtime(self, start: int, end: int) -> SpanRuntime:

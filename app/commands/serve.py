@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "instead of --blocks/--num-blocks, or as an upper bound on --num-blocks")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="compute with at most N CPU threads (a CPU server leaves the rest of the machine free)")
+    p.add_argument("--block-ms", type=float, default=None, metavar="MS",
+                   help="announce MS milliseconds per block instead of measuring (a higher figure keeps "
+                        "routes away from a machine that has other work to do)")
     p.add_argument("--max-sessions", type=int, default=16, help="sessions served at once")
     p.add_argument("--cache-tokens", type=int, default=8192,
                    help="attention-cache budget in tokens, shared by all sessions")
@@ -86,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.block_ms is not None and not (0 < args.block_ms < 1e6):
+        raise CorollaError("--block-ms must be a positive number of milliseconds")
     check_adapters(args.adapter)
     args.quant = resolve_quant(args.quant, args.device)
     if args.max_gpu_memory is not None:
@@ -104,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         announce_period=args.announce_period, drain_timeout=args.drain_timeout,
         rebalance_period=args.rebalance_period, status_json=args.status_json, relay=args.relay,
         swarm_key=read_swarm_key(args.swarm_key) if args.swarm_key else None, nickname=args.nickname,
-        adapters=list(args.adapter),
+        adapters=list(args.adapter), block_ms=args.block_ms,
     )
     return main_server(cfg)
 

@@ -56,6 +56,7 @@ class NodeConfig:
     nickname: str = ""  # shown to others beside this server's short id
     status_json: bool = False  # status messages on stdout (app/serve/status.py), words for people on stderr
     adapters: list[Path] = field(default_factory=list)  # PEFT LoRA adapter folders, each served under its name
+    block_ms: float | None = None  # announced ms per block instead of a measured one (None: measure)
 
 
 _people = None  # where say() writes (None: stdout); stderr when stdout carries the status channel
@@ -153,6 +154,7 @@ async def run_server(cfg: NodeConfig) -> None:
         span = await trio.to_thread.run_sync(load_span, cfg, path, blocks, dtype)
         node = ServerNode(span, model.name, model.hash, cache_tokens=cfg.cache_tokens,
                           max_sessions=cfg.max_sessions)
+        node.declared_block_ms = cfg.block_ms
         await trio.to_thread.run_sync(node.measure_throughput)
         node.attach(peer.host)
         node.reachability = peer.reachability

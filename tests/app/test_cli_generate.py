@@ -43,3 +43,10 @@ def test_adapter_mistakes_are_refused_before_anything_runs(default_model_path, t
     served = corolla("serve", "--model", "default", "--blocks", "0:2", "--adapter", str(tmp_path), timeout=120)
     assert served.returncode != 0 and "has no adapter_config.json: not a PEFT adapter folder" in served.stderr
     assert "Traceback" not in local.stderr + served.stderr
+
+
+def test_a_declared_block_time_must_be_a_positive_number():
+    for bad in ("-1", "0", "nan"):
+        served = corolla("serve", "--model", "default", "--blocks", "0:2", "--block-ms", bad, timeout=120)
+        assert served.returncode != 0 and "--block-ms must be a positive number of milliseconds" in served.stderr
+        assert "Traceback" not in served.stderr

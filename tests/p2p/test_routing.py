@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from corolla.core.span import Span
 from corolla.p2p.errors import NoRouteError
 from corolla.p2p.placement import better_span, choose_span
 from corolla.p2p.records import LEAVING, BlockRange, ServerInfo, format_blocks
 from corolla.p2p.routing import plan_route
+from corolla.p2p.server import ServerNode
 
 
 def server(name: str, start: int, end: int, *, rtt: float = 2.0, block_ms: float = 1.0,
@@ -99,3 +101,19 @@ def test_a_server_moves_only_to_close_a_gap_or_for_a_large_gain():
     # no gap, but blocks 10:20 are ten times weaker than the rest: worth a move
     weak = [me, server("a", 0, 10), server("b", 10, 20, block_ms=10), server("c", 20, 30)]
     assert better_span(weak, me, 30) == BlockRange(10, 20)
+
+
+def test_a_declared_block_time_is_announced_and_never_measured_over(tiny_model):
+    """`corolla serve --block-ms`: the owner's figure is what the node announces, and neither the
+    start-up measurement nor real steps replace it; without one, both do."""
+    declared = ServerNode(Span.load(tiny_model, 0, 2), "tiny", "hash")
+    declared.declared_block_ms = 50.0
+    assert declared.measure_throughput() == 50.0
+    declared.observe(1, 0.001, 2)
+    assert declared.info().block_ms == 50.0
+
+    measured = ServerNode(Span.load(tiny_model, 0, 2), "tiny", "hash")
+    first = measured.measure_throughput()
+    assert 0 < first < 50.0
+    measured.observe(1, 1.0, 2)  # a slow real step: 500 ms per block
+    assert measured.info().block_ms == pytest.approx(0.9 * first + 50.0)

@@ -126,3 +126,6 @@ def test_the_next_start_uses_the_tuned_prompts_and_adapter_chosen_last_time(qtbo
         assert second.tuning.current_adapter == "greeter" and again.backend.writer.adapter == "greeter"
     finally:
         app.quit()
+    # A model card queued before quitting reaches the window afterwards: it asks nothing, raises nothing.
+    second.tuning.adapters_wanted.emit()
+    again.backend.measure([{"role": "user", "content": "hi"}])

@@ -19,7 +19,9 @@ QUESTION = "Tell me a long story about a dragon who learns to sing."
 
 
 def test_a_busy_gpu_pauses_serving_without_changing_the_reply_and_serving_resumes(qtbot):
-    with DemoSwarm(spans=((0, 15), (15, 30))) as swarm:  # two hops: the contributed 0:30 is cheaper
+    # Two hops announcing a slow 50 ms per block: the contributed 0:30 is the cheaper route, however
+    # busy the machine was when it measured itself.
+    with DemoSwarm(spans=((0, 15), (15, 30)), extra_args=("--block-ms", "50")) as swarm:
         settings = Settings(initial_peers=tuple(swarm.initial_peers), blocks="0:30",
                             sampling=CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=120))
         services = Services(settings, persist=False)

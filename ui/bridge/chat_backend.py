@@ -88,12 +88,18 @@ class ChatBackend(QObject):
 
     @Slot()
     def find_adapters(self) -> None:
-        """Ask the swarm which adapters its servers offer; `adapters_offered` follows (empty if unknown)."""
+        """Ask the swarm which adapters its servers offer; `adapters_offered` follows (empty if unknown).
+        Nothing once the network thread has stopped (a late model card reaching a closing window)."""
+        if not self._trio.running:
+            return
         self._trio.spawn(self.writer.offered_adapters, on_done=lambda names: self.adapters_offered.emit(list(names)),
                          on_error=lambda exc: self.adapters_offered.emit([]))
 
     def measure(self, messages: list[dict[str, str]]) -> None:
-        """Report how much of the context `messages` fill (`context_usage`), in the background."""
+        """Report how much of the context `messages` fill (`context_usage`), in the background
+        (nothing once the network thread has stopped)."""
+        if not self._trio.running:
+            return
 
         async def count() -> tuple[int, int]:
             model = await self.writer.model()

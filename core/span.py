@@ -33,6 +33,19 @@ from corolla.core.weights import load_tensors, names_with_prefix
 ACCEPTED_DTYPES = tuple(DTYPES.values())
 
 
+def column_major_weights(module: nn.Module) -> None:
+    """Store every nn.Linear weight of `module` column-major, for one-token steps on a CPU.
+
+    A one-token step reads each weight once per token. MKL multiplies a row by a weight stored
+    (in, out) about 1.6x faster than by the usual (out, in) one (24 against 39 ms for 100 weights of
+    1536 x 576 floats, one thread, here); longer steps take the same time either way. The weight
+    keeps its (out, in) shape, as a transposed view, so adapters, autograd and state dicts see an
+    ordinary nn.Linear."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear) and m.weight.is_contiguous():
+            m.weight = nn.Parameter(m.weight.detach().t().contiguous().t(), requires_grad=m.weight.requires_grad)
+
+
 class Span(nn.Module):
     """Blocks [start, end) of a model, loaded from only the shards that hold them."""
 
@@ -70,6 +83,8 @@ class Span(nn.Module):
         blocks = blocks.to(dtype=dtype).eval().requires_grad_(False)
         quantize_linears(blocks, quant, compute_dtype=dtype)
         blocks = blocks.to(device=device)
+        if torch.device(device).type == "cpu" and dtype == torch.float32 and quant is Quantization.NONE:
+            column_major_weights(blocks)
         positional = family.make_positional(config)
         if positional is not None:
             positional = positional.to(device)

@@ -98,8 +98,8 @@ class ChildProcess:
                                           f"{self.output()[-3000:]}")
                 self._new_line.wait(min(left, 0.5))
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """Ask the child to leave (its stdin closes, as when this process ends), kill it after `timeout` s."""
+    def leave(self) -> None:
+        """Ask the child to leave (its stdin closes, as when this process ends); do not wait."""
         if self.proc.poll() is None:
             try:
                 if self.proc.stdin is None:
@@ -110,6 +110,11 @@ class ChildProcess:
                     self.proc.send_signal(signal.CTRL_BREAK_EVENT)
                 else:
                     self.proc.terminate()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Ask the child to leave, kill it after `timeout` s; its exit code."""
+        self.leave()
+        if self.proc.poll() is None:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -122,6 +127,17 @@ class ChildProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def stop_all(servers: list[ChildProcess], bootstrap: ChildProcess | None) -> None:
+    """Stop servers together (each takes a second or two to leave), then the bootstrap peer they
+    leave through."""
+    for child in servers:
+        child.leave()
+    for child in servers:
+        child.stop()
+    if bootstrap is not None:
+        bootstrap.stop()
 
 
 class LocalSwarm:
@@ -165,6 +181,4 @@ class LocalSwarm:
         return server
 
     def stop(self) -> None:
-        for child in [*self.servers, self.bootstrap]:
-            if child is not None:
-                child.stop()
+        stop_all(self.servers, self.bootstrap)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
-from corolla.app.demo.processes import ChildProcess
+from corolla.app.demo.processes import ChildProcess, stop_all
 from corolla.p2p.identity import EPHEMERAL
 from corolla.p2p.names import blocks_text
 
@@ -88,7 +88,6 @@ class DemoSwarm:
         return ChildProcess(name, ["--log-level", "INFO", *args], self.workdir)
 
     def stop(self) -> None:
-        for node in [*self.servers, *([self.bootstrap] if self.bootstrap else [])]:
-            node.stop()
+        stop_all(self.servers, self.bootstrap)
         self.servers, self.bootstrap = [], None
 

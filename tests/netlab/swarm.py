@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from corolla.app.demo.processes import ChildProcess
+from corolla.app.demo.processes import ChildProcess, stop_all
 from tests.netlab import Lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +89,4 @@ class LabSwarm:
                             env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
 
     def stop(self) -> None:
-        for server in self.servers:
-            server.stop()
-        if self.bootstrap is not None:
-            self.bootstrap.stop()
+        stop_all(self.servers, self.bootstrap)

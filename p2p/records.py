@@ -86,6 +86,12 @@ class ServerInfo:
         """How people see this server: 'alice (…XuRRFrVM)'."""
         return peer_name(self.peer_id, self.nickname)
 
+    def links(self) -> list[tuple[str, float, float | None]]:
+        """(peer id, round trip ms, Mbit/s or None when not probed) to each server of the next blocks
+        this server measured, nearest first."""
+        return [(pid, rtt, self.next_mbps.get(pid))
+                for pid, rtt in sorted(self.next_rtt_ms.items(), key=lambda item: item[1])]
+
     def to_wire(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("rtt_ms")

@@ -1,5 +1,6 @@
-"""The swarm's servers: name, blocks, state, throughput, sessions, latency, how each is reached; this
-PC's server marked in bold, those that just left greyed."""
+"""The swarm's servers: name, blocks, state, throughput, sessions, latency, how each is reached and
+its links to the servers of the next blocks; this PC's server marked in bold, those that just left
+greyed."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
-from corolla.p2p.names import block_span
+from corolla.p2p.names import block_span, peer_name
 from corolla.p2p.records import ServerInfo
 
-COLUMNS = ["Server", "Blocks", "State", "Tokens/s", "Sessions", "Latency", "Reached"]
+COLUMNS = ["Server", "Blocks", "State", "Tokens/s", "Sessions", "Latency", "Reached", "Next servers"]
+LINKS_SHOWN = 2  # links in the cell; the tooltip lists them all
+LINKS = COLUMNS.index("Next servers")
 PEER_ID = Qt.ItemDataRole.UserRole  # the full peer id behind the short name
 OWN_MARK = " (this PC)"
 
@@ -30,10 +33,16 @@ class ServerTable(QTableWidget):
         peer id) is this PC's server, marked in bold; `paths`: how each server is reached, by peer id
         ('direct', 'hole-punched', 'relayed via …')."""
         paths = paths or {}
+        names = {s.peer_id: s.name for s in servers}
+        links = {s.peer_id: [f"{names.get(pid) or peer_name(pid)}: {rtt:.0f} ms"
+                             + ("" if mbps is None else f", {mbps:.0f} Mbit/s") for pid, rtt, mbps in s.links()]
+                 for s in servers}
         rows = [(s, [s.name, block_span(s.start, s.end), s.state, f"{s.throughput:.1f}", str(s.active_sessions),
-                     f"{s.rtt_ms:.1f} ms", paths.get(s.peer_id, "–")])
+                     f"{s.rtt_ms:.1f} ms", paths.get(s.peer_id, "–"),
+                     "; ".join(links[s.peer_id][:LINKS_SHOWN]) + (" …" if len(links[s.peer_id]) > LINKS_SHOWN else "")
+                     or "–"])
                 for s in sorted(servers, key=lambda s: (s.start, s.end, s.peer_id))]
-        rows += [(s, [s.name, block_span(s.start, s.end), "left", "–", "–", "–", "–"]) for s in left]
+        rows += [(s, [s.name, block_span(s.start, s.end), "left", "–", "–", "–", "–", "–"]) for s in left]
         self.setRowCount(len(rows))
         grey = QColor("#888888")
         for r, (server, cells) in enumerate(rows):
@@ -43,6 +52,9 @@ class ServerTable(QTableWidget):
                 if c == 0:
                     item.setToolTip(server.peer_id + (" — this PC's server" if mine else ""))
                     item.setData(PEER_ID, server.peer_id)
+                if c == LINKS and links.get(server.peer_id):
+                    item.setToolTip("measured by this server to the servers of the next blocks:\n"
+                                    + "\n".join(links[server.peer_id]))
                 if cells[2] == "left":
                     item.setForeground(grey)
                     item.setToolTip("stopped answering; it disappears from this list shortly")

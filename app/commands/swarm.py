@@ -74,8 +74,7 @@ def link_lines(servers) -> list[str]:
         return []
     lines = ["", f"links between servers (as each measured them)  {'rtt ms':>7} {'Mbit/s':>8}"]
     for s in measured:
-        for pid, rtt in sorted(s.next_rtt_ms.items(), key=lambda item: item[1]):
-            mbps = s.next_mbps.get(pid)
+        for pid, rtt, mbps in s.links():
             link = f"{s.name} -> {names.get(pid) or peer_name(pid, '')}"
             lines.append(f"{link:<47} {rtt:>7.1f} {'?' if mbps is None else f'{mbps:.1f}':>8}")
     return lines

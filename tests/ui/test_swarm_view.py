@@ -32,6 +32,25 @@ def test_coverage_table_and_missing_blocks(qtbot):
     assert "every block is served" in view.summary.text()
 
 
+def test_each_server_shows_its_links_to_the_next_servers(qtbot):
+    """What each server measured to the servers of the next blocks: round trip and throughput, the
+    nearest first, by the names the table uses; links to servers not listed by their short id."""
+    view = SwarmView()
+    qtbot.addWidget(view)
+    a = server("12D3KooWAAA", 0, 4, nickname="alice",
+               next_rtt_ms={"12D3KooWBBB": 75.2, "12D3KooWCCC": 35.4, "12D3KooWDDD": 90.0},
+               next_mbps={"12D3KooWCCC": 17.6})
+    view.show_snapshot(SwarmSnapshot("SmolLM2", 8, [a, server("12D3KooWBBB", 4, 8, nickname="bob"),
+                                                     server("12D3KooWCCC", 4, 8)]))
+    column = view.servers.horizontalHeaderItem(7).text()
+    cells = {peer: view.servers.item(r, 7) for r, peer in enumerate(view.servers.peers())}
+    assert column == "Next servers"
+    assert cells["12D3KooWAAA"].text() == f"{peer_name('12D3KooWCCC')}: 35 ms, 18 Mbit/s; bob (…3KooWBBB): 75 ms …"
+    assert cells["12D3KooWAAA"].toolTip().splitlines()[1:] == [
+        f"{peer_name('12D3KooWCCC')}: 35 ms, 18 Mbit/s", "bob (…3KooWBBB): 75 ms", f"{peer_name('12D3KooWDDD')}: 90 ms"]
+    assert cells["12D3KooWBBB"].text() == "–" and cells["12D3KooWBBB"].toolTip() == ""
+
+
 def test_a_failed_refresh_keeps_the_last_answer_and_says_so(qtbot):
     view = SwarmView()
     qtbot.addWidget(view)

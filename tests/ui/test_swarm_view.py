@@ -147,3 +147,15 @@ def test_the_swarm_view_and_route_panel_say_how_each_server_is_reached(qtbot):
     assert "another peer" in panel.table.item(2, 3).toolTip()
     panel.show_route([RouteHop(servers[2], 8, 12)])  # a reroute keeps what is known of each server
     assert panel.table.item(0, 3).text() == f"relayed via {short_id(relay)}"
+
+
+def test_corolla_swarm_lists_the_same_links():
+    from corolla.app.commands.swarm import link_lines
+
+    a = server("12D3KooWAAA", 0, 4, nickname="alice", next_rtt_ms={"12D3KooWBBB": 75.2, "12D3KooWCCC": 35.4},
+               next_mbps={"12D3KooWCCC": 17.6})
+    lines = link_lines([a, server("12D3KooWBBB", 4, 8, nickname="bob")])
+    assert [line.split() for line in lines[2:]] == [
+        ["alice", "(…3KooWAAA)", "->", "…3KooWCCC", "35.4", "17.6"],
+        ["alice", "(…3KooWAAA)", "->", "bob", "(…3KooWBBB)", "75.2", "?"]]
+    assert link_lines([server("12D3KooWBBB", 4, 8)]) == []

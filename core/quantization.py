@@ -1,4 +1,5 @@
-"""Weight quantization of a span's linear layers with bitsandbytes (int8, nf4).
+"""How a span's linear weights are stored: quantized with bitsandbytes (int8, nf4), or, in float32 on
+a CPU, column-major (`column_major_weights`).
 
 A quantized span holds about a quarter (nf4) or half (int8) of the weight memory of bf16, so a
 volunteer's GPU serves more blocks. bitsandbytes quantizes when the module is moved with `.to()`.
@@ -70,6 +71,23 @@ def quantize_linears(module: nn.Module, mode: Quantization, compute_dtype: torch
         else:
             quantize_linears(child, mode, compute_dtype)
     return module
+
+
+def column_major(weight: torch.Tensor) -> torch.Tensor:
+    """`weight` [out, in] with the same values and shape, stored column-major (a transposed view).
+
+    A one-token step reads each weight once per token. MKL multiplies a row by a weight stored
+    (in, out) about 1.6x faster than by the usual (out, in) one (24 against 39 ms for 100 weights of
+    1536 x 576 floats, one thread, here); longer steps take the same time either way."""
+    return weight.t().contiguous().t()
+
+
+def column_major_weights(module: nn.Module) -> None:
+    """Store every nn.Linear weight of `module` column-major, for one-token steps on a CPU. The
+    weights keep their (out, in) shape, so adapters, autograd and state dicts see ordinary layers."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear) and m.weight.is_contiguous():
+            m.weight = nn.Parameter(column_major(m.weight.detach()), requires_grad=m.weight.requires_grad)
 
 
 def weight_bytes(module: nn.Module) -> int:

@@ -74,17 +74,20 @@ def quantize_linears(module: nn.Module, mode: Quantization, compute_dtype: torch
 
 
 def column_major(weight: torch.Tensor) -> torch.Tensor:
-    """`weight` [out, in] with the same values and shape, stored column-major (a transposed view).
-
-    A one-token step reads each weight once per token. MKL multiplies a row by a weight stored
-    (in, out) about 1.6x faster than by the usual (out, in) one (24 against 39 ms for 100 weights of
-    1536 x 576 floats, one thread, here); longer steps take the same time either way."""
+    """`weight` [out, in] with the same values and shape, stored column-major (a transposed view)."""
     return weight.t().contiguous().t()
 
 
 def column_major_weights(module: nn.Module) -> None:
-    """Store every nn.Linear weight of `module` column-major, for one-token steps on a CPU. The
-    weights keep their (out, in) shape, so adapters, autograd and state dicts see ordinary layers."""
+    """Store every nn.Linear weight of `module` column-major, for one-token steps on a CPU.
+
+    A one-token step reads each weight once per token. MKL multiplies a row by a weight stored
+    (in, out) faster than by the usual (out, in) one: a default-model block 1.2 against 1.4 ms per
+    call, one thread, here (1536 x 576: 238 against 362 us; 576 x 576: 129 against 141). Narrow
+    weights alone would be faster row-major (192 x 576: 49 against 73 us), but mixing the layouts
+    gained only 5 % more and made one-token and longer steps round apart by 3e-4 where one layout
+    keeps them within 1e-4. Longer steps take the same time either way. The weights keep their
+    (out, in) shape, so adapters, autograd and state dicts see ordinary layers."""
     for m in module.modules():
         if isinstance(m, nn.Linear) and m.weight.is_contiguous():
             m.weight = nn.Parameter(column_major(m.weight.detach()), requires_grad=m.weight.requires_grad)

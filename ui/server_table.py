@@ -38,9 +38,7 @@ class ServerTable(QTableWidget):
                              + ("" if mbps is None else f", {mbps:.0f} Mbit/s") for pid, rtt, mbps in s.links()]
                  for s in servers}
         rows = [(s, [s.name, block_span(s.start, s.end), s.state, f"{s.throughput:.1f}", str(s.active_sessions),
-                     f"{s.rtt_ms:.1f} ms", paths.get(s.peer_id, "–"),
-                     "; ".join(links[s.peer_id][:LINKS_SHOWN]) + (" …" if len(links[s.peer_id]) > LINKS_SHOWN else "")
-                     or "–"])
+                     f"{s.rtt_ms:.1f} ms", paths.get(s.peer_id, "–"), _first_links(links[s.peer_id])])
                 for s in sorted(servers, key=lambda s: (s.start, s.end, s.peer_id))]
         rows += [(s, [s.name, block_span(s.start, s.end), "left", "–", "–", "–", "–", "–"]) for s in left]
         self.setRowCount(len(rows))
@@ -79,3 +77,10 @@ class ServerTable(QTableWidget):
     def own_rows(self) -> list[int]:
         """The rows marked as this PC's server."""
         return [r for r in range(self.rowCount()) if self.item(r, 0).text().endswith(OWN_MARK)]
+
+
+def _first_links(links: list[str]) -> str:
+    """The nearest LINKS_SHOWN links, '…' when there are more, '–' when none was measured."""
+    if not links:
+        return "–"
+    return "; ".join(links[:LINKS_SHOWN]) + (" …" if len(links) > LINKS_SHOWN else "")

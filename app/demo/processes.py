@@ -30,6 +30,8 @@ class LocalSwarmError(CorollaError):
 class ChildProcess:
     """One `corolla` child whose output is collected line by line (stdout and stderr together)."""
 
+    _leaving = False  # asked to leave already (once is enough: a second SIGTERM would cut its goodbye short)
+
     def __init__(self, name: str, args: list[str], log_dir: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.name = name
@@ -99,8 +101,9 @@ class ChildProcess:
                 self._new_line.wait(min(left, 0.5))
 
     def leave(self) -> None:
-        """Ask the child to leave (its stdin closes, as when this process ends); do not wait."""
-        if self.proc.poll() is None:
+        """Ask the child to leave (its stdin closes, as when this process ends), once; do not wait."""
+        if self.proc.poll() is None and not self._leaving:
+            self._leaving = True
             try:
                 if self.proc.stdin is None:
                     raise OSError("no pipe to the child's stdin")

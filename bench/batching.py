@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
@@ -41,13 +42,13 @@ async def clients_run(path: Path, head: ClientHead, tokenizer, bootstrap: str, n
     async with open_client_peer([bootstrap], host="127.0.0.1") as peer:
         client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
         await client.servers(fresh=True)
-        sessions = []
-        for i in range(n):
-            decoder = Decoder(head, tokenizer, params, tokenizer(PROMPTS[i % len(PROMPTS)]).input_ids, eos_ids=set())
-            sessions.append((decoder, InferenceSession(client, decoder.max_length)))
-        for _, session in sessions:
-            await session.__aenter__()
-        try:
+        async with AsyncExitStack() as stack:  # each session entered and left in turn, nested
+            sessions = []
+            for i in range(n):
+                decoder = Decoder(head, tokenizer, params, tokenizer(PROMPTS[i % len(PROMPTS)]).input_ids,
+                                  eos_ids=set())
+                sessions.append((decoder, await stack.enter_async_context(
+                    InferenceSession(client, decoder.max_length))))
             t0 = time.perf_counter()
             async with trio.open_nursery() as nursery:
                 for decoder, session in sessions:
@@ -56,9 +57,6 @@ async def clients_run(path: Path, head: ClientHead, tokenizer, bootstrap: str, n
                         done.append(len(decoder.token_ids))
                     nursery.start_soon(one)
             seconds = time.perf_counter() - t0
-        finally:
-            for _, session in sessions:
-                await session.close()
     return {"tokens": sum(done), "seconds": seconds}
 
 

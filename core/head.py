@@ -46,9 +46,8 @@ class ClientHead(nn.Module):
         wanted = [keys.embed, keys.lm_head, *keys.final_norm, *keys.embed_norm]
         t = load_tensors(path, wanted, dtype=dtype)
         if device.type == "cpu" and dtype == torch.float32:
-            # Column-major, as a span's weights: one row of logits 1.7x faster (8.3 against 14.3 ms
-            # for the default model here); embedding lookups read strided rows, which costs nothing
-            # noticeable.
+            # Column-major (core/quantization.py): one row of logits about 1.7x faster; embedding
+            # lookups read strided rows, which costs nothing noticeable.
             t = {k: column_major(v) if v.dim() == 2 else v for k, v in t.items()}
         embed = t[keys.embed]
         # Tied checkpoints store no LM head: it is the embedding matrix.

@@ -1,5 +1,5 @@
-"""How a span's linear weights are stored: quantized with bitsandbytes (int8, nf4), or, in float32 on
-a CPU, column-major (`column_major_weights`).
+"""How linear weights are stored: a span's quantized with bitsandbytes (int8, nf4); on a CPU, the
+client head's LM head column-major (`column_major`).
 
 A quantized span holds about a quarter (nf4) or half (int8) of the weight memory of bf16, so a
 volunteer's GPU serves more blocks. bitsandbytes quantizes when the module is moved with `.to()`.
@@ -74,23 +74,14 @@ def quantize_linears(module: nn.Module, mode: Quantization, compute_dtype: torch
 
 
 def column_major(weight: torch.Tensor) -> torch.Tensor:
-    """`weight` [out, in] with the same values and shape, stored column-major (a transposed view)."""
+    """`weight` [out, in] with the same values and shape, stored column-major (a transposed view).
+
+    MKL multiplies one row by a wide weight stored (in, out) faster than by the usual (out, in) one:
+    the default model's LM head (49152 x 576, one row of logits, one thread) 6.8-8.5 against
+    11.6-14.2 ms here. Not used for the blocks: there a one-token step gained about 10 % (30 blocks,
+    48-51 against 54-58 ms), a pass of 4 sessions together lost as much (90-96 against 81-83 ms),
+    and one-token and longer steps rounded further apart."""
     return weight.t().contiguous().t()
-
-
-def column_major_weights(module: nn.Module) -> None:
-    """Store every nn.Linear weight of `module` column-major, for one-token steps on a CPU.
-
-    A one-token step reads each weight once per token. MKL multiplies a row by a weight stored
-    (in, out) faster than by the usual (out, in) one: a default-model block 1.2 against 1.4 ms per
-    call, one thread, here (1536 x 576: 238 against 362 us; 576 x 576: 129 against 141). Narrow
-    weights alone would be faster row-major (192 x 576: 49 against 73 us), but mixing the layouts
-    gained only 5 % more and made one-token and longer steps round apart by 3e-4 where one layout
-    keeps them within 1e-4. Longer steps take the same time either way. The weights keep their
-    (out, in) shape, so adapters, autograd and state dicts see ordinary layers."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear) and m.weight.is_contiguous():
-            m.weight = nn.Parameter(column_major(m.weight.detach()), requires_grad=m.weight.requires_grad)
 
 
 def weight_bytes(module: nn.Module) -> int:

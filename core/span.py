@@ -26,7 +26,7 @@ from corolla.core.families import Family, family_for
 from corolla.core.families.base import layer_index
 from corolla.core.kv import GrowingLayer, gather_batch, growing_cache
 from corolla.core.kv_pool import PooledPasses, SlotPool
-from corolla.core.quantization import Quantization, column_major_weights, quantize_linears, weight_bytes
+from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
 from corolla.core.step_graph import StepGraph, step_graph_supported
 from corolla.core.weights import load_tensors, names_with_prefix
 
@@ -70,8 +70,6 @@ class Span(nn.Module):
         blocks = blocks.to(dtype=dtype).eval().requires_grad_(False)
         quantize_linears(blocks, quant, compute_dtype=dtype)
         blocks = blocks.to(device=device)
-        if torch.device(device).type == "cpu" and dtype == torch.float32 and quant is Quantization.NONE:
-            column_major_weights(blocks)
         positional = family.make_positional(config)
         if positional is not None:
             positional = positional.to(device)

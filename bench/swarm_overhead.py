@@ -43,19 +43,21 @@ def new_decoder(path: Path, tokens: int) -> Decoder:
     return Decoder(ClientHead.load(path), tok, params, tok(PROMPT).input_ids, eos_ids=set())
 
 
-def local_run_in_child(model: str, tokens: int) -> tuple[list[float], str]:
+def local_run_in_child(model: str, tokens: int, quant: str = "none") -> tuple[list[float], str]:
     """The baseline runs in its own process, as `--local` would (with the same OpenMP wait policy as
-    every process here: on a shared 2-core machine, busy-waiting OpenMP workers collapse under load)."""
-    out = subprocess.run([sys.executable, __file__, "--model", model, "--tokens", str(tokens), "--local-only"],
+    every process here: on a shared 2-core machine, busy-waiting OpenMP workers collapse under load),
+    its blocks quantized as `quant` says."""
+    out = subprocess.run([sys.executable, __file__, "--model", model, "--tokens", str(tokens), "--local-only",
+                          "--quant", quant],
                          check=True, capture_output=True, text=True, env=os.environ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return result["times"], result["text"]
 
 
-def local_run(path: Path, tokens: int) -> tuple[list[float], str]:
+def local_run(path: Path, tokens: int, quant: str = "none") -> tuple[list[float], str]:
     """Seconds per decoded token (prefill excluded; the head's work included) and the text."""
     decoder = new_decoder(path, tokens)
-    with LocalChain.load(path, [(0, ModelInfo.load(path).num_blocks)]) as chain:
+    with LocalChain.load(path, [(0, ModelInfo.load(path).num_blocks)], quant=quant) as chain:
         chain.open(decoder.max_length)
         hidden = decoder.advance(chain.forward(decoder.start()))
         times = []
@@ -97,11 +99,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--spans", default="0:10,10:20,20:30")
     parser.add_argument("--local-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quant", default="none", help=argparse.SUPPRESS)
     args = parser.parse_args()
     path = resolve_model(args.model)
     if args.local_only:
-        local_run(path, 4)  # warm up
-        times, text = local_run(path, args.tokens)
+        local_run(path, 4, args.quant)  # warm up
+        times, text = local_run(path, args.tokens, args.quant)
         print(json.dumps({"times": times, "text": text}))
         return 0
     # This process shares the cores with three servers (see LocalSwarm): no busy-waiting workers.

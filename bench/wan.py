@@ -8,7 +8,7 @@ Hosts: a bootstrap peer (also the relay) and three servers (0:10, 10:20, 20:30) 
 segment; a client behind a cone NAT; for the round trips, servers of block 29 behind a cone and a
 symmetric NAT. Delay is applied outside Corolla, by the testbed's router, to every packet.
 
-    python bench/wan.py [--tokens 12] [--rtts 0,20,50,100,200] [--probes 40] [--threads 1]
+    python bench/wan.py [--tokens 12] [--rtts 0,20,50,100,200] [--probes 40] [--threads 1] [--quant int4]
 
 Every process of the testbed computes on `--threads` threads (default 1): the hosts stand for separate
 machines but share this one's cores, and a server's one-token step with a thread per core waits for
@@ -137,6 +137,8 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=12)
     p.add_argument("--rtts", default="0,20,50,100,200")
     p.add_argument("--probes", type=int, default=40)
+    p.add_argument("--quant", default="none", choices=["none", "int4"],
+                   help="the servers' and the local run's weights (int4: PyTorch's CPU int4 kernel)")
     p.add_argument("--threads", type=int, default=1,
                    help="compute threads of every process (servers, client, local run); 0: torch's default")
     p.add_argument("--inner", choices=["tokens", "rtt"], help=argparse.SUPPRESS)
@@ -166,7 +168,7 @@ def main() -> int:
         swarm.start_bootstrap("boot")
         for host, blocks in (("s1", "0:10"), ("s2", "10:20"), ("s3", "20:30"), ("cone", "29:30"),
                              ("sym", "29:30")):
-            swarm.start_server(host, "--blocks", blocks, name=host)
+            swarm.start_server(host, "--blocks", blocks, "--quant", args.quant, name=host)
         for server in swarm.servers:
             server.peer_id = server.wait_for(r"serving blocks? .* as (\S+);").group(1)
         by_name = {s.name: s for s in swarm.servers}
@@ -177,7 +179,7 @@ def main() -> int:
             by_name[name].stop()
         for rtt in [float(x) for x in args.rtts.split(",")]:
             lab.set_rtt(rtt)
-            local_times, local_text = local_run_in_child(args.model, args.tokens)
+            local_times, local_text = local_run_in_child(args.model, args.tokens, args.quant)
             try:
                 s = on_client(lab, "--inner", "tokens", "--bootstrap", swarm.bootstrap_addr,
                               "--tokens", str(args.tokens))
@@ -193,7 +195,7 @@ def main() -> int:
     names = {by_name[n].peer_id: n for n in ("s3", "cone", "sym")}
     print(f"model {ModelInfo.load(path).name}, {args.tokens} greedy tokens per run, three servers "
           f"(0:10, 10:20, 20:30), client behind a cone NAT, {args.threads or 'default'} compute thread(s) "
-          f"per process; median ms per token")
+          f"per process, weights {'float32' if args.quant == 'none' else args.quant}; median ms per token")
     print(f"{'rtt ms':>6} {'local':>7} {'client-med':>10} {'push':>7} {'tok/s local':>11} {'tok/s c-m':>9} "
           f"{'tok/s push':>10} {'push/c-m':>8} {'saved':>6} {'of':>5} {'pushed':>6} {'same text':>9} {'load':>5}")
     for r in rows:

@@ -40,8 +40,9 @@ class LocalChain:
 
     @classmethod
     def load(cls, path: Path | str, spans: list[tuple[int, int]], dtype: torch.dtype = torch.float32,
-             max_cache_tokens: int = 8192) -> LocalChain:
-        return cls([SpanRuntime(Span.load(path, a, b, dtype=dtype), max_cache_tokens) for a, b in spans])
+             max_cache_tokens: int = 8192, quant: str = "none") -> LocalChain:
+        """`quant`: how the blocks' weights are quantized (core/quantization.py)."""
+        return cls([SpanRuntime(Span.load(path, a, b, dtype=dtype, quant=quant), max_cache_tokens) for a, b in spans])
 
     def open(self, max_length: int) -> None:
         self.session_id = uuid.uuid4().hex

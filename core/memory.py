@@ -15,8 +15,9 @@ from corolla.core.quantization import Quantization
 
 # Bytes per weight element after quantization: nf4 packs two per byte plus one scale per 64 weights,
 # itself quantized to a byte (bitsandbytes' nested statistics); int8 keeps one byte plus a scale per
-# row (about nothing). Checked against the measured 0.44 GB of a 70B-shaped block in nf4.
-_QUANT_BYTES = {Quantization.NF4: 0.5 + 1 / 64, Quantization.INT8: 1.0}
+# row (about nothing); int4 (CPU) half a byte plus two bfloat16 per 32 weights. Checked against the
+# measured 0.44 GB of a 70B-shaped block in nf4.
+_QUANT_BYTES = {Quantization.NF4: 0.5 + 1 / 64, Quantization.INT8: 1.0, Quantization.INT4: 0.5 + 4 / 32}
 RESERVE_BYTES = 1 << 30  # CUDA context, activations and allocator slack, kept free
 
 

@@ -1,5 +1,6 @@
-"""How linear weights are stored: a span's quantized with bitsandbytes (int8, nf4); on a CPU, the
-client head's LM head column-major (`column_major`).
+"""How linear weights are stored: a span's quantized with bitsandbytes (int8, nf4) or, on a CPU, in
+4 bits for PyTorch's own kernel (int4, core/int4.py); on a CPU, the client head's LM head
+column-major (`column_major`).
 
 A quantized span holds about a quarter (nf4) or half (int8) of the weight memory of bf16, so a
 volunteer's GPU serves more blocks. bitsandbytes quantizes when the module is moved with `.to()`.
@@ -13,6 +14,7 @@ from enum import Enum
 import torch
 from torch import nn
 
+from corolla.core import int4
 from corolla.core.errors import CorollaError
 
 
@@ -20,6 +22,7 @@ class Quantization(str, Enum):
     NONE = "none"
     INT8 = "int8"
     NF4 = "nf4"
+    INT4 = "int4"  # CPU only
 
 
 class QuantizationUnavailableError(CorollaError):
@@ -30,7 +33,7 @@ def parse_quantization(value: str) -> Quantization:
     try:
         return Quantization(value.lower())
     except ValueError:
-        raise CorollaError(f"unknown quantization {value!r}; choose none, int8 or nf4") from None
+        raise CorollaError(f"unknown quantization {value!r}; choose none, int8, nf4 or int4") from None
 
 
 def _bnb():
@@ -61,13 +64,28 @@ def _quantized_linear(linear: nn.Linear, mode: Quantization, compute_dtype: torc
     return q
 
 
+def check_device(mode: Quantization, device: str | torch.device) -> None:
+    """int4 is PyTorch's CPU kernel: refuse it elsewhere, or where this PyTorch lacks it."""
+    if mode is not Quantization.INT4:
+        return
+    if torch.device(device).type != "cpu":
+        raise CorollaError("int4 is for CPU servers; on a GPU use --quant nf4 (a quarter of bf16's memory too)")
+    if not int4.available():
+        raise QuantizationUnavailableError(f"int4 needs PyTorch 2.6 or later (this is {torch.__version__})")
+
+
 def quantize_linears(module: nn.Module, mode: Quantization, compute_dtype: torch.dtype) -> nn.Module:
-    """Swap every nn.Linear inside `module` for a bitsandbytes layer (quantized on the next .to())."""
+    """Swap every nn.Linear inside `module` for a bitsandbytes layer (quantized on the next .to()) or,
+    for int4, a CPU int4 layer (a layer the kernel cannot take stays as it is)."""
     if mode is Quantization.NONE:
         return module
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear):
-            setattr(module, name, _quantized_linear(child, mode, compute_dtype))
+            if mode is Quantization.INT4:
+                if int4.fits(child):
+                    setattr(module, name, int4.Int4Linear(child))
+            else:
+                setattr(module, name, _quantized_linear(child, mode, compute_dtype))
         else:
             quantize_linears(child, mode, compute_dtype)
     return module

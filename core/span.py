@@ -26,7 +26,7 @@ from corolla.core.families import Family, family_for
 from corolla.core.families.base import layer_index
 from corolla.core.kv import GrowingLayer, gather_batch, growing_cache
 from corolla.core.kv_pool import PooledPasses, SlotPool
-from corolla.core.quantization import Quantization, quantize_linears, weight_bytes
+from corolla.core.quantization import Quantization, check_device, quantize_linears, weight_bytes
 from corolla.core.step_graph import StepGraph, step_graph_supported
 from corolla.core.weights import load_tensors, names_with_prefix
 
@@ -53,6 +53,7 @@ class Span(nn.Module):
         """Build blocks [start, end) on the meta device and fill them from their shards only."""
         path = Path(path)
         quant = Quantization(quant)
+        check_device(quant, device)
         model_config = AutoConfig.from_pretrained(path)
         family = family_for(model_config)
         full_config = family.decoder_config(model_config)

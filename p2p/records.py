@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from corolla.core.adapters import ADAPTER_NAME
-from corolla.core.dtypes import DTYPES
+from corolla.core.dtypes import DTYPES, QUANT_TOLERANCE
 from corolla.p2p.blocks import BlockRange, format_blocks
 from corolla.p2p.errors import ProtocolError
 from corolla.p2p.names import NICKNAME_MAX, NicknameError, check_nickname, peer_name
@@ -57,6 +57,7 @@ class ServerInfo:
     end: int
     state: str = ONLINE
     dtype: str = "float32"
+    quant: str = "none"  # how its weights are quantized (core/quantization.py): none, int8, nf4, int4
     hidden_size: int = 0
     block_ms: float = 1.0  # compute per block per decoded token
     throughput: float = 0.0  # decoded tokens/s through the whole span
@@ -80,6 +81,11 @@ class ServerInfo:
     @property
     def blocks(self) -> BlockRange:
         return BlockRange(self.start, self.end)
+
+    @property
+    def precision(self) -> tuple[str, str]:
+        """(dtype, quantization): what decides how far its outputs may be from another server's."""
+        return self.dtype, self.quant
 
     @property
     def name(self) -> str:
@@ -115,6 +121,8 @@ class ServerInfo:
             raise ProtocolError(f"bad server info: unknown state {values['state']!r}")
         if values.get("dtype", "float32") not in DTYPES:
             raise ProtocolError(f"bad server info: unknown dtype {values['dtype']!r}")
+        if values.get("quant", "none") not in QUANT_TOLERANCE:
+            raise ProtocolError(f"bad server info: unknown quantization {values['quant']!r}")
         try:
             check_nickname(values.get("nickname", ""))
         except NicknameError as exc:
@@ -141,7 +149,7 @@ _INFO_REQUIRED = {"peer_id", "model_name", "model_hash", "start", "end"}
 _INFO_FIELDS: dict[str, tuple[type, float, float]] = {
     "peer_id": (str, 1, 128), "model_name": (str, 0, 256), "model_hash": (str, 0, 128),
     "start": (int, 0, MAX_BLOCKS - 1), "end": (int, 1, MAX_BLOCKS),
-    "state": (str, 1, 32), "dtype": (str, 1, 32), "hidden_size": (int, 0, 1 << 20),
+    "state": (str, 1, 32), "dtype": (str, 1, 32), "quant": (str, 1, 16), "hidden_size": (int, 0, 1 << 20),
     "block_ms": (float, 1e-4, 1e6), "throughput": (float, 0.0, 1e9),
     "free_cache_tokens": (int, 0, 1 << 32), "active_sessions": (int, 0, 1 << 20),
     "max_sessions": (int, 0, 1 << 20), "version": (str, 1, 32), "reachability": (str, 1, 32),

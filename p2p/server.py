@@ -146,7 +146,7 @@ class ServerNode(ForwardRequests):
         return ServerInfo(
             peer_id=self.peer_id, model_name=self.model_name, model_hash=self.model_hash,
             start=self.span.start, end=self.span.end, state=self.state,
-            dtype=DTYPE_NAMES[self.span.dtype], hidden_size=self.span.hidden_size,
+            dtype=DTYPE_NAMES[self.span.dtype], quant=self.span.quant.value, hidden_size=self.span.hidden_size,
             block_ms=self.block_ms, throughput=1000.0 / max(self.block_ms * n, 1e-6),
             # what a newcomer can get: idle sessions' room is given away on demand
             free_cache_tokens=self.free_cache_tokens + sum(s.tokens for _, s in idle),

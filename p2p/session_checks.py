@@ -148,7 +148,7 @@ class SpotChecking:
             got = (await shadow.exchange(inputs[:, fed:], start=fed))[:, check.since - fed:]
         except HopFailure:
             got = None
-        if got is None or not agree(outputs, got, hop.hop.server.dtype, shadow.hop.server.dtype):
+        if got is None or not agree(outputs, got, hop.hop.server.precision, shadow.hop.server.precision):
             hop.shadow = None
             await shadow.close(polite=False)
             return None

@@ -1,11 +1,11 @@
 """Catching servers that return wrong activations: every so many outputs of a hop (SpotCheck.interval),
 a second server holding the same blocks computes the hop's inputs too, and every output since the
-hop's last check is compared within a tolerance fitting the dtypes. The second server keeps its own session over those
-blocks (a checker session, p2p/session.py), so each check sends only the inputs it has not seen; when
-it disagrees, other servers recompute the whole input (the forward protocol) and a third decides. The
-peer in the minority is banned, recorded in the reputation, and reported. Checks run beside the
-decoding; a liar caught late makes the session roll back to its first wrong output, so that nothing
-it decided survives.
+hop's last check is compared within a tolerance fitting the dtypes and quantizations. The second
+server keeps its own session over those blocks (a checker session, p2p/session.py), so each check
+sends only the inputs it has not seen; when it disagrees, other servers recompute the whole input
+(the forward protocol) and a third decides. The peer in the minority is banned, recorded in the
+reputation, and reported. Checks run beside the decoding; a liar caught late makes the session roll
+back to its first wrong output, so that nothing it decided survives.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import trio
 
-from corolla.core.dtypes import TOLERANCE
+from corolla.core.dtypes import tolerance
 from corolla.p2p.client import SwarmClient, request_forward
 from corolla.p2p.errors import PeerUnavailableError, ProtocolError, RemoteError
 from corolla.p2p.names import blocks_text, short_id
@@ -138,7 +138,7 @@ class SpotCheck:
                     nursery.start_soon(ask, other, got)
             answers += [(other.peer_id, got[other.peer_id]) for other in asked if other.peer_id in got]
             first = next((o for o in others if answers and o.peer_id == answers[0][0]), None)
-            if first is not None and agree(output, answers[0][1], server.dtype, first.dtype):
+            if first is not None and agree(output, answers[0][1], server.precision, first.precision):
                 self.checks += 1
                 self.reputation.passed(server.peer_id)
                 return PASSED
@@ -151,10 +151,10 @@ class SpotCheck:
                         server.name, short_id(answers[0][0]), blocks_text(start, end))
             return UNSURE
         (first_id, first), (second_id, second) = answers
-        if agree(first, second, "float32", "float32") or agree(first, second, server.dtype, server.dtype):
+        if agree(first, second, "float32", "float32") or agree(first, second, server.precision, server.precision):
             caught = LiarCaught(server.peer_id, start, end, relative_error(output, first), [first_id, second_id],
-                                first_wrong(output, first, server.dtype))
-        elif agree(output, second, server.dtype, server.dtype):
+                                first_wrong(output, first, server.precision))
+        elif agree(output, second, server.precision, server.precision):
             caught = LiarCaught(first_id, start, end, relative_error(first, second), [server.peer_id, second_id])
         else:
             log.warning("spot-check: three servers disagree on %s; trusting none of them", blocks_text(start, end))
@@ -175,16 +175,18 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item() / scale
 
 
-def first_wrong(output: torch.Tensor, truth: torch.Tensor, dtype: str) -> int:
+def first_wrong(output: torch.Tensor, truth: torch.Tensor, precision: str | tuple[str, str]) -> int:
     """Index of the first token [batch, tokens, hidden] whose output is off by more than the tolerance
     (relative to the largest value of all); 0 when no single token is."""
-    tol = TOLERANCE.get(dtype, 5e-2)
+    tol = tolerance(precision)
     scale = max(output.abs().max().item(), truth.abs().max().item(), 1e-6)
     off = ((output.float() - truth.float()).abs().amax(dim=(0, 2)) / scale > tol).nonzero()
     return int(off[0, 0]) if off.numel() else 0
 
 
-def agree(a: torch.Tensor, b: torch.Tensor, dtype_a: str, dtype_b: str) -> bool:
-    """Whether two servers' outputs match within what their dtypes' rounding allows."""
-    tol = max(TOLERANCE.get(dtype_a, 5e-2), TOLERANCE.get(dtype_b, 5e-2))
+def agree(a: torch.Tensor, b: torch.Tensor, precision_a: str | tuple[str, str],
+          precision_b: str | tuple[str, str]) -> bool:
+    """Whether two servers' outputs match within what their precisions (a dtype name, or dtype and
+    quantization: ServerInfo.precision) allow."""
+    tol = max(tolerance(precision_a), tolerance(precision_b))
     return a.shape == b.shape and bool(torch.isfinite(b).all()) and relative_error(a, b) <= tol

@@ -131,11 +131,14 @@ class ReplyWriter:
         events.on_usage(len(prompt_ids), limit)
         pending: list[str] = []  # the head runs in a worker thread; text is reported from the loop's
 
-        def after_token(decoder: Decoder) -> None:
+        def flush() -> None:
             if pending:
                 text = "".join(pending)
                 pending.clear()
                 events.on_text(text)
+
+        def after_token(decoder: Decoder) -> None:
+            flush()
             events.on_usage(len(prompt_ids) + len(decoder.token_ids), limit)
 
         decoder = Decoder(model.head, model.tokenizer, params, prompt_ids, on_text=pending.append,
@@ -143,6 +146,7 @@ class ReplyWriter:
         async with self.routes.open(decoder.max_length, events, self.adapter, prompt_tokens=used) as route:
             await decode(decoder, route.forward, offload=trio.to_thread.run_sync, on_step=after_token,
                          checked=getattr(route, "checked", None))  # a swarm route's spot checks
+        flush()  # text held until the end (checks that could not decide) is released when decoding ends
         return Reply(decoder.text, decoder.finish_reason or "eos", len(decoder.token_ids), decoder.rounds)
 
     async def aclose(self) -> None:

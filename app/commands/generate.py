@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--local", action="store_true", help="run every block in this process")
     where.add_argument("--spans", default=None,
                        help="with --local: run as a chain of in-process spans, e.g. 0:10,10:20,20:30")
+    where.add_argument("--quant", default="none", choices=["none", "int8", "nf4", "int4"],
+                       help="with --local: quantize the blocks' weights as `corolla serve --quant` does "
+                            "(int4: a CPU's fastest)")
     where.add_argument("--initial-peers", nargs="*", default=None, help="multiaddrs of swarm peers to join")
     where.add_argument("--verbose", action="store_true", help="show the route through the swarm")
     where.add_argument("--spot-check", type=float, default=None, metavar="RATE",
@@ -68,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.spans and not args.local:
         raise CorollaError("--spans runs in-process spans: use it with --local")
+    if args.quant != "none" and not args.local:
+        raise CorollaError("--quant quantizes blocks run in this process: use it with --local (servers "
+                           "choose their own with corolla serve --quant)")
     if args.adapter is not None and args.local:
         raise CorollaError("LoRA adapters are applied by the swarm's servers (corolla serve --adapter DIR): "
                            "use --adapter with --initial-peers, not --local")
@@ -134,7 +140,7 @@ async def _generate(args: argparse.Namespace, stream: bool):
 
             num_blocks = ModelInfo.load(path).num_blocks
             routes = LocalRouteFactory(path, parse_spans(args.spans, num_blocks) if args.spans else [(0, num_blocks)],
-                                       deep_prompts=deep)
+                                       deep_prompts=deep, quant=args.quant)
         else:
             from corolla.app.swarm.connection import SwarmConnection
             from corolla.app.swarm.remote import SwarmRouteFactory

@@ -44,7 +44,7 @@ class NodeConfig:
     port: int = 0
     device: str = "cpu"
     dtype: str = "float32"
-    quant: str = "none"  # none, int8 or nf4 (bitsandbytes)
+    quant: str = "none"  # none, int8 or nf4 (bitsandbytes), int4 (CPU)
     max_sessions: int = 16
     cache_tokens: int = 8192
     identity: Path | None = None

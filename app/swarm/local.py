@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,9 +40,11 @@ class LocalRouteFactory:
     """Loads `spans` of the model at `path` on first use; one session at a time. `deep_prompts`
     [num_blocks, P, hidden]: added before every block to the first P positions (cached like the rest)."""
 
-    def __init__(self, path: Path, spans: list[tuple[int, int]], deep_prompts: torch.Tensor | None = None) -> None:
+    def __init__(self, path: Path, spans: list[tuple[int, int]], deep_prompts: torch.Tensor | None = None,
+                 quant: str = "none") -> None:
         self.path = path
         self.spans = spans
+        self.quant = quant  # how the blocks' weights are quantized (core/quantization.py)
         self.deep_prompts = deep_prompts
         self.applies_deep_prompts = deep_prompts is not None
         self._chain: LocalChain | None = None
@@ -53,7 +56,8 @@ class LocalRouteFactory:
         refuse_adapter(adapter)
         async with self._lock:
             if self._chain is None:
-                self._chain = await trio.to_thread.run_sync(LocalChain.load, self.path, self.spans)
+                self._chain = await trio.to_thread.run_sync(
+                    functools.partial(LocalChain.load, self.path, self.spans, quant=self.quant))
             chain = self._chain
             route = [RouteHop(ServerInfo(THIS_COMPUTER, self.path.name, "", a, b), a, b) for a, b in self.spans]
             await trio.to_thread.run_sync(chain.open, max_length)

@@ -50,3 +50,10 @@ def test_a_declared_block_time_must_be_a_positive_number():
         served = corolla("serve", "--model", "default", "--blocks", "0:2", "--block-ms", bad, timeout=120)
         assert served.returncode != 0 and "--block-ms must be a positive number of milliseconds" in served.stderr
         assert "Traceback" not in served.stderr
+
+
+def test_quantized_blocks_are_for_local_runs_only():
+    result = corolla("generate", *ARGS, "--initial-peers", "/ip4/127.0.0.1/tcp/9", "--quant", "int4")
+    assert result.returncode == 2
+    assert "--quant quantizes blocks run in this process: use it with --local" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -28,5 +28,5 @@ def test_quantized_span_is_smaller_and_close(default_model_path, mode, max_weigh
 
 
 def test_unknown_quantization_is_refused():
-    with pytest.raises(CorollaError, match="choose none, int8 or nf4"):
+    with pytest.raises(CorollaError, match="choose none, int8, nf4 or int4"):
         parse_quantization("fp3")

@@ -1,4 +1,4 @@
-"""Adapter names in server info: parsed at the border like every other field."""
+"""Adapter names and quantization in server info: parsed at the border like every other field."""
 
 from __future__ import annotations
 
@@ -21,3 +21,12 @@ def test_adapter_names_round_trip_and_default_to_none():
 def test_malformed_adapter_lists_are_refused(adapters):
     with pytest.raises(ProtocolError, match="adapter"):
         ServerInfo.from_wire({**BASE, "adapters": adapters})
+
+
+def test_quantization_round_trips_defaults_to_none_and_must_be_known():
+    info = ServerInfo(**BASE, quant="int4")
+    assert ServerInfo.from_wire(info.to_wire()).precision == ("float32", "int4")
+    assert ServerInfo.from_wire(dict(BASE)).quant == "none"  # a server of an older release says nothing
+    for bad in ("int3", "", 4):
+        with pytest.raises(ProtocolError, match="quant"):
+            ServerInfo.from_wire({**BASE, "quant": bad})

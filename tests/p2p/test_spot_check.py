@@ -119,6 +119,22 @@ def test_tolerance_tells_rounding_from_lies():
     assert relative_error(x, x) == 0.0
 
 
+def test_a_quantized_server_is_held_to_its_own_rounding(default_model_path):
+    from corolla.core.head import ClientHead
+    from corolla.core.span import Span
+
+    ids = torch.tensor([[504, 3575, 282, 4649, 314, 7042, 30]])
+    hidden = Span.load(default_model_path, 0, 10)(ClientHead.load(default_model_path).embed(ids))
+    full = Span.load(default_model_path, 10, 20)(hidden)
+    int4 = Span.load(default_model_path, 10, 20, quant="int4")(hidden)
+    # an honest int4 server is not a liar next to a float32 one, though float32's tolerance says so
+    assert agree(int4, full, ("float32", "int4"), ("float32", "none"))
+    assert not agree(int4, full, ("float32", "none"), ("float32", "none"))
+    # gross lies are still caught
+    assert not agree(torch.zeros_like(full), full, ("float32", "int4"), "float32")
+    assert not agree(torch.randn_like(full) * full.std(), full, ("float32", "int4"), "float32")
+
+
 def test_a_server_claiming_to_be_faster_than_it_is_is_routed_by_what_it_does(tiny_model):
     xs = inputs_for(4)
 

@@ -76,29 +76,51 @@ async def both_ways(path: Path, tokens: int, bootstrap: str) -> dict:
     return {way: min(rs, key=lambda r: med_ms(r["times"])) for way, rs in runs.items()}
 
 
-async def probe(peer, pid: str, hidden: torch.Tensor, probes: int) -> list[float]:
-    """Seconds of each of `probes` one-token steps through block 29 on one inference stream."""
-    stream = await open_stream(peer, pid, INFERENCE_PROTOCOL, 10.0)
-    try:
-        await write_message(stream, encode({"type": "open", "max_length": probes + 8, "batch_size": 1,
-                                            "start": PROBE_BLOCK, "end": PROBE_BLOCK + 1}), timeout=10)
-        header, _ = await read_message(stream, idle_timeout=10, body_timeout=10)
-        times = []
-        for _ in range(probes):
-            t0 = time.perf_counter()
-            await write_message(stream, encode({"type": "step", "session": header["session"]}, [hidden]),
-                                timeout=10)
-            await read_message(stream, idle_timeout=10, body_timeout=10)
-            times.append(time.perf_counter() - t0)
-        return times
-    finally:
-        with trio.move_on_after(1):
-            await stream.close()
+PROBE_ERRORS = (PeerUnavailableError, StreamGone, trio.TooSlowError, KeyError)
+
+
+class Probe:
+    """One-token steps through block 29 of one server, on one inference stream."""
+
+    def __init__(self, peer, pid: str, steps: int) -> None:
+        self.peer, self.pid, self.steps = peer, pid, steps
+        self.stream, self.session = None, ""
+        self.times: list[float] = []
+        self.error, self.attempts = "", 0
+
+    async def open(self) -> bool:
+        """Open the stream and the session; three attempts (on a busy machine a relayed stream
+        sometimes drops)."""
+        while self.attempts < 3:
+            self.attempts += 1
+            try:
+                self.stream = await open_stream(self.peer, self.pid, INFERENCE_PROTOCOL, 10.0)
+                await write_message(self.stream, encode({"type": "open", "max_length": self.steps + 8,
+                                                         "batch_size": 1, "start": PROBE_BLOCK,
+                                                         "end": PROBE_BLOCK + 1}), timeout=10)
+                header, _ = await read_message(self.stream, idle_timeout=10, body_timeout=10)
+                self.session = header["session"]
+                return True
+            except PROBE_ERRORS as exc:
+                self.error = f"{type(exc).__name__}: {exc}"[:200]
+        return False
+
+    async def step(self, hidden: torch.Tensor) -> None:
+        t0 = time.perf_counter()
+        await write_message(self.stream, encode({"type": "step", "session": self.session}, [hidden]), timeout=10)
+        await read_message(self.stream, idle_timeout=10, body_timeout=10)
+        self.times.append(time.perf_counter() - t0)
+
+    async def close(self) -> None:
+        if self.stream is not None:
+            with trio.move_on_after(1):
+                await self.stream.close()
 
 
 async def round_trips(path: Path, bootstrap: str, peers: list[str], probes: int) -> dict:
-    """Median ms of one decode step (one token's hidden state through block 29) per peer, on one
-    inference stream, after hole punching had its chance; and how each peer was reached."""
+    """Median ms of one decode step (one token's hidden state through block 29) per peer, each on one
+    inference stream, after hole punching had its chance; and how each peer was reached. The peers
+    take turns step by step, so that all see the same load of this shared machine."""
     model = ModelInfo.load(path)
     hidden = torch.zeros(1, 1, model.hidden_size)
     out = {}
@@ -106,19 +128,27 @@ async def round_trips(path: Path, bootstrap: str, peers: list[str], probes: int)
         client = SwarmClient(peer, model.name, model.hash, model.num_blocks)
         infos = {s.peer_id: s for s in await client.servers(fresh=True)}
         await wait_for_punches(peer.host, peers, 10.0)
-        for pid in peers:
-            for attempt in range(3):  # on a busy machine a relayed stream sometimes drops: try again
-                try:
-                    times = await probe(peer, pid, hidden, probes)
-                    break
-                except (PeerUnavailableError, StreamGone, trio.TooSlowError, KeyError) as exc:
-                    times, error = [], f"{type(exc).__name__}: {exc}"[:200]
-            if not times:
-                out[pid] = {"ms": float("nan"), "path": f"failed: {error}"}
-                continue
-            reach = infos[pid].reachability if pid in infos else "unknown"
-            out[pid] = {"ms": med_ms(times[probes // 4:]), "path": describe_path(peer.host, pid, reach),
-                        "attempts": attempt + 1}
+        running = [Probe(peer, pid, probes) for pid in peers]
+        failed = [p for p in running if not await p.open()]
+        running = [p for p in running if p not in failed]
+        try:
+            for _ in range(probes):
+                for p in list(running):
+                    try:
+                        await p.step(hidden)
+                    except PROBE_ERRORS as exc:
+                        p.error = f"{type(exc).__name__}: {exc}"[:200]
+                        running.remove(p)
+                        failed.append(p)
+        finally:
+            for p in running:
+                await p.close()
+        for p in failed:
+            out[p.pid] = {"ms": float("nan"), "path": f"failed: {p.error}"}
+        for p in running:
+            reach = infos[p.pid].reachability if p.pid in infos else "unknown"
+            out[p.pid] = {"ms": med_ms(p.times[probes // 4:]), "path": describe_path(peer.host, p.pid, reach),
+                          "attempts": p.attempts}
     return out
 
 
@@ -211,8 +241,9 @@ def main() -> int:
           "(hops - 1) one-way delays it should; pushed = steps that went server to server all the way; "
           "load = 1-minute load average of this machine)")
     print()
-    print(f"hidden-state round trip at 0 ms rtt (one token through block {PROBE_BLOCK}, median of "
-          f"{args.probes} steps on one stream)")
+    print(f"hidden-state round trip at 0 ms rtt (one token through block {PROBE_BLOCK}, median of the "
+          f"last {args.probes - args.probes // 4} of {args.probes} steps on one stream per server, the "
+          f"servers taking turns step by step)")
     direct = next(v["ms"] for pid, v in probes.items() if names[pid] == "s3")
     for pid, v in probes.items():
         print(f"  {names[pid]:<5} {v['path']:<22} {v['ms']:7.2f} ms   {v['ms'] / direct:5.2f}x direct")

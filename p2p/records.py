@@ -88,6 +88,11 @@ class ServerInfo:
         return self.dtype, self.quant
 
     @property
+    def precision_text(self) -> str:
+        """'float32', or with quantized weights 'float32+int4' (activations, then weights)."""
+        return self.dtype if self.quant == "none" else f"{self.dtype}+{self.quant}"
+
+    @property
     def name(self) -> str:
         """How people see this server: 'alice (…XuRRFrVM)'."""
         return peer_name(self.peer_id, self.nickname)

@@ -1,6 +1,6 @@
 """The swarm's servers: name, blocks, state, throughput, sessions, latency, how each is reached and
-its links to the servers of the next blocks; this PC's server marked in bold, those that just left
-greyed."""
+its links to the servers of the next blocks, and its precision (dtype, and how its weights are
+quantized); this PC's server marked in bold, those that just left greyed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem, QWidg
 from corolla.p2p.names import block_span, peer_name
 from corolla.p2p.records import ServerInfo
 
-COLUMNS = ["Server", "Blocks", "State", "Tokens/s", "Sessions", "Latency", "Reached", "Next servers"]
+COLUMNS = ["Server", "Blocks", "State", "Tokens/s", "Sessions", "Latency", "Reached", "Next servers", "Precision"]
 LINKS_SHOWN = 2  # links in the cell; the tooltip lists them all
 LINKS = COLUMNS.index("Next servers")
 PEER_ID = Qt.ItemDataRole.UserRole  # the full peer id behind the short name
@@ -38,9 +38,10 @@ class ServerTable(QTableWidget):
                              + ("" if mbps is None else f", {mbps:.0f} Mbit/s") for pid, rtt, mbps in s.links()]
                  for s in servers}
         rows = [(s, [s.name, block_span(s.start, s.end), s.state, f"{s.throughput:.1f}", str(s.active_sessions),
-                     f"{s.rtt_ms:.1f} ms", paths.get(s.peer_id, "–"), _first_links(links[s.peer_id])])
+                     f"{s.rtt_ms:.1f} ms", paths.get(s.peer_id, "–"), _first_links(links[s.peer_id]),
+                     s.precision_text])
                 for s in sorted(servers, key=lambda s: (s.start, s.end, s.peer_id))]
-        rows += [(s, [s.name, block_span(s.start, s.end), "left", "–", "–", "–", "–", "–"]) for s in left]
+        rows += [(s, [s.name, block_span(s.start, s.end), "left", "–", "–", "–", "–", "–", "–"]) for s in left]
         self.setRowCount(len(rows))
         grey = QColor("#888888")
         for r, (server, cells) in enumerate(rows):

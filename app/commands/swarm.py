@@ -46,8 +46,8 @@ async def swarm_report(model_name: str, model_hash: str, num_blocks: int, initia
     lines.append(f"{'peer id':<54} {'server':<30} {'blocks':>7} {'state':<8} {'precision':<13} {'tok/s':>8} "
                  f"{'ms/blk':>7} {'free cache':>10} {'sessions':>8} {'rtt ms':>7}  reached")
     for s in live:
-        precision = s.dtype if s.quant == "none" else f"{s.dtype}+{s.quant}"  # activations + weights
-        lines.append(f"{s.peer_id:<54} {s.name:<30} {block_span(s.start, s.end):>7} {s.state:<8} {precision:<13} "
+        lines.append(f"{s.peer_id:<54} {s.name:<30} {block_span(s.start, s.end):>7} {s.state:<8} "
+                     f"{s.precision_text:<13} "
                      f"{s.throughput:>8.1f} {s.block_ms:>7.2f} {s.free_cache_tokens:>10} "
                      f"{s.active_sessions:>3}/{s.max_sessions:<4} {s.rtt_ms:>7.1f}  {paths[s.peer_id]}")
     for pid in dead:

@@ -1,6 +1,7 @@
 from corolla.app.swarm.snapshot import SwarmSnapshot
 from corolla.p2p.names import peer_name, short_id
 from corolla.p2p.records import ServerInfo
+from corolla.ui.server_table import COLUMNS
 from corolla.ui.swarm_view import SwarmView
 
 
@@ -14,7 +15,7 @@ def test_coverage_table_and_missing_blocks(qtbot):
     view.show()
     snap = SwarmSnapshot("SmolLM2", 12, [
         server("12D3KooWAAA", 0, 6, throughput=4.5, active_sessions=1, rtt_ms=3.2),
-        server("12D3KooWBBB", 3, 8, throughput=2.0),
+        server("12D3KooWBBB", 3, 8, throughput=2.0, quant="int4"),
     ], left=[server("12D3KooWCCCCCCCCCCC", 8, 9, nickname="carol")])
     view.show_snapshot(snap)
     assert view.coverage.counts == [1, 1, 1, 2, 2, 2, 1, 1, 0, 0, 0, 0]
@@ -23,6 +24,8 @@ def test_coverage_table_and_missing_blocks(qtbot):
     assert view.servers.rowCount() == 3
     assert view.servers.item(0, 1).text() == "0–5" and view.servers.item(0, 3).text() == "4.5"
     assert view.servers.item(0, 5).text() == "3.2 ms"
+    precision = COLUMNS.index("Precision")
+    assert [view.servers.item(r, precision).text() for r in range(3)] == ["float32", "float32+int4", "–"]
     # a server that just left: its last known blocks, greyed, by the same name as elsewhere
     assert [view.servers.item(2, c).text() for c in (0, 1, 2)] == ["carol (…CCCCCCCC)", "8", "left"]
     assert view.servers.peers()[2] == "12D3KooWCCCCCCCCCCC"

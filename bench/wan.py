@@ -10,6 +10,9 @@ symmetric NAT. Delay is applied outside Corolla, by the testbed's router, to eve
 
     python bench/wan.py [--tokens 12] [--rtts 0,20,50,100,200] [--probes 40] [--threads 1] [--quant int4]
 
+`--quant int4`: the servers and the local run on 4-bit weights (PyTorch's CPU int4 kernel), so that a
+token's compute is closer to what GPU servers give it (push's gain shrinks as compute grows).
+
 Every process of the testbed computes on `--threads` threads (default 1): the hosts stand for separate
 machines but share this one's cores, and a server's one-token step with a thread per core waits for
 the core another process holds (on a loaded 2-core machine, 10 blocks of the default model took

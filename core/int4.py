@@ -3,13 +3,15 @@
 Each row of a linear weight is cut into groups of GROUP inputs; a group keeps 4-bit codes 0..15 with
 its own scale and zero point (asymmetric, min to max), and w = (code - 8) * scale + zero. A matmul
 reads half a byte per weight instead of four: on this project's 2-core test machine, the default
-model's 30 blocks took 15 ms a one-token step against 50 ms in float32 (one thread). Activations
+model's 30 blocks took 19 ms a one-token step against 51 ms in float32 (one thread). Activations
 enter the kernel as bfloat16 (with float32 ones it is 25x slower) and leave in the layer's dtype.
-Relative error of one layer about 0.08 (as bitsandbytes' nf4 on a GPU).
+Relative error of one layer about 0.08 (as bitsandbytes' nf4 on a GPU); the default model's outputs
+after all 30 blocks within 0.065 of float32's, relative to the largest value.
 
 A weight the kernel cannot take (inputs not a multiple of GROUP, outputs not of 16) stays as it was.
 Backward passes (fine-tuning through a server) multiply by the dequantized weight: the kernel's
-packed layout is read back once per layer (`Int4Linear.codes`), at the first backward.
+packed layout is read back once per layer (`Int4Linear.codes`), at the first backward, and the codes
+are kept from then on (one byte per weight).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from corolla.core import int4
 from corolla.core.adapters import AdapterError, UnknownAdapterError, load_adapter
 from corolla.core.head import ClientHead
 from corolla.core.span import Span, SpanRuntime
@@ -135,6 +136,7 @@ def test_an_int8_span_takes_an_adapter(models):
     assert ((delta8 - delta).norm() / delta.norm()) < 0.1  # and int8 weights keep its effect
 
 
+@pytest.mark.skipif(not int4.available(), reason="this PyTorch has no CPU int4 kernel")
 def test_an_int4_span_takes_an_adapter(models):
     """Each wrapped int4 layer adds exactly scale * B(A(x)) to its int4 output; through the span the
     adapter pushes the output the same way as on float weights (the tiny model's random weights put

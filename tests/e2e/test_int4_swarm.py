@@ -12,9 +12,10 @@ import sys
 import pytest
 
 from corolla.app.demo.processes import LocalSwarm
+from corolla.core import int4
 from corolla.p2p.names import short_id
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not int4.available(), reason="this PyTorch has no CPU int4 kernel")]
 
 ARGS = ["--model", "default", "--prompt", "The capital of France is", "--max-new-tokens", "10", "--greedy"]
 

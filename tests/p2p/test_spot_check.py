@@ -7,6 +7,7 @@ import pytest
 import torch
 import trio
 
+from corolla.core import int4
 from corolla.core.generation import Rollback
 from corolla.p2p.client import PeerBans
 from corolla.p2p.reputation import Reputation
@@ -119,6 +120,7 @@ def test_tolerance_tells_rounding_from_lies():
     assert relative_error(x, x) == 0.0
 
 
+@pytest.mark.skipif(not int4.available(), reason="this PyTorch has no CPU int4 kernel")
 def test_a_quantized_server_is_held_to_its_own_rounding(default_model_path):
     from corolla.core.head import ClientHead
     from corolla.core.span import Span

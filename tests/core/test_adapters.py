@@ -120,17 +120,23 @@ def test_rslora_and_alpha_pattern_scale_as_peft_does(models, tmp_path):
     assert (run_all(path, plain, IDS, "mine") - want).abs().max() > 1e-2
 
 
-def test_an_int8_span_takes_an_adapter(models):
-    pytest.importorskip("bitsandbytes")
+def quantized_and_float(models, quant: str) -> tuple[Span, tuple[torch.Tensor, ...]]:
+    """The tiny Llama's blocks 0:3 with `quant` weights and the LoRA adapter; outputs of one input
+    without and with the adapter, on float weights and on `quant` ones."""
     path, adapter_dir = models["llama"]
     torch.manual_seed(4)
     x = torch.randn(1, 6, 64)
     outs = []
-    for quant in ("none", "int8"):
-        span = Span.load(path, 0, 3, quant=quant)
+    for mode in ("none", quant):
+        span = Span.load(path, 0, 3, quant=mode)
         load_adapter(span, adapter_dir, "mine")
-        outs.append((span.forward(x), span.forward(x, adapter="mine")))
-    (base, lora), (base8, lora8) = outs
+        outs += [span.forward(x), span.forward(x, adapter="mine")]
+    return span, tuple(outs)
+
+
+def test_an_int8_span_takes_an_adapter(models):
+    pytest.importorskip("bitsandbytes")
+    _, (base, lora, base8, lora8) = quantized_and_float(models, "int8")
     delta, delta8 = lora - base, lora8 - base8
     assert (delta.norm() / base.norm()) > 0.05  # the adapter matters at this scale
     assert ((delta8 - delta).norm() / delta.norm()) < 0.1  # and int8 weights keep its effect
@@ -144,14 +150,7 @@ def test_an_int4_span_takes_an_adapter(models):
     from corolla.core.adapters import LoraLinear
     from corolla.core.int4 import Int4Linear
 
-    path, adapter_dir = models["llama"]
-    torch.manual_seed(4)
-    x = torch.randn(1, 6, 64)
-    outs = []
-    for quant in ("none", "int4"):
-        span = Span.load(path, 0, 3, quant=quant)
-        load_adapter(span, adapter_dir, "mine")
-        outs.append((span.forward(x), span.forward(x, adapter="mine")))
+    span, (base, lora, base4, lora4) = quantized_and_float(models, "int4")
     wrapped = [m for m in span.blocks.modules() if isinstance(m, LoraLinear) and "mine" in m.loras]
     assert wrapped and all(isinstance(m.base, Int4Linear) for m in wrapped)
     for layer in wrapped:
@@ -161,6 +160,5 @@ def test_an_int4_span_takes_an_adapter(models):
             out = layer(h)
         torch.testing.assert_close(out[0], layer.base(h[0]) + F.linear(F.linear(h[0], a), b) * scale)
         torch.testing.assert_close(out[1], layer.base(h[1]))
-    (base, lora), (base4, lora4) = outs
     delta, delta4 = (lora - base).flatten(), (lora4 - base4).flatten()
     assert F.cosine_similarity(delta4, delta, dim=0) > 0.8

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from corolla.core.adapters import ADAPTER_NAME
-from corolla.core.dtypes import DTYPES, QUANT_TOLERANCE
+from corolla.core.dtypes import DTYPES
+from corolla.core.quantization import Quantization
 from corolla.p2p.blocks import BlockRange, format_blocks
 from corolla.p2p.errors import ProtocolError
 from corolla.p2p.names import NICKNAME_MAX, NicknameError, check_nickname, peer_name
@@ -126,7 +127,7 @@ class ServerInfo:
             raise ProtocolError(f"bad server info: unknown state {values['state']!r}")
         if values.get("dtype", "float32") not in DTYPES:
             raise ProtocolError(f"bad server info: unknown dtype {values['dtype']!r}")
-        if values.get("quant", "none") not in QUANT_TOLERANCE:
+        if values.get("quant", "none") not in QUANTIZATIONS:
             raise ProtocolError(f"bad server info: unknown quantization {values['quant']!r}")
         try:
             check_nickname(values.get("nickname", ""))
@@ -161,6 +162,7 @@ _INFO_FIELDS: dict[str, tuple[type, float, float]] = {
     "nickname": (str, 0, NICKNAME_MAX), "model_blocks": (int, 0, MAX_BLOCKS),
 }
 REACHABILITIES = ("public", "private", "unknown")
+QUANTIZATIONS = {q.value for q in Quantization}
 MAX_RELAYS = 8  # circuit addresses one server may list
 MAX_LINKS = 64  # next servers one server may report a round trip to
 MAX_LINK_MS = 60_000.0

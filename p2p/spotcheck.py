@@ -151,10 +151,11 @@ class SpotCheck:
                         server.name, short_id(answers[0][0]), blocks_text(start, end))
             return UNSURE
         (first_id, first), (second_id, second) = answers
-        if agree(first, second, "float32", "float32") or agree(first, second, server.precision, server.precision):
+        precision = {o.peer_id: o.precision for o in others}  # each judged by its own and the other's
+        if agree(first, second, precision[first_id], precision[second_id]):
             caught = LiarCaught(server.peer_id, start, end, relative_error(output, first), [first_id, second_id],
                                 first_wrong(output, first, server.precision))
-        elif agree(output, second, server.precision, server.precision):
+        elif agree(output, second, server.precision, precision[second_id]):
             caught = LiarCaught(first_id, start, end, relative_error(first, second), [server.peer_id, second_id])
         else:
             log.warning("spot-check: three servers disagree on %s; trusting none of them", blocks_text(start, end))
